@@ -1,0 +1,50 @@
+"""Development sessions: ``nox`` runs lint, typecheck and tests; ``nox -s bench`` on demand.
+
+Every session installs the project itself, so a clean checkout needs only nox.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.error_on_missing_interpreters = True
+nox.options.default_venv_backend = "venv"
+
+PYTHON = "3.11"
+
+
+def _install(session: nox.Session, *extras: str) -> None:
+    spec = f".[{','.join(extras)}]" if extras else "."
+    session.install(spec)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The default test suite (the README's test command runs this)."""
+    _install(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "swapd", "tests", "noxfile.py")
+    session.run("ruff", "format", "--check", "swapd", "tests", "noxfile.py")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    _install(session, "test")
+    session.install("mypy>=1.11")
+    session.run("mypy", "--strict", "swapd")
+
+
+@nox.session(python=PYTHON)
+def schema(session: nox.Session) -> None:
+    """Regenerate config-schema.json from the config model."""
+    _install(session)
+    with open("config-schema.json", "w", encoding="utf-8") as out:
+        session.run("swapd", "schema", stdout=out)

@@ -1,0 +1,7 @@
+"""``python -m swapd`` runs the command line."""
+
+import sys
+
+from swapd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,182 @@
+"""The ``swapd`` command line. The only module that reads ``sys.argv``.
+
+::
+
+    swapd [--config PATH] [--listen HOST:PORT] [--watch-config]   run the daemon
+    swapd check-config PATH [--json]                             validate, print the resolved config
+    swapd schema                                                 print the config JSON schema
+    swapd --version
+
+llama-swap's single-dash spellings (``-config``, ``-listen``, ``-watch-config``,
+``-version``, ``-tls-cert-file``, ``-tls-key-file``) are accepted too.
+
+Exit status: 0 success; 1 the config is invalid or the daemon failed; 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import attrs
+
+from swapd import __version__
+from swapd.config import Config, ConfigError, load_config
+from swapd.config.model import DEFAULT_GROUP
+
+__all__ = ["EXIT_CONFIG", "EXIT_OK", "EXIT_USAGE", "main", "parse_listen"]
+
+EXIT_OK = 0
+EXIT_CONFIG = 1
+EXIT_USAGE = 2
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` (all interfaces) or ``[v6]:PORT`` → (host, port)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"invalid listen address {text!r}: expected HOST:PORT or :PORT")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - ':PORT' means all interfaces, as in llama-swap
+    return host, int(port_text)
+
+
+def _listen_arg(text: str) -> tuple[str, int]:
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="swapd",
+        description="Serve many local AI models through one OpenAI/Anthropic-compatible endpoint.",
+    )
+    parser.add_argument("--version", "-version", action="store_true", help="print the version")
+    parser.add_argument(
+        "--config", "-config", default="config.yaml", metavar="PATH", help="config file"
+    )
+    parser.add_argument(
+        "--listen",
+        "-listen",
+        type=_listen_arg,
+        default=None,
+        metavar="HOST:PORT",
+        help=f"address to serve on (default {DEFAULT_LISTEN}; ':PORT' for all interfaces)",
+    )
+    parser.add_argument(
+        "--watch-config", "-watch-config", action="store_true", help="reload on file change"
+    )
+    parser.add_argument("--tls-cert-file", "-tls-cert-file", metavar="PATH", default="")
+    parser.add_argument("--tls-key-file", "-tls-key-file", metavar="PATH", default="")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    check = commands.add_parser(
+        "check-config", help="validate a config file and print it resolved (ports, argv, groups)"
+    )
+    check.add_argument("path", metavar="PATH")
+    check.add_argument("--json", action="store_true", help="print the resolved config as JSON")
+    commands.add_parser("schema", help="print the config file's JSON schema")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    except SystemExit as exc:  # argparse exits on --help (0) and on bad usage (2)
+        return int(exc.code or 0)
+    if args.version:
+        print(f"swapd {__version__}")
+        return EXIT_OK
+    if args.command == "schema":
+        from swapd.config.schema import render_schema
+
+        sys.stdout.write(render_schema())
+        return EXIT_OK
+    if args.command == "check-config":
+        return _check_config(args.path, as_json=args.json)
+    if bool(args.tls_cert_file) != bool(args.tls_key_file):
+        print(
+            "Error: Both --tls-cert-file and --tls-key-file must be provided for TLS.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return _run_daemon(args)
+
+
+def _run_daemon(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"Error loading config: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    from swapd import daemon
+
+    listen = args.listen or parse_listen(DEFAULT_LISTEN)
+    return daemon.main(config, listen=listen, watch_config=args.watch_config)
+
+
+def _check_config(path: str, *, as_json: bool) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if as_json:
+        json.dump(resolved_view(config), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        _print_resolved(config, sys.stdout)
+    return EXIT_OK
+
+
+def resolved_view(config: Config) -> dict[str, Any]:
+    """The resolved config as plain data (what ``check-config --json`` prints)."""
+    return attrs.asdict(config, recurse=True)
+
+
+def _print_resolved(config: Config, out: TextIO) -> None:
+    write = out.write
+    write(f"config: {config.source} (ok)\n")
+    write(f"models: {len(config.models)}\n")
+    for model_id in sorted(config.models):
+        model = config.models[model_id]
+        write(f"  {model_id}\n")
+        write(f"    group:  {config.group_of(model_id)}\n")
+        if model.port is not None:
+            write(f"    port:   {model.port}\n")
+        write(f"    argv:   {shlex.join(model.argv)}\n")
+        if model.stop_argv:
+            write(f"    stop:   {shlex.join(model.stop_argv)}\n")
+        write(f"    proxy:  {model.proxy}\n")
+        write(f"    health: {model.check_endpoint}\n")
+        if model.ttl > 0:
+            write(f"    ttl:    {model.ttl}s\n")
+        if model.aliases:
+            write(f"    aliases: {', '.join(model.aliases)}\n")
+        if model.sleep_enabled:
+            write("    sleep:  enabled\n")
+    write("groups:\n")
+    for group_id, group in config.groups.items():
+        flags = [f"swap={str(group.swap).lower()}", f"exclusive={str(group.exclusive).lower()}"]
+        flags.append(f"persistent={str(group.persistent).lower()}")
+        implicit = " (implicit)" if group_id == DEFAULT_GROUP else ""
+        write(f"  {group_id}{implicit}: {' '.join(flags)}\n")
+        write(f"    members: {', '.join(group.members) or '-'}\n")
+    if config.peers:
+        write("peers:\n")
+        for peer_id, peer in sorted(config.peers.items()):
+            write(f"  {peer_id}: {peer.proxy} ({', '.join(peer.models)})\n")
+    if config.hooks.on_startup.preload:
+        write(f"preload: {', '.join(config.hooks.on_startup.preload)}\n")

@@ -1,0 +1,72 @@
+"""``load_config``: file → frozen, validated ``Config``, or a ConfigError naming every problem.
+
+The pipeline, each stage in its own module:
+
+1. ``source``   parse strict YAML (syntax errors stop here: nothing else can be trusted);
+2. ``shape``    check keys and types against ``model.py``, expand ``${env.NAME}``;
+3. ``macros``   validate and expand ``${name}`` macros, assign ``${PORT}``;
+4. ``validate`` cross-field rules; derive argv, the ``(default)`` group, the preload list;
+5. ``structure`` the cattrs door into the frozen attrs classes.
+
+Stages 2 to 4 collect problems instead of raising, so one run reports everything wrong
+with a file. Warnings (a clamped value, a deprecated key) travel on ``Config.warnings``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+
+from swapd.config import macros, source, validate
+from swapd.config.model import Config, ModelConfig
+from swapd.config.shape import Problems, shape_document
+from swapd.config.structure import structure_config
+from swapd.errors import ConfigError, ConfigProblem
+
+__all__ = ["load_config", "parse_config"]
+
+# Model text defaults that macros may appear in, expanded as if written in the file.
+_TEXT_DEFAULTS: dict[str, str] = {
+    "proxy": str(attrs.fields(ModelConfig).proxy.default),
+    "checkEndpoint": str(attrs.fields(ModelConfig).check_endpoint.default),
+}
+
+
+def load_config(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read and validate the config file at ``path``.
+
+    ``environ`` supplies ``${env.NAME}`` values (default: the process environment).
+    Raises ConfigError listing every problem, each with file, line and setting path.
+    """
+    name = os.fspath(path)
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            [ConfigProblem(name, 0, 0, "", f"cannot read the file: {reason}")]
+        ) from None
+    return parse_config(text, file=name, environ=environ)
+
+
+def parse_config(
+    text: str, *, file: str = "<config>", environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate config ``text``; ``file`` is only used in messages."""
+    tree = source.parse_yaml(text, file=file)
+    problems = Problems(file)
+    data = shape_document(tree, Config, problems, os.environ if environ is None else environ)
+    macros.check_definitions(data.get("macros", {}), ("macros",), problems)
+    for model_id, model in data.get("models", {}).items():
+        macros.check_definitions(model.get("macros", {}), ("models", model_id, "macros"), problems)
+    macros.expand_models(data, _TEXT_DEFAULTS, problems)
+    macros.expand_peers(data, problems)
+    validate.check_and_derive(data, problems)
+    problems.raise_if_any()
+    config = structure_config(data)
+    return attrs.evolve(config, source=file, warnings=tuple(problems.warnings))

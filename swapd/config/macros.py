@@ -1,0 +1,237 @@
+"""``${name}`` macros, ``${MODEL_ID}``, ``${PORT}`` and ``${PID}``, on shaped config data.
+
+Works on the plain dicts ``shape.py`` produces (keys are YAML spellings), in place, and
+reports problems through ``Problems`` so every message carries its line. ``${env.NAME}``
+was already expanded while shaping.
+
+Theory of operation (llama-swap's rules, reference section 2.6):
+
+- A model sees one ordered macro list: ``MODEL_ID`` first, then the global macros in file
+  order; a model macro with a global's name replaces it *in place*; other model macros
+  are appended in file order.
+- The list is applied from last to first. A macro's text may therefore use macros that
+  come *earlier* in the list (they are applied afterwards), which gives macro-in-macro
+  chains; a reference to a later macro is left over and reported as unknown.
+- Values are rendered like Go's ``%v`` (``gofmt.py``). Where any value is allowed
+  (``metadata``, ``setParams``) a string that is exactly ``${name}`` takes the macro's
+  typed value; a string that merely contains it is interpolated.
+- ``${PORT}`` comes last: a model whose expanded ``cmd`` uses it gets the next free number
+  from ``startPort``, models taken in sorted-ID order. ``${PID}`` is only meaningful in
+  ``cmdStop`` and is replaced when the model is stopped.
+
+Deliberate differences from llama-swap, each a fix of a documented sharp edge: macros
+also expand in ``env`` values and model ``setParams`` (llama-swap: only peers'), ``PID``
+is a reserved name, and every leftover is reported with its line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from swapd.config import cmdline
+from swapd.config.gofmt import render_scalar
+from swapd.config.shape import Path, Problems
+
+__all__ = ["RESERVED", "check_definitions", "expand_models", "expand_peers"]
+
+RESERVED = ("PORT", "MODEL_ID", "PID")
+_NAME = re.compile(r"[a-zA-Z0-9_-]+")
+_REFERENCE = re.compile(r"\$\{([a-zA-Z0-9_-]+)\}")
+_MAX_PORT = 65535
+
+# Text settings of a model that macros expand in, as paths inside the model's mapping.
+_MODEL_TEXT = (("cmd",), ("cmdStop",), ("proxy",), ("checkEndpoint",), ("filters", "stripParams"))
+# Settings holding any value, expanded with types kept.
+_MODEL_TYPED = (("metadata",), ("filters", "setParams"))
+_PEER_TEXT = (("apiKey",), ("filters", "stripParams"))
+_PEER_TYPED = (("filters", "setParams"),)
+
+
+def check_definitions(macros: Mapping[str, Any], path: Path, problems: Problems) -> None:
+    """Report bad macro names and values (types were checked while shaping)."""
+    for name, value in macros.items():
+        here = (*path, name)
+        if len(name) >= 64:
+            problems.add(here, f"macro name '{name}' exceeds maximum length of 63 characters")
+        elif not _NAME.fullmatch(name):
+            problems.add(
+                here,
+                f"macro name '{name}' contains invalid characters, "
+                "must match pattern ^[a-zA-Z0-9_-]+$",
+            )
+        elif name in RESERVED:
+            problems.add(here, f"macro name '{name}' is reserved")
+        if isinstance(value, str):
+            if len(value) >= 1024:
+                problems.add(
+                    here, f"macro value for '{name}' exceeds maximum length of 1024 characters"
+                )
+            if "${" + name + "}" in value:
+                problems.add(here, f"macro '{name}' contains self-reference")
+
+
+def expand_models(data: dict[str, Any], defaults: Mapping[str, str], problems: Problems) -> None:
+    """Expand macros in every model and assign ports; results are written into ``data``.
+
+    ``defaults`` holds the model defaults of text settings macros may appear in
+    (``proxy: http://localhost:${PORT}``), applied first so they expand like written text.
+    """
+    global_macros: Mapping[str, Any] = data.get("macros", {})
+    next_port = data.get("startPort", 5800)
+    models: dict[str, Any] = data.get("models", {})
+    for model_id in sorted(models):
+        model = models[model_id]
+        here: Path = ("models", model_id)
+        if problems.any_under(here):
+            continue  # already wrong; expanding would only add echoes of the same problem
+        for key, value in defaults.items():
+            model.setdefault(key, value)
+        for key in ("cmd", "cmdStop"):
+            if key in model:
+                model[key] = cmdline.strip_comment_lines(model[key])
+        own: Mapping[str, Any] = model.get("macros", {})
+        ordered: dict[str, Any] = {"MODEL_ID": model_id, **global_macros}
+        ordered.update(own)  # an existing name keeps its place: override in place
+        for name, value in reversed(list(ordered.items())):
+            _apply(model, _model_slots(model), name, value)
+
+        if "${PORT}" in model.get("cmd", ""):
+            if next_port > _MAX_PORT:
+                problems.add(
+                    (*here, "cmd"), f"no port left to assign (startPort + models > {_MAX_PORT})"
+                )
+            port = next_port
+            next_port += 1
+            model["port"] = port
+            slots = [s for s in _model_slots(model) if s[0] != "checkEndpoint"]
+            _apply(model, slots, "PORT", port)
+        elif "${PORT}" in model.get("proxy", ""):
+            problems.add(
+                (*here, "proxy"),
+                "proxy uses ${PORT} but cmd does not - ${PORT} is only available when used in cmd",
+            )
+            continue
+        _report_leftovers(model, model_id, here, problems)
+
+
+def expand_peers(data: dict[str, Any], problems: Problems) -> None:
+    """Expand global macros (no MODEL_ID, no model macros) in peers' apiKey and filters."""
+    global_macros: Mapping[str, Any] = data.get("macros", {})
+    for peer_id, peer in data.get("peers", {}).items():
+        slots = list(_slots(peer, _PEER_TEXT, _PEER_TYPED))
+        for name, value in reversed(list(global_macros.items())):
+            _apply(peer, slots, name, value)
+        for slot in slots:
+            for where, leftover in _leftovers(_get(peer, slot), slot):
+                problems.add(("peers", peer_id, *where), f"unknown macro '${{{leftover}}}'")
+
+
+# --- slots: where in a mapping macros expand ---------------------------------------------
+
+Slot = tuple[str | int, ...]
+
+
+def _model_slots(model: Mapping[str, Any]) -> list[Slot]:
+    slots = list(_slots(model, _MODEL_TEXT, _MODEL_TYPED))
+    slots.extend(("env", i) for i in range(len(model.get("env", ()))))
+    for key in ("sleepEndpoints", "wakeEndpoints"):
+        for i, step in enumerate(model.get(key, ())):
+            slots.extend((key, i, part) for part in ("endpoint", "body") if part in step)
+    return slots
+
+
+def _slots(
+    mapping: Mapping[str, Any], text: tuple[Slot, ...], typed: tuple[Slot, ...]
+) -> Iterator[Slot]:
+    for slot in (*text, *typed):
+        if _get(mapping, slot) is not None:
+            yield slot
+
+
+def _get(mapping: Any, slot: Slot) -> Any:
+    node = mapping
+    for part in slot:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _set(mapping: Any, slot: Slot, value: Any) -> None:
+    node = mapping
+    for part in slot[:-1]:
+        node = node[part]
+    node[slot[-1]] = value
+
+
+def _apply(mapping: Any, slots: list[Slot], name: str, value: Any) -> None:
+    token = "${" + name + "}"
+    text = render_scalar(value)
+    for slot in slots:
+        current = _get(mapping, slot)
+        # Only settings that hold any value keep the macro's type; text stays text.
+        typed = value if _is_typed(slot) else text
+        _set(mapping, slot, _substitute(current, token, text, typed))
+
+
+def _is_typed(slot: Slot) -> bool:
+    return slot[0] == "metadata" or slot[:2] == ("filters", "setParams")
+
+
+def _substitute(node: Any, token: str, text: str, typed: Any) -> Any:
+    if isinstance(node, str):
+        if node == token:
+            return typed
+        return node.replace(token, text) if token in node else node
+    if isinstance(node, dict):
+        return {k: _substitute(v, token, text, typed) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, token, text, typed) for v in node]
+    return node
+
+
+def _strings(node: Any, path: Slot) -> Iterator[tuple[Slot, str]]:
+    if isinstance(node, str):
+        yield path, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _strings(value, (*path, index))
+
+
+def _leftovers(node: Any, slot: Slot) -> Iterator[tuple[Slot, str]]:
+    """(where, name) of every ``${name}`` still present below ``slot``, once per place."""
+    for where, text in _strings(node, slot):
+        seen: set[str] = set()
+        for match in _REFERENCE.finditer(text):
+            if match.group(1) not in seen:
+                seen.add(match.group(1))
+                yield where, match.group(1)
+
+
+def _report_leftovers(
+    model: Mapping[str, Any], model_id: str, here: Path, problems: Problems
+) -> None:
+    for slot in _model_slots(model):
+        field = ".".join(str(p) for p in slot if not isinstance(p, int))
+        for where, name in _leftovers(_get(model, slot), slot):
+            message = _leftover_message(name, slot, model_id, field)
+            if message:
+                problems.add((*here, *where), message)
+
+
+def _leftover_message(name: str, slot: Slot, model_id: str, field: str) -> str | None:
+    if name == "PID":
+        if slot == ("cmdStop",):
+            return None  # replaced when the model is stopped
+        return "${PID} is only available in cmdStop"
+    if slot[0] == "metadata" or slot[:2] == ("filters", "setParams"):
+        return f"unknown macro '${{{name}}}'"
+    if name in ("PORT", "MODEL_ID"):
+        return f"macro '${{{name}}}' should have been substituted in {model_id}.{field}"
+    return f"unknown macro '${{{name}}}' found in {model_id}.{field}"

@@ -1,0 +1,408 @@
+"""The configuration model: frozen attrs classes, one per YAML mapping.
+
+This module is the single source of truth for the config file: every key, its YAML
+spelling, its legacy spellings, its default, its bounds and its documentation live on
+the field (see :func:`setting`). The loader (``shape.py``), the cattrs converter
+(``structure.py``) and the JSON schema (``schema.py``) are all derived from it, so they
+cannot drift apart.
+
+Rules:
+- values are immutable once loaded; change them with ``attrs.evolve``;
+- fields marked ``derived`` are not YAML keys: the loader computes them (ports, argv);
+- no I/O and no third-party imports besides attrs.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "DEFAULT_GROUP",
+    "Config",
+    "Endpoint",
+    "Filters",
+    "GroupConfig",
+    "Hooks",
+    "HttpMethod",
+    "LogLevel",
+    "LogToStdout",
+    "MacroValue",
+    "ModelConfig",
+    "PeerConfig",
+    "SleepMode",
+    "StartupHooks",
+    "setting",
+]
+
+#: The implicit group every model without an explicit group belongs to.
+DEFAULT_GROUP = "(default)"
+
+#: Go time layouts llama-swap accepts for ``logTimeFormat`` (lower-case names).
+LOG_TIME_FORMATS = (
+    "",
+    "ansic",
+    "unixdate",
+    "rubydate",
+    "rfc822",
+    "rfc822z",
+    "rfc850",
+    "rfc1123",
+    "rfc1123z",
+    "rfc3339",
+    "rfc3339nano",
+    "kitchen",
+    "stamp",
+    "stampmilli",
+    "stampmicro",
+    "stampnano",
+)
+
+MacroValue = str | int | float | bool
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+
+class LogToStdout(enum.StrEnum):
+    PROXY = "proxy"
+    UPSTREAM = "upstream"
+    BOTH = "both"
+    NONE = "none"
+
+
+class SleepMode(enum.StrEnum):
+    ENABLE = "enable"
+    DISABLE = "disable"
+
+
+class HttpMethod(enum.StrEnum):
+    GET = "GET"
+    POST = "POST"
+    PUT = "PUT"
+    PATCH = "PATCH"
+
+
+def setting(
+    default: Any = attrs.NOTHING,
+    *,
+    key: str,
+    doc: str,
+    factory: Any = None,
+    aliases: tuple[str, ...] = (),
+    minimum: int | None = None,
+    clamp: bool = False,
+    casefold: bool = False,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """Declare one config key.
+
+    ``key`` is the YAML spelling and ``aliases`` the legacy spellings also accepted
+    (llama-swap's ``on_startup``, ``strip_params``). A field with neither ``default`` nor
+    ``factory`` is required. ``minimum`` is an error bound, or with ``clamp=True`` a
+    floor that out-of-range values are raised to with a warning (what llama-swap does
+    for ``healthCheckTimeout``). ``casefold`` makes choice matching case-insensitive.
+    """
+    metadata = {
+        "key": key,
+        "doc": doc,
+        "aliases": aliases,
+        "minimum": minimum,
+        "clamp": clamp,
+        "casefold": casefold,
+        "choices": choices,
+    }
+    if factory is not None:
+        return attrs.field(factory=factory, metadata=metadata)
+    return attrs.field(default=default, metadata=metadata)
+
+
+def derived(default: Any = None, *, factory: Any = None) -> Any:
+    """A field the loader computes; never read from YAML, never in the schema."""
+    if factory is not None:
+        return attrs.field(factory=factory, metadata={"derived": True})
+    return attrs.field(default=default, metadata={"derived": True})
+
+
+@attrs.frozen(kw_only=True)
+class Endpoint:
+    """One HTTP call of a sleep or wake sequence."""
+
+    endpoint: str = setting(key="endpoint", doc="Path (or URL) called on the model's proxy.")
+    method: HttpMethod = setting(
+        HttpMethod.POST, key="method", casefold=True, doc="GET, POST, PUT or PATCH."
+    )
+    body: str = setting("", key="body", doc="Request body; sent as application/json.")
+    timeout: int = setting(
+        0,
+        key="timeout",
+        minimum=0,
+        doc="Seconds this call may take; 0 uses sleepRequestTimeout/wakeRequestTimeout.",
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Filters:
+    """Request-body rewriting applied before forwarding (models and peers)."""
+
+    strip_params: str = setting(
+        "",
+        key="stripParams",
+        aliases=("strip_params",),
+        doc="Comma-separated body keys to remove. `model` is never removed.",
+    )
+    set_params: Mapping[str, Any] = setting(
+        key="setParams",
+        factory=dict,
+        doc="Body keys to set or override (any JSON value). `model` is never set.",
+    )
+
+    def stripped_keys(self) -> tuple[str, ...]:
+        """``stripParams`` cleaned: trimmed, de-duplicated, sorted, without ``model``."""
+        keys = {part.strip() for part in self.strip_params.split(",")}
+        return tuple(sorted(k for k in keys if k and k != "model"))
+
+    def set_items(self) -> tuple[tuple[str, Any], ...]:
+        """``setParams`` in key order, without ``model``."""
+        return tuple(sorted((k, v) for k, v in self.set_params.items() if k != "model"))
+
+
+@attrs.frozen(kw_only=True)
+class ModelConfig:
+    """One model swapd can start. The mapping key in ``models`` is its ID."""
+
+    cmd: str = setting(
+        key="cmd",
+        doc="Command that starts the inference server. Lines starting with # are comments; "
+        "a trailing backslash continues a line; POSIX quoting; no shell.",
+    )
+    cmd_stop: str = setting(
+        "",
+        key="cmdStop",
+        doc="Command run to stop the server instead of SIGTERM; ${PID} is the server's PID.",
+    )
+    proxy: str = setting(
+        "http://localhost:${PORT}",
+        key="proxy",
+        doc="Base URL requests are forwarded to.",
+    )
+    aliases: tuple[str, ...] = setting(
+        key="aliases", factory=tuple, doc="Other names this model answers to (globally unique)."
+    )
+    env: tuple[str, ...] = setting(
+        key="env", factory=tuple, doc="NAME=value entries added to the server's environment."
+    )
+    check_endpoint: str = setting(
+        "/health",
+        key="checkEndpoint",
+        doc="Path polled until it answers 200 before the model is ready; `none` disables.",
+    )
+    ttl: int = setting(
+        0, key="ttl", doc="Unload after this many idle seconds; 0 (or less) never unloads."
+    )
+    unlisted: bool = setting(False, key="unlisted", doc="Hide from /v1/models.")
+    use_model_name: str = setting(
+        "", key="useModelName", doc="Model name written into requests sent upstream."
+    )
+    concurrency_limit: int = setting(
+        0,
+        key="concurrencyLimit",
+        doc="Requests served at once; more wait in a bounded queue. 0 means the default, 10.",
+    )
+    name: str = setting("", key="name", doc="Display name shown in listings.")
+    description: str = setting("", key="description", doc="Description shown in listings.")
+    send_loading_state: bool | None = setting(
+        None,
+        key="sendLoadingState",
+        doc="Stream loading progress to waiting chat clients; unset inherits the global value.",
+    )
+    metadata: Mapping[str, Any] = setting(
+        key="metadata",
+        factory=dict,
+        doc="Free-form values shown in /v1/models under meta.llamaswap (macros keep types).",
+    )
+    sleep_mode: SleepMode | None = setting(
+        None,
+        key="sleepMode",
+        casefold=True,
+        doc="`enable` puts the model to sleep instead of stopping it when swapped out; "
+        "unset enables it when both endpoint lists are given.",
+    )
+    sleep_endpoints: tuple[Endpoint, ...] = setting(
+        key="sleepEndpoints", factory=tuple, doc="HTTP calls that put the server to sleep."
+    )
+    wake_endpoints: tuple[Endpoint, ...] = setting(
+        key="wakeEndpoints", factory=tuple, doc="HTTP calls that wake the server up."
+    )
+    filters: Filters = setting(
+        key="filters", factory=Filters, doc="Request-body rewriting for this model."
+    )
+    macros: Mapping[str, MacroValue] = setting(
+        key="macros", factory=dict, doc="Model-level macros; override global macros of the name."
+    )
+
+    # Computed by the loader.
+    port: int | None = derived()
+    argv: tuple[str, ...] = derived(factory=tuple)
+    stop_argv: tuple[str, ...] = derived(factory=tuple)
+
+    @property
+    def sleep_enabled(self) -> bool:
+        if self.sleep_mode is SleepMode.DISABLE:
+            return False
+        return bool(self.sleep_endpoints) and bool(self.wake_endpoints)
+
+    @property
+    def effective_concurrency_limit(self) -> int:
+        return self.concurrency_limit if self.concurrency_limit > 0 else 10
+
+    @property
+    def health_check_disabled(self) -> bool:
+        return self.check_endpoint.strip() == "none"
+
+
+@attrs.frozen(kw_only=True)
+class GroupConfig:
+    """A set of models with a shared swapping rule."""
+
+    swap: bool = setting(True, key="swap", doc="Only one member runs at a time.")
+    exclusive: bool = setting(
+        True, key="exclusive", doc="Loading a member stops the other non-persistent groups."
+    )
+    persistent: bool = setting(
+        False, key="persistent", doc="Never stopped because another group is exclusive."
+    )
+    members: tuple[str, ...] = setting(
+        key="members", factory=tuple, doc="Model IDs (not aliases) in this group."
+    )
+
+
+@attrs.frozen(kw_only=True)
+class PeerConfig:
+    """A remote OpenAI-compatible server that serves models this machine lacks."""
+
+    proxy: str = setting(key="proxy", doc="Base URL; the request path is appended.")
+    api_key: str = setting(
+        "", key="apiKey", doc="Sent as `Authorization: Bearer` and `x-api-key` when set."
+    )
+    models: tuple[str, ...] = setting(key="models", doc="Model names served by the peer.")
+    filters: Filters = setting(
+        key="filters", factory=Filters, doc="Request-body rewriting for this peer."
+    )
+
+
+@attrs.frozen(kw_only=True)
+class StartupHooks:
+    preload: tuple[str, ...] = setting(
+        key="preload", factory=tuple, doc="Models started in the background at startup."
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Hooks:
+    on_startup: StartupHooks = setting(
+        key="onStartup",
+        aliases=("on_startup",),
+        factory=StartupHooks,
+        doc="Actions run when swapd starts or reloads its config.",
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """A whole, validated configuration."""
+
+    health_check_timeout: int = setting(
+        120,
+        key="healthCheckTimeout",
+        minimum=15,
+        clamp=True,
+        doc="Seconds a model may take to become healthy; values below 15 are raised to 15.",
+    )
+    sleep_request_timeout: int = setting(
+        10,
+        key="sleepRequestTimeout",
+        minimum=1,
+        clamp=True,
+        doc="Default seconds for one sleep call; values below 1 are raised to 1.",
+    )
+    wake_request_timeout: int = setting(
+        10,
+        key="wakeRequestTimeout",
+        minimum=1,
+        clamp=True,
+        doc="Default seconds for one wake call; values below 1 are raised to 1.",
+    )
+    log_level: LogLevel = setting(
+        LogLevel.INFO, key="logLevel", casefold=True, doc="debug, info, warn or error."
+    )
+    log_time_format: str = setting(
+        "",
+        key="logTimeFormat",
+        casefold=True,
+        choices=LOG_TIME_FORMATS,
+        doc="Timestamp layout for swapd's log lines (Go layout names); empty: none.",
+    )
+    log_to_stdout: LogToStdout = setting(
+        LogToStdout.PROXY, key="logToStdout", doc="proxy, upstream, both or none."
+    )
+    log_requests: bool = setting(False, key="logRequests", doc="Deprecated; ignored.")
+    metrics_max_in_memory: int = setting(
+        1000, key="metricsMaxInMemory", doc="Token-metrics records kept; 0 or less means 1000."
+    )
+    capture_buffer: int = setting(
+        5, key="captureBuffer", doc="MiB kept for request/response captures; 0 disables."
+    )
+    start_port: int = setting(
+        5800, key="startPort", minimum=1, doc="First port handed out through ${PORT}."
+    )
+    send_loading_state: bool = setting(
+        False, key="sendLoadingState", doc="Default for the per-model sendLoadingState."
+    )
+    include_aliases_in_list: bool = setting(
+        False, key="includeAliasesInList", doc="List aliases as models in /v1/models."
+    )
+    api_keys: tuple[str, ...] = setting(
+        key="apiKeys", factory=tuple, doc="Keys clients must present; empty: no auth."
+    )
+    macros: Mapping[str, MacroValue] = setting(
+        key="macros", factory=dict, doc="Reusable ${name} snippets, expanded in order."
+    )
+    models: Mapping[str, ModelConfig] = setting(key="models", factory=dict, doc="Models by ID.")
+    groups: Mapping[str, GroupConfig] = setting(
+        key="groups", factory=dict, doc="Swap groups by ID."
+    )
+    hooks: Hooks = setting(key="hooks", factory=Hooks, doc="Lifecycle hooks.")
+    peers: Mapping[str, PeerConfig] = setting(
+        key="peers", factory=dict, doc="Remote servers by ID."
+    )
+    profiles: Mapping[str, Any] = setting(
+        key="profiles", factory=dict, doc="Removed in llama-swap; accepted and ignored."
+    )
+
+    # Computed by the loader.
+    source: str = derived("")
+    warnings: tuple[str, ...] = derived(factory=tuple)
+
+    def group_of(self, model_id: str) -> str:
+        """The ID of the group ``model_id`` belongs to (``(default)`` if none)."""
+        for group_id, group in self.groups.items():
+            if model_id in group.members:
+                return group_id
+        return DEFAULT_GROUP
+
+    def resolve(self, name: str) -> str | None:
+        """The model ID for ``name`` (an ID or an alias), or None. IDs win over aliases."""
+        if name in self.models:
+            return name
+        for model_id, model in self.models.items():
+            if name in model.aliases:
+                return model_id
+        return None

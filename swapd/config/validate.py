@@ -1,0 +1,210 @@
+"""Checks that span several settings, on shaped and macro-expanded data.
+
+Runs after ``macros.py`` on the same plain dicts (YAML spellings), so every problem is
+reported with its line. It also derives what later layers need: each model's ``argv``
+and ``stop_argv``, the implicit ``(default)`` group, and the normalised preload list.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+from swapd.config import cmdline
+from swapd.config.model import DEFAULT_GROUP
+from swapd.config.shape import Path, Problems
+
+__all__ = ["check_and_derive", "url_problem"]
+
+
+def check_and_derive(data: dict[str, Any], problems: Problems) -> None:
+    """Validate cross-field rules and add derived values to ``data`` in place."""
+    _check_api_keys(data, problems)
+    models: dict[str, Any] = data.get("models", {})
+    for model_id, model in models.items():
+        if not problems.any_under(("models", model_id)):
+            _check_model(model_id, model, problems)
+        # Every loaded model carries a concrete value; unset inherits the global one.
+        model.setdefault("sendLoadingState", data.get("sendLoadingState", False))
+    _check_aliases(models, problems)
+    _check_groups(data, models, problems)
+    _check_peers(data, problems)
+    _normalise_preload(data, models, problems)
+    if data.get("profiles"):
+        problems.warn(("profiles",), "profiles were removed in favour of groups; ignored")
+    if data.get("logRequests"):
+        problems.warn(("logRequests",), "logRequests is deprecated and has no effect")
+    if data.get("metricsMaxInMemory", 1000) <= 0:
+        data["metricsMaxInMemory"] = 1000
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not usable as an http(s) base URL, or None when it is."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in ("http", "https"):
+        return "the scheme must be http or https"
+    if not parts.hostname:
+        return "no host"
+    return None
+
+
+def _check_api_keys(data: dict[str, Any], problems: Problems) -> None:
+    for index, key in enumerate(data.get("apiKeys", ())):
+        if key == "":
+            problems.add(("apiKeys", index), "empty api key found in apiKeys")
+        elif " " in key:
+            problems.add(("apiKeys", index), f"api key cannot contain spaces: `{key}`")
+
+
+def _check_model(model_id: str, model: dict[str, Any], problems: Problems) -> None:
+    here: Path = ("models", model_id)
+    if "cmd" in model:
+        try:
+            model["argv"] = cmdline.split_command(model["cmd"])
+        except ValueError:
+            problems.add((*here, "cmd"), "cmd is empty: it must name the command to run")
+    if model.get("cmdStop", "").strip():
+        try:
+            model["stop_argv"] = cmdline.split_command(model["cmdStop"])
+        except ValueError:
+            problems.add((*here, "cmdStop"), "cmdStop has no command after removing comments")
+    if "proxy" in model and "${" not in model["proxy"]:  # leftovers were reported already
+        problem = url_problem(model["proxy"])
+        if problem:
+            problems.add((*here, "proxy"), f"invalid proxy URL {model['proxy']!r}: {problem}")
+    endpoint = model.get("checkEndpoint", "/health").strip()
+    if endpoint != "none" and not endpoint.startswith("/"):
+        model["checkEndpoint"] = "/" + endpoint
+    for index, entry in enumerate(model.get("env", ())):
+        name, sep, _ = entry.partition("=")
+        if not sep or not name or any(c.isspace() for c in name):
+            problems.add((*here, "env", index), f"env entry {entry!r} must look like NAME=value")
+    _check_sleep(here, model, problems)
+
+
+def _check_sleep(here: Path, model: dict[str, Any], problems: Problems) -> None:
+    sleep = model.get("sleepEndpoints", [])
+    wake = model.get("wakeEndpoints", [])
+    if sleep and not wake:
+        problems.add(
+            (*here, "sleepEndpoints"), "wakeEndpoints required when sleepEndpoints is configured"
+        )
+    if wake and not sleep:
+        problems.add(
+            (*here, "wakeEndpoints"), "sleepEndpoints required when wakeEndpoints is configured"
+        )
+    if model.get("sleepMode") == "enable" and not (sleep and wake):
+        problems.add(
+            (*here, "sleepMode"), "sleepMode: enable needs both sleepEndpoints and wakeEndpoints"
+        )
+    for key, steps in (("sleepEndpoints", sleep), ("wakeEndpoints", wake)):
+        for index, step in enumerate(steps):
+            if not step.get("endpoint", "").strip():
+                problems.add(
+                    (*here, key, index, "endpoint"), f"{key}[{index}]: endpoint path is required"
+                )
+
+
+def _check_aliases(models: dict[str, Any], problems: Problems) -> None:
+    owner: dict[str, str] = {}
+    for model_id in sorted(models):
+        for index, alias in enumerate(models[model_id].get("aliases", ())):
+            here = ("models", model_id, "aliases", index)
+            if not alias.strip():
+                problems.add(here, "an alias must not be empty")
+            elif alias in models:
+                problems.add(here, f"alias '{alias}' is also a model ID; a model ID always wins")
+            elif alias in owner:
+                problems.add(
+                    here,
+                    f"duplicate alias {alias} found in model: {model_id} (also in {owner[alias]})",
+                )
+            else:
+                owner[alias] = model_id
+
+
+def _check_groups(data: dict[str, Any], models: dict[str, Any], problems: Problems) -> None:
+    groups: dict[str, Any] = data.setdefault("groups", {})
+    alias_of = {a: m for m, model in models.items() for a in model.get("aliases", ())}
+    member_of: dict[str, str] = {}
+    if DEFAULT_GROUP in groups:
+        problems.add(("groups", DEFAULT_GROUP), f"the group name {DEFAULT_GROUP} is reserved")
+    for group_id, group in groups.items():
+        seen: set[str] = set()
+        for index, member in enumerate(group.get("members", ())):
+            here = ("groups", group_id, "members", index)
+            if member in seen:
+                problems.add(here, f"duplicate model member {member} found in group: {group_id}")
+                continue
+            seen.add(member)
+            if member not in models:
+                if member in alias_of:
+                    problems.add(
+                        here, f"'{member}' is an alias of '{alias_of[member]}'; list the model ID"
+                    )
+                else:
+                    problems.add(here, f"'{member}' is not a model ID (see models:)")
+                continue
+            if member in member_of:
+                problems.add(
+                    here,
+                    f"model member {member} is used in multiple groups: "
+                    f"{member_of[member]} and {group_id}",
+                )
+                continue
+            member_of[member] = group_id
+    if DEFAULT_GROUP not in groups:
+        groups[DEFAULT_GROUP] = {
+            "swap": True,
+            "exclusive": True,
+            "persistent": False,
+            "members": sorted(m for m in models if m not in member_of),
+        }
+
+
+def _check_peers(data: dict[str, Any], problems: Problems) -> None:
+    claimed: dict[str, str] = {}
+    for peer_id in sorted(data.get("peers", {})):
+        peer = data["peers"][peer_id]
+        here: Path = ("peers", peer_id)
+        if "proxy" in peer and "${" not in peer["proxy"]:
+            problem = url_problem(peer["proxy"])
+            if problem:
+                problems.add(
+                    (*here, "proxy"), f"invalid peer proxy URL ({peer['proxy']}): {problem}"
+                )
+        if "models" in peer and not peer["models"]:
+            problems.add((*here, "models"), "peer models can not be empty")
+        for index, name in enumerate(peer.get("models", ())):
+            if name in claimed:
+                problems.warn(
+                    (*here, "models", index),
+                    f"model {name} is also served by peer {claimed[name]}, which wins",
+                )
+            else:
+                claimed[name] = peer_id
+
+
+def _normalise_preload(data: dict[str, Any], models: dict[str, Any], problems: Problems) -> None:
+    startup = data.get("hooks", {}).get("onStartup", {})
+    names = startup.get("preload")
+    if not names:
+        return
+    alias_of = {a: m for m, model in models.items() for a in model.get("aliases", ())}
+    preload: list[str] = []
+    for index, raw in enumerate(names):
+        name = raw.strip()
+        model_id = name if name in models else alias_of.get(name)
+        if not name:
+            continue
+        if model_id is None:
+            problems.warn(
+                ("hooks", "onStartup", "preload", index), f"'{name}' is not a model; not preloaded"
+            )
+        elif model_id not in preload:
+            preload.append(model_id)
+    startup["preload"] = preload
