@@ -110,9 +110,8 @@ LOADER_ONLY = [
 
 
 def corpus_files() -> list[Path]:
-    return sorted((ROOT / "examples").glob("*.yaml")) + [
-        ROOT / "tests/configs/llama-swap-style.yaml"
-    ]
+    examples = sorted((ROOT / "examples").glob("*.yaml"))
+    return [*examples, ROOT / "tests/configs/llama-swap-style.yaml"]
 
 
 def test_committed_schema_is_current() -> None:
