@@ -1,0 +1,53 @@
+"""Event records published on the bus. Frozen, with a stable JSON shape (``as_json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from swapd.core.states import ModelState
+
+__all__ = ["BusEvent", "ModelStateChanged", "RequestQueued"]
+
+
+@attrs.frozen(kw_only=True)
+class ModelStateChanged:
+    """A model moved from ``old`` to ``new``; ``reason`` says why, ``error`` what failed."""
+
+    kind = "modelStatus"
+    model: str
+    old: ModelState
+    new: ModelState
+    reason: str
+    error: str | None = None
+    pid: int | None = None
+    at: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "processName": self.model,
+            "oldState": self.old.value,
+            "newState": self.new.value,
+            "reason": self.reason,
+        }
+        if self.error:
+            data["error"] = self.error
+        if self.pid is not None:
+            data["pid"] = self.pid
+        return data
+
+
+@attrs.frozen(kw_only=True)
+class RequestQueued:
+    """A request is waiting for ``model`` (queue depth after it joined)."""
+
+    kind = "queue"
+    model: str
+    depth: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"model": self.model, "depth": self.depth}
+
+
+BusEvent = ModelStateChanged | RequestQueued

@@ -1,0 +1,1 @@
+"""Telemetry plumbing: the event bus, log rings, metrics. trio allowed; no web framework."""

@@ -1,0 +1,41 @@
+"""Health probing: poll a model's check endpoint until it answers 200.
+
+Polls fast at first (20 ms) and backs off to 250 ms, so a server that becomes healthy is
+used within tens of milliseconds, not on llama-swap's 5-second tick. The caller owns the
+deadline (``healthCheckTimeout``) and watches the process for an early exit.
+"""
+
+from __future__ import annotations
+
+import httpx
+import trio
+
+from swapd.config.model import ModelConfig
+
+__all__ = ["FIRST_INTERVAL", "MAX_INTERVAL", "health_url", "wait_healthy"]
+
+FIRST_INTERVAL = 0.02
+MAX_INTERVAL = 0.25
+_PROBE_TIMEOUT = httpx.Timeout(5.0, connect=0.5)
+
+
+def health_url(spec: ModelConfig) -> str | None:
+    """``proxy`` + ``checkEndpoint`` (path appended), or None when checks are disabled."""
+    if spec.health_check_disabled:
+        return None
+    return spec.proxy.rstrip("/") + spec.check_endpoint.strip()
+
+
+async def wait_healthy(client: httpx.AsyncClient, url: str) -> None:
+    """Return when ``GET url`` answers exactly 200. Never returns otherwise."""
+    interval = FIRST_INTERVAL
+    while True:
+        try:
+            response = await client.get(url, timeout=_PROBE_TIMEOUT)
+        except httpx.HTTPError:
+            pass  # not listening yet, or answering garbage: keep polling
+        else:
+            if response.status_code == 200:
+                return
+        await trio.sleep(interval)
+        interval = min(interval * 1.5, MAX_INTERVAL)

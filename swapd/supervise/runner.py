@@ -1,0 +1,271 @@
+"""One model's lifetime: its process, its state, and the operations that move it.
+
+A ``Runner`` lives in its own nursery (started by the supervisor with ``nursery.start``).
+It does what it is told — start, stop, sleep, wake — each operation in its own task and
+under its own cancel scope, and reports every state change through ``on_change``. It
+never decides *when* to do anything: that is the supervisor's job.
+
+Rules:
+- the state moves only through ``core.states.apply``;
+- at most one start, sleep or wake runs at a time; ``stop`` cancels it and takes over;
+- a stop always completes (shielded) and ends only when the process group is gone;
+- the process lives in its own task (``_life``) for exactly one launch, so whatever
+  happens to the operations, leaving the nursery tears the process down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from swapd.config.model import ModelConfig
+from swapd.core.events import ModelStateChanged
+from swapd.core.states import Event, ModelState, apply
+from swapd.errors import StartFailed
+from swapd.supervise.instance import Instance, Launcher
+from swapd.supervise.procgroup import ExitStatus
+from swapd.supervise.sleepwake import SleepWakeFailed
+
+__all__ = ["Runner", "RunnerStatistics"]
+
+S = ModelState
+E = Event
+
+
+@attrs.frozen(kw_only=True)
+class RunnerStatistics:
+    model: str
+    state: ModelState
+    pid: int | None
+    launches: int
+    last_error: str | None
+
+
+class Runner:
+    """Carries out lifecycle operations for one model; see the module docstring."""
+
+    def __init__(
+        self,
+        model_id: str,
+        spec: ModelConfig,
+        launcher: Launcher,
+        *,
+        health_timeout: float,
+        on_change: Callable[[ModelStateChanged, StartFailed | None], None],
+    ) -> None:
+        self.model_id = model_id
+        self.spec = spec
+        self.state = S.STOPPED
+        self.launches = 0
+        self.last_error: str | None = None
+        self._launcher = launcher
+        self._health_timeout = health_timeout
+        self._on_change = on_change
+        self._nursery: trio.Nursery | None = None
+        self._instance: Instance | None = None
+        self._op: trio.CancelScope | None = None
+        self._life_done = trio.Event()
+        self._life_done.set()
+        self._settled = trio.Event()  # set whenever the state is stopped/shutdown
+        self._settled.set()
+        self._pending_error: StartFailed | None = None
+
+    def __repr__(self) -> str:
+        pid = f" pid {self._instance.pid}" if self._instance else ""
+        return f"<Runner {self.model_id} {self.state.value}{pid}>"
+
+    @property
+    def pid(self) -> int | None:
+        return self._instance.pid if self._instance else None
+
+    def log_tail(self) -> list[str]:
+        return self._instance.log_tail() if self._instance else []
+
+    def statistics(self) -> RunnerStatistics:
+        return RunnerStatistics(
+            model=self.model_id,
+            state=self.state,
+            pid=self.pid,
+            launches=self.launches,
+            last_error=self.last_error,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[Runner] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the runner's nursery until cancelled; ``started()`` passes the runner."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started(self)
+            await trio.sleep_forever()
+
+    # --- commands (sync: they change state now and start the work) ----------------------
+
+    def start(self, reason: str) -> None:
+        self._move(E.START, reason)
+        self._settled = trio.Event()
+        self._spawn(self._start_op)
+
+    def stop(self, reason: str) -> None:
+        """Stop now. Cancels a start, sleep or wake in progress. No-op when not running."""
+        if self.state in (S.STOPPED, S.STOPPING, S.SHUTDOWN):
+            return
+        if self._op is not None:
+            self._op.cancel(reason=reason)
+            self._op = None
+        self._move(E.STOP, reason)
+        self._spawn(self._stop_op, reason)
+
+    def sleep(self, reason: str) -> None:
+        self._move(E.SLEEP, reason)
+        self._spawn(self._sleep_op)
+
+    def wake(self, reason: str) -> None:
+        self._move(E.WAKE, reason)
+        self._spawn(self._wake_op)
+
+    async def shutdown(self) -> None:
+        """Stop if running, wait until stopped, then refuse to start again."""
+        self.stop("shutdown")
+        await self._settled.wait()
+        if self.state is S.STOPPED:
+            self._move(E.SHUTDOWN, "shutdown")
+
+    async def wait_stopped(self) -> None:
+        await self._settled.wait()
+
+    # --- operations ---------------------------------------------------------------------
+
+    def _spawn(self, fn: Callable[..., object], *args: object) -> None:
+        assert self._nursery is not None, "Runner.run() is not running"
+        self._nursery.start_soon(fn, *args)  # type: ignore[arg-type]
+
+    def _move(self, event: Event, reason: str, error: StartFailed | None = None) -> None:
+        old = self.state
+        self.state = apply(old, event)
+        if self.state in (S.STOPPED, S.SHUTDOWN):
+            self._settled.set()
+        if error is not None:
+            self.last_error = str(error)
+        change = ModelStateChanged(
+            model=self.model_id,
+            old=old,
+            new=self.state,
+            reason=reason,
+            error=str(error) if error else None,
+            pid=self.pid,
+            at=trio.current_time(),
+        )
+        self._on_change(change, error)
+
+    async def _start_op(self) -> None:
+        assert self._nursery is not None
+        with trio.CancelScope() as scope:
+            self._op = scope
+            try:
+                instance = await self._nursery.start(self._life)
+                with trio.fail_after(self._health_timeout):
+                    await instance.wait_healthy()
+            except StartFailed as exc:
+                self._start_failed(exc)
+                return
+            except trio.TooSlowError:
+                self._start_failed(
+                    StartFailed(
+                        self.model_id,
+                        f"not healthy after {self._health_timeout:g}s",
+                        phase="health",
+                        log_tail=self.log_tail()[-5:],
+                    )
+                )
+                return
+        if scope.cancelled_caught or self.state is not S.STARTING:
+            return  # a stop took over
+        self._op = None
+        self._move(E.HEALTHY, "healthy")
+
+    def _start_failed(self, error: StartFailed) -> None:
+        self._op = None
+        if self.state is not S.STARTING:
+            return
+        self._pending_error = error
+        self._move(E.FAILED, f"start failed ({error.phase})")
+        self._spawn(self._stop_op, "start failed")
+
+    async def _life(self, *, task_status: trio.TaskStatus[Instance]) -> None:
+        done = self._life_done = trio.Event()
+        status: ExitStatus | None = None
+        try:
+            async with self._launcher.open(self.model_id, self.spec) as instance:
+                self._instance = instance
+                self.launches += 1
+                task_status.started(instance)
+                status = await instance.wait_exited()
+        finally:
+            self._instance = None
+            done.set()
+        assert status is not None
+        self._exited(status)
+
+    def _exited(self, status: ExitStatus) -> None:
+        # Stops and failed starts are finished by their own operation.
+        if self.state in (S.READY, S.ASLEEP, S.SLEEP_PENDING, S.WAKING):
+            if self._op is not None:
+                self._op.cancel(reason="the process exited")
+                self._op = None
+            error = StartFailed(
+                self.model_id,
+                "the process exited unexpectedly",
+                phase="running",
+                exit=status.describe(),
+            )
+            self._move(E.EXITED, f"exited unexpectedly ({status.describe()})", error)
+
+    async def _stop_op(self, reason: str) -> None:
+        with trio.CancelScope(shield=True):
+            instance = self._instance
+            if instance is not None:
+                await instance.stop()
+            await self._life_done.wait()
+        error, self._pending_error = self._pending_error, None
+        if self.state is S.STOPPING:
+            self._move(E.REAPED, reason, error)
+
+    async def _sleep_op(self) -> None:
+        failure: str | None = None
+        with trio.CancelScope() as scope:
+            self._op = scope
+            try:
+                assert self._instance is not None
+                await self._instance.sleep()
+            except SleepWakeFailed as exc:
+                failure = str(exc)
+        if scope.cancelled_caught or self.state is not S.SLEEP_PENDING:
+            return
+        self._op = None
+        if failure is None:
+            self._move(E.SLEPT, "asleep")
+        else:
+            self.last_error = f"sleep failed: {failure}"
+            self._move(E.SLEEP_FAILED, f"sleep failed: {failure}")
+            self._spawn(self._stop_op, "sleep failed")
+
+    async def _wake_op(self) -> None:
+        failure: str | None = None
+        with trio.CancelScope() as scope:
+            self._op = scope
+            try:
+                assert self._instance is not None
+                await self._instance.wake()
+            except SleepWakeFailed as exc:
+                failure = str(exc)
+        if scope.cancelled_caught or self.state is not S.WAKING:
+            return
+        self._op = None
+        if failure is None:
+            self._move(E.WOKE, "awake")
+        else:
+            # Falls back to a cold start: once stopped, the waiting requests start it again.
+            self.last_error = f"wake failed: {failure}"
+            self._move(E.WAKE_FAILED, f"wake failed: {failure}")
+            self._spawn(self._stop_op, "wake failed")

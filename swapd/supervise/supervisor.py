@@ -1,0 +1,339 @@
+"""The supervisor: admits requests to models and swaps models in and out.
+
+One scheduling task owns every decision. Callers never change a model's state: a request
+*asks* for a model (``acquire``), waits in that model's queue, and is *granted* a
+``Lease`` once the model is ready and has a free slot; releasing the lease ends the
+request. After every change — a request queued, abandoned or finished, a runner's state
+moving, a timer — the scheduling task takes a snapshot, asks ``core.policy.plan`` what to
+do, and tells the runners. Because trio runs one task at a time and all bookkeeping here
+is synchronous, no locks are needed and no decision can interleave with another.
+
+Guarantees (tested in tests/test_supervisor*.py and by property tests):
+- a request is granted, or fails with a clear error; it never waits forever: start
+  failures fail its queue, shutdown fails everything, and waits are bounded by the
+  caller's own cancellation (a client disconnect removes it from the queue at once);
+- a model is never evicted with requests in flight unless unloaded explicitly;
+- group rules hold at every instant (see ``core/policy.py``);
+- ``run`` never returns with a model process alive.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+
+import attrs
+import trio
+
+from swapd.config.model import Config
+from swapd.core import policy
+from swapd.core.events import ModelStateChanged, RequestQueued
+from swapd.core.states import RUNNING, ModelState
+from swapd.errors import ModelUnavailable, QueueFull, StartFailed
+from swapd.observe.bus import EventBus
+from swapd.supervise.instance import Launcher
+from swapd.supervise.runner import Runner
+
+__all__ = ["Lease", "ModelStatistics", "Supervisor"]
+
+S = ModelState
+DEFAULT_MAX_WAIT = 10.0
+DEFAULT_QUEUE_LIMIT = 256
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    model_id: str
+    arrived: float
+    granted: trio.Event = attrs.field(factory=trio.Event)
+    error: BaseException | None = None
+    is_load: bool = False
+
+
+@attrs.define(eq=False)
+class Lease:
+    """Permission to send one request to a ready model. Release it exactly once."""
+
+    model_id: str
+    proxy: str
+    _supervisor: Supervisor
+    released: bool = False
+
+    def release(self) -> None:
+        """End the request (idempotent). Never blocks."""
+        if not self.released:
+            self.released = True
+            self._supervisor._release(self)
+
+
+@attrs.define(eq=False)
+class _Slot:
+    """The supervisor's bookkeeping for one model."""
+
+    runner: Runner
+    group: str
+    queue: collections.deque[_Waiter] = attrs.field(factory=collections.deque)
+    in_flight: int = 0
+    last_used: float = 0.0
+    failures: int = 0
+    retry_at: float = 0.0
+    last_failure: StartFailed | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ModelStatistics:
+    model: str
+    group: str
+    state: ModelState
+    pid: int | None
+    in_flight: int
+    waiting: int
+    launches: int
+    last_error: str | None
+    idle_deadline: float | None  # when TTL will unload it, in trio time
+
+
+class Supervisor:
+    """See the module docstring. Build it, then ``await nursery.start(supervisor.run)``."""
+
+    def __init__(
+        self,
+        config: Config,
+        launcher: Launcher,
+        *,
+        bus: EventBus[object] | None = None,
+        max_wait: float = DEFAULT_MAX_WAIT,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.bus: EventBus[object] = bus if bus is not None else EventBus()
+        self._launcher = launcher
+        self._max_wait = max_wait
+        self._queue_limit = queue_limit
+        self._shutdown_timeout = shutdown_timeout
+        self._slots: dict[str, _Slot] = {}
+        self._changed = trio.Event()
+        self._closing = False
+        self._groups = {
+            gid: policy.GroupView(swap=g.swap, exclusive=g.exclusive, persistent=g.persistent)
+            for gid, g in config.groups.items()
+        }
+        self._group_of = {m: gid for gid, g in config.groups.items() for m in g.members}
+
+    # --- lifetime -----------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Supervise until cancelled, then stop every model (bounded) before returning."""
+        async with trio.open_nursery() as nursery:
+            for model_id, spec in self.config.models.items():
+                runner = Runner(
+                    model_id,
+                    spec,
+                    self._launcher,
+                    health_timeout=self.config.health_check_timeout,
+                    on_change=self._runner_changed,
+                )
+                await nursery.start(runner.run)
+                self._slots[model_id] = _Slot(runner=runner, group=self._group_of[model_id])
+            task_status.started(self)
+            try:
+                await self._schedule()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._stop_everything()
+                nursery.cancel_scope.cancel(reason="supervisor stopped")
+
+    async def _stop_everything(self) -> None:
+        self._closing = True
+        for slot in self._slots.values():
+            self._fail_queue(slot, ModelUnavailable("swapd is shutting down", retry_after=5))
+        with trio.move_on_after(self._shutdown_timeout):
+            async with trio.open_nursery() as nursery:
+                for slot in self._slots.values():
+                    nursery.start_soon(slot.runner.shutdown)
+        # Past the bound, leaving the runners' nurseries still kills every process group.
+
+    async def _schedule(self) -> None:
+        while True:
+            self._changed = trio.Event()
+            plan = policy.plan(self._snapshot())
+            if not plan.is_empty:
+                self._carry_out(plan)
+                continue
+            with trio.move_on_at(plan.wake_at):
+                await self._changed.wait()
+
+    def _kick(self) -> None:
+        self._changed.set()
+
+    # --- requests -----------------------------------------------------------------------
+
+    async def acquire(self, model_id: str) -> Lease:
+        """Wait until ``model_id`` can take a request; return the lease for it.
+
+        Raises QueueFull (429) when too many requests already wait, StartFailed (502)
+        when the model fails to start, ModelUnavailable (503) when swapd is shutting down
+        or the model is backing off after failed starts. Cancelling the caller (a client
+        disconnect) leaves the queue at once.
+        """
+        slot = self._slots[model_id]
+        self._check_admissible(slot)
+        if len(slot.queue) >= self._queue_limit:
+            raise QueueFull(
+                f"too many requests are waiting for model '{model_id}' "
+                f"({self._queue_limit}); retry later",
+                retry_after=1,
+            )
+        waiter = _Waiter(model_id, trio.current_time())
+        slot.queue.append(waiter)
+        self.bus.publish(RequestQueued(model=model_id, depth=len(slot.queue)))
+        self._kick()
+        try:
+            await waiter.granted.wait()
+        except BaseException:
+            if waiter in slot.queue:
+                slot.queue.remove(waiter)
+                self._kick()
+            elif waiter.error is None:  # granted in the same instant we were cancelled
+                self._release_slot(slot)
+            raise
+        if waiter.error is not None:
+            raise waiter.error
+        return Lease(model_id, slot.runner.spec.proxy, self)
+
+    async def load(self, model_id: str) -> None:
+        """Make ``model_id`` ready (an explicit load or a preload); no request is sent."""
+        lease = await self.acquire(model_id)
+        lease.release()
+
+    def unload(self, model_id: str | None = None) -> None:
+        """Stop one model, or all, now. In-flight requests to it are cut off."""
+        targets = [model_id] if model_id is not None else list(self._slots)
+        for target in targets:
+            self._slots[target].runner.stop("unloaded")
+        self._kick()
+
+    def _check_admissible(self, slot: _Slot) -> None:
+        if self._closing:
+            raise ModelUnavailable("swapd is shutting down", retry_after=5)
+        now = trio.current_time()
+        if slot.retry_at > now and slot.last_failure is not None:
+            wait = math.ceil(slot.retry_at - now)
+            raise ModelUnavailable(
+                f"model '{slot.runner.model_id}' failed to start {slot.failures} time(s) in a "
+                f"row; next attempt in {wait}s. Last error: {slot.last_failure}",
+                retry_after=wait,
+            )
+
+    def _release(self, lease: Lease) -> None:
+        self._release_slot(self._slots[lease.model_id])
+
+    def _release_slot(self, slot: _Slot) -> None:
+        slot.in_flight -= 1
+        slot.last_used = trio.current_time()
+        self._kick()
+
+    # --- carrying out plans -------------------------------------------------------------
+
+    def _snapshot(self) -> policy.Snapshot:
+        models = {}
+        for model_id, slot in self._slots.items():
+            oldest = slot.queue[0].arrived if slot.queue else None
+            spec = slot.runner.spec
+            models[model_id] = policy.ModelView(
+                model_id=model_id,
+                group=slot.group,
+                state=slot.runner.state,
+                in_flight=slot.in_flight,
+                limit=spec.effective_concurrency_limit,
+                waiting=len(slot.queue),
+                oldest_wait=oldest,
+                last_used=slot.last_used,
+                ttl=float(spec.ttl) if spec.ttl > 0 else 0.0,
+                sleep_enabled=spec.sleep_enabled,
+                retry_at=slot.retry_at,
+            )
+        return policy.Snapshot(
+            now=trio.current_time(),
+            models=models,
+            groups=self._groups,
+            max_wait=self._max_wait,
+        )
+
+    def _carry_out(self, plan: policy.Plan) -> None:
+        for model_id, count in plan.admit.items():
+            slot = self._slots[model_id]
+            for _ in range(count):
+                waiter = slot.queue.popleft()
+                slot.in_flight += 1
+                waiter.granted.set()
+        for model_id in plan.stop:
+            runner = self._slots[model_id].runner
+            reason = "ttl expired" if model_id not in plan.draining else "swapped out"
+            if runner.state is S.STARTING:
+                reason = "start abandoned: nobody waits for it"
+            runner.stop(reason)
+        for model_id in plan.sleep:
+            self._slots[model_id].runner.sleep("swapped out")
+        for model_id in plan.start:
+            self._slots[model_id].runner.start("requested")
+        for model_id in plan.wake:
+            self._slots[model_id].runner.wake("requested")
+
+    def _runner_changed(self, change: ModelStateChanged, error: StartFailed | None) -> None:
+        slot = self._slots.get(change.model)
+        if slot is not None:
+            if change.new is S.READY:
+                slot.failures = 0
+                slot.last_failure = None
+                slot.last_used = trio.current_time()
+            elif change.new is S.STOPPED and error is not None and change.old is S.STOPPING:
+                # A failed start: everyone waiting for it gets the error, and the next
+                # attempt waits a little longer each time.
+                slot.failures += 1
+                slot.last_failure = error
+                backoff = min(BACKOFF_FIRST * 2 ** (slot.failures - 1), BACKOFF_MAX)
+                slot.retry_at = trio.current_time() + backoff
+                self._fail_queue(slot, error)
+        self.bus.publish(change)
+        self._kick()
+
+    def _fail_queue(self, slot: _Slot, error: BaseException) -> None:
+        while slot.queue:
+            waiter = slot.queue.popleft()
+            waiter.error = error
+            waiter.granted.set()
+
+    # --- introspection ------------------------------------------------------------------
+
+    def runner(self, model_id: str) -> Runner:
+        return self._slots[model_id].runner
+
+    def statistics(self) -> list[ModelStatistics]:
+        result = []
+        for model_id, slot in self._slots.items():
+            runner = slot.runner
+            ttl = runner.spec.ttl
+            idle = slot.in_flight == 0 and not slot.queue and runner.state is S.READY
+            result.append(
+                ModelStatistics(
+                    model=model_id,
+                    group=slot.group,
+                    state=runner.state,
+                    pid=runner.pid,
+                    in_flight=slot.in_flight,
+                    waiting=len(slot.queue),
+                    launches=runner.launches,
+                    last_error=runner.last_error,
+                    idle_deadline=slot.last_used + ttl if ttl > 0 and idle else None,
+                )
+            )
+        return result
+
+    def running(self) -> list[str]:
+        return [m for m, s in self._slots.items() if s.runner.state in RUNNING]
