@@ -119,10 +119,10 @@ def _run_daemon(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    from swapd import daemon
+    import swapd.daemon
 
     listen = args.listen or parse_listen(DEFAULT_LISTEN)
-    return daemon.main(config, listen=listen, watch_config=args.watch_config)
+    return swapd.daemon.main(config, listen=listen, watch_config=args.watch_config)
 
 
 def _check_config(path: str, *, as_json: bool) -> int:

@@ -296,6 +296,6 @@ async def test_explicit_unload_stops_at_once(autojump_clock: trio.testing.MockCl
     async with open_swap_harness(THREE) as h:
         h.request("A", at=0, duration=100)
         await trio.sleep(2)
-        h.supervisor.unload("A")
-        await trio.sleep(1)
+        await h.supervisor.unload("A")
         assert h.supervisor.runner("A").state is ModelState.STOPPED
+        assert trio.current_time() == pytest.approx(2.1)

@@ -15,11 +15,12 @@ Rules (what "conflict" means is llama-swap's, the rest is ours):
   it supports sleep) only when it has no request in flight and is not starting or waking.
 - **Batching.** A ready model keeps admitting its own queued requests while another
   model waits for its slot, but only until the oldest such waiter has waited
-  ``max_wait`` seconds; then the conflicting models stop admitting, drain, and are
-  swapped out. So consecutive requests for the loaded model are served together, and a
-  different model never starves.
+  ``max_wait`` seconds; then the conflicting models admit only requests that arrived
+  before it (FIFO), drain, and are swapped out. So consecutive requests for the loaded
+  model are served together, and a different model never starves.
 - **FIFO between loads.** Models that need loading are considered oldest waiter first;
-  each reserves its slot for the rest of the pass, so a younger request never overtakes.
+  one that cannot load yet holds its place, and no younger model that conflicts with it
+  in either direction may start before it.
 - **Abandoned starts.** A model still starting with nobody waiting for it is stopped if
   another model is waiting for its slot.
 - **TTL.** A ready (or asleep) model with ``ttl`` > 0, idle and with nobody waiting, is
@@ -51,6 +52,7 @@ class ModelView:
     limit: int = 10
     waiting: int = 0
     oldest_wait: float | None = None  # arrival time of the oldest queued request
+    tickets: tuple[int, ...] = ()  # queue order of waiting requests (global, oldest first)
     last_used: float = 0.0  # when the last request finished (or the model became ready)
     ttl: float = 0.0  # 0: never unload when idle
     sleep_enabled: bool = False
@@ -113,45 +115,64 @@ def plan(snapshot: Snapshot) -> Plan:
     occupying = {m for m, v in models.items() if v.state in OCCUPYING}
     wanting = sorted(
         (v for v in models.values() if (v.waiting or v.keep_loading) and _needs_load(v)),
-        key=lambda v: (v.oldest_wait if v.oldest_wait is not None else now, v.model_id),
+        key=lambda v: (v.tickets[0] if v.tickets else -1, v.model_id),
     )
 
-    # A model whose oldest waiter has waited max_wait stops everything in its way from
-    # taking new requests, so they drain.
-    draining: set[str] = set()
+    # A model whose oldest waiter has waited max_wait makes everything in its way admit
+    # only requests older than that waiter, so they drain and can be swapped out.
+    cutoff: dict[str, int] = {}
     for view in wanting:
-        if view.oldest_wait is None:
+        if view.oldest_wait is None or not view.tickets:
             continue
         deadline = view.oldest_wait + snapshot.max_wait
         in_the_way = {x for x in occupying if conflicts_with(snapshot, view.model_id, x)}
         if now >= deadline:
-            draining |= in_the_way
+            for x in in_the_way:
+                cutoff[x] = min(cutoff.get(x, view.tickets[0]), view.tickets[0])
         elif in_the_way:
             wake_at = min(wake_at, deadline)
 
     admit: dict[str, int] = {}
     in_flight = {m: v.in_flight for m, v in models.items()}
     for model_id, view in models.items():
-        if view.state is S.READY and view.waiting and model_id not in draining:
-            free = view.limit - view.in_flight
-            if free > 0:
-                admit[model_id] = min(free, view.waiting)
-                in_flight[model_id] += admit[model_id]
+        if view.state is not S.READY or not view.waiting:
+            continue
+        limit = cutoff.get(model_id)
+        eligible = view.waiting if limit is None else sum(1 for t in view.tickets if t < limit)
+        free = view.limit - view.in_flight
+        if free > 0 and eligible > 0:
+            admit[model_id] = min(free, eligible)
+            in_flight[model_id] += admit[model_id]
 
     start: list[str] = []
     wake: list[str] = []
     sleep: list[str] = []
     stop: list[str] = []
+    reserved: set[str] = set()  # older loads that are waiting: nobody younger overtakes them
     for view in wanting:
         model_id = view.model_id
         if view.retry_at > now:
             wake_at = min(wake_at, view.retry_at)
-            occupying.add(model_id)
             continue
+        waiting_ahead = [
+            x
+            for x in sorted(reserved)
+            if conflicts_with(snapshot, model_id, x) or conflicts_with(snapshot, x, model_id)
+        ]
         blockers = [x for x in sorted(occupying) if conflicts_with(snapshot, model_id, x)]
-        evictable = all(models[x].state is S.READY and in_flight[x] == 0 for x in blockers)
+        reserved.add(model_id)
+        first = view.tickets[0] if view.tickets else -1
+        if waiting_ahead:
+            continue
+        evictable = all(
+            models[x].state is S.READY
+            and in_flight[x] == 0
+            and not any(t < first for t in models[x].tickets)
+            for x in blockers
+        )
         if not blockers:
             (wake if view.state is S.ASLEEP else start).append(model_id)
+            occupying.add(model_id)
         elif evictable:
             for x in blockers:
                 (sleep if models[x].sleep_enabled else stop).append(x)
@@ -166,7 +187,6 @@ def plan(snapshot: Snapshot) -> Plan:
                 )
                 if abandoned:
                     stop.append(x)
-        occupying.add(model_id)  # reserve the slot: nobody younger may take it
 
     evicting = set(stop) | set(sleep)
     for model_id, view in models.items():
@@ -186,6 +206,6 @@ def plan(snapshot: Snapshot) -> Plan:
         wake=tuple(wake),
         sleep=tuple(dict.fromkeys(sleep)),
         stop=tuple(dict.fromkeys(stop)),
-        draining=frozenset(draining),
+        draining=frozenset(cutoff),
         wake_at=wake_at,
     )

@@ -15,7 +15,7 @@ Example::
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
@@ -80,13 +80,28 @@ class EventBus(Generic[T]):
 
     def __init__(self) -> None:
         self._subs: list[Subscription[Any]] = []
+        self._watchers: list[Callable[[T], None]] = []
         self._published = 0
         self._dropped_closed = 0
 
     def publish(self, item: T) -> None:
         self._published += 1
+        for watcher in self._watchers:
+            watcher(item)
         for sub in self._subs:
             sub._put(item)
+
+    @contextmanager
+    def watch(self, fn: Callable[[T], None]) -> Iterator[None]:
+        """Call ``fn`` synchronously on every publish, in the publisher's task.
+
+        For cheap bookkeeping (metrics, invariant checks in tests): ``fn`` must not block
+        and must not raise."""
+        self._watchers.append(fn)
+        try:
+            yield
+        finally:
+            self._watchers.remove(fn)
 
     @contextmanager
     def subscribe(self, maxlen: int = 1000) -> Iterator[Subscription[T]]:

@@ -53,6 +53,9 @@ class Instance(Protocol):
     async def stop(self) -> ExitStatus:
         """Stop the server (cmdStop or SIGTERM, bounded, then SIGKILL). Idempotent."""
 
+    def kill(self) -> None:
+        """SIGKILL the whole server now, without waiting."""
+
     async def sleep(self) -> None:
         """Run the sleep calls; raise on the first failure."""
 
@@ -130,6 +133,9 @@ class ProcessInstance:
             pid = str(self._group.pid)
             stop_argv = [arg.replace("${PID}", pid) for arg in self._spec.stop_argv]
         return await self._group.stop(grace=self._stop_grace, stop_argv=stop_argv)
+
+    def kill(self) -> None:
+        self._group.kill()
 
     async def sleep(self) -> None:
         await sleepwake.run_steps(

@@ -124,6 +124,11 @@ class Runner:
         self._move(E.WAKE, reason)
         self._spawn(self._wake_op)
 
+    def kill(self) -> None:
+        """Kill the process group at once; the stop then completes on its own."""
+        if self._instance is not None:
+            self._instance.kill()
+
     async def shutdown(self) -> None:
         """Stop if running, wait until stopped, then refuse to start again."""
         self.stop("shutdown")

@@ -47,6 +47,7 @@ BACKOFF_MAX = 30.0
 class _Waiter:
     model_id: str
     arrived: float
+    ticket: int  # global arrival order; ties in time never make two requests equal
     granted: trio.Event = attrs.field(factory=trio.Event)
     error: BaseException | None = None
     is_load: bool = False
@@ -117,6 +118,7 @@ class Supervisor:
         self._slots: dict[str, _Slot] = {}
         self._changed = trio.Event()
         self._closing = False
+        self._tickets = 0
         self._groups = {
             gid: policy.GroupView(swap=g.swap, exclusive=g.exclusive, persistent=g.persistent)
             for gid, g in config.groups.items()
@@ -189,7 +191,8 @@ class Supervisor:
                 f"({self._queue_limit}); retry later",
                 retry_after=1,
             )
-        waiter = _Waiter(model_id, trio.current_time())
+        self._tickets += 1
+        waiter = _Waiter(model_id, trio.current_time(), self._tickets)
         slot.queue.append(waiter)
         self.bus.publish(RequestQueued(model=model_id, depth=len(slot.queue)))
         self._kick()
@@ -211,12 +214,22 @@ class Supervisor:
         lease = await self.acquire(model_id)
         lease.release()
 
-    def unload(self, model_id: str | None = None) -> None:
-        """Stop one model, or all, now. In-flight requests to it are cut off."""
+    async def unload(self, model_id: str | None = None) -> None:
+        """Stop one model, or all, now; return once they are stopped.
+
+        In-flight requests to them are cut off. Requests still waiting start the model
+        again afterwards."""
         targets = [model_id] if model_id is not None else list(self._slots)
         for target in targets:
             self._slots[target].runner.stop("unloaded")
         self._kick()
+        for target in targets:
+            await self._slots[target].runner.wait_stopped()
+
+    def kill_all(self) -> None:
+        """SIGKILL every model's process group now (a second Ctrl-C)."""
+        for slot in self._slots.values():
+            slot.runner.kill()
 
     def _check_admissible(self, slot: _Slot) -> None:
         if self._closing:
@@ -253,6 +266,7 @@ class Supervisor:
                 limit=spec.effective_concurrency_limit,
                 waiting=len(slot.queue),
                 oldest_wait=oldest,
+                tickets=tuple(w.ticket for w in slot.queue),
                 last_used=slot.last_used,
                 ttl=float(spec.ttl) if spec.ttl > 0 else 0.0,
                 sleep_enabled=spec.sleep_enabled,

@@ -115,6 +115,10 @@ class FakeInstance:
             self._exit(0)
         return await self.wait_exited()
 
+    def kill(self) -> None:
+        self._stopping = True
+        self._exit(-9)
+
     async def sleep(self) -> None:
         self._record("sleep")
         await trio.sleep(self._script.sleep_delay)

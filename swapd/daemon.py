@@ -1,0 +1,147 @@
+"""The composition root: builds the bus, supervisor, forwarder and app, and runs them.
+
+Only this module opens the root nursery and handles signals. ``serve`` is what tests
+start (``await nursery.start(serve, config, ...)`` on port 0); ``main`` is what the CLI
+runs.
+
+Shutdown order: stop accepting and drain HTTP (bounded), then stop every model in
+parallel (bounded), then the lifeline closes. A second SIGINT/SIGTERM kills every model
+process group at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+import attrs
+import httpx
+import trio
+
+from swapd.config.model import Config, LogToStdout
+from swapd.observe.bus import EventBus
+from swapd.supervise.instance import ProcessLauncher
+from swapd.supervise.lifeline import new_instance_marker, open_lifeline, sweep_orphans
+from swapd.supervise.supervisor import Supervisor
+from swapd.web.app import Services, create_app
+from swapd.web.forward import Forwarder
+from swapd.web.server import serve as serve_http
+
+__all__ = ["Daemon", "main", "serve"]
+
+log = logging.getLogger("swapd")
+
+
+@attrs.define(eq=False)
+class Daemon:
+    """What ``serve`` hands to its starter: where it listens and how to stop it."""
+
+    urls: list[str]
+    services: Services
+    shutdown: trio.Event
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+    def stop(self) -> None:
+        self.shutdown.set()
+
+
+def _output_sink(config: Config) -> Callable[[str, str, str], None]:
+    echo = config.log_to_stdout in (LogToStdout.UPSTREAM, LogToStdout.BOTH)
+
+    def on_output(model_id: str, stream: str, line: str) -> None:
+        if echo:
+            sys.stdout.write(f"[{model_id}] {line}\n")
+
+    return on_output
+
+
+async def serve(
+    config: Config,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    stop_grace: float = 10.0,
+    handle_signals: bool = False,
+    task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run swapd until ``Daemon.stop()`` (or a signal, with ``handle_signals``)."""
+    for orphan in sweep_orphans():
+        log.warning("killed process group %d left over by a crashed swapd", orphan.pgid)
+    bus: EventBus[object] = EventBus()
+    forwarder = Forwarder()
+    shutdown = trio.Event()
+    try:
+        async with (
+            open_lifeline() as lifeline,
+            httpx.AsyncClient(trust_env=False) as probe_client,
+            trio.open_nursery() as nursery,
+        ):
+            launcher = ProcessLauncher(
+                config,
+                client=probe_client,
+                on_output=_output_sink(config),
+                lifeline=lifeline,
+                marker=new_instance_marker(),
+                stop_grace=stop_grace,
+            )
+            supervisor = Supervisor(config, launcher, bus=bus)
+            await nursery.start(supervisor.run)
+            services = Services(config=config, supervisor=supervisor, forwarder=forwarder, bus=bus)
+            app = create_app(services)
+            if handle_signals:
+                nursery.start_soon(_watch_signals, shutdown, supervisor)
+            async with trio.open_nursery() as web:
+                urls = await web.start(serve_http, app, host, port, shutdown)
+                log.info("swapd listening on %s", ", ".join(urls))
+                for model_id in config.hooks.on_startup.preload:
+                    nursery.start_soon(_preload, supervisor, model_id)
+                task_status.started(Daemon(urls, services, shutdown))
+            # hypercorn has drained (bounded by its graceful timeout); now the models go.
+            nursery.cancel_scope.cancel(reason="swapd is shutting down")
+    finally:
+        await forwarder.aclose()
+
+
+async def _preload(supervisor: Supervisor, model_id: str) -> None:
+    try:
+        await supervisor.load(model_id)
+    except Exception as exc:
+        log.error("preload of %s failed: %s", model_id, exc)
+    else:
+        log.info("preloaded %s", model_id)
+
+
+async def _watch_signals(shutdown: trio.Event, supervisor: Supervisor) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if not shutdown.is_set():
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                shutdown.set()
+            else:
+                log.warning(
+                    "received %s again, killing every model now", signal.Signals(signum).name
+                )
+                supervisor.kill_all()
+
+
+def main(config: Config, *, listen: tuple[str, int], watch_config: bool = False) -> int:
+    """Run the daemon in the foreground; returns the exit status."""
+    logging.basicConfig(
+        level=config.log_level.value.upper().replace("WARN", "WARNING"),
+        format="%(asctime)s %(levelname)s %(message)s"
+        if config.log_time_format
+        else "[%(levelname)s] %(message)s",
+        stream=sys.stdout,
+    )
+    host, port = listen
+    try:
+        trio.run(lambda: serve(config, host=host, port=port, handle_signals=True))
+    except OSError as exc:
+        print(f"Error: cannot listen on {host}:{port}: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    return 0

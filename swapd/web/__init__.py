@@ -1,0 +1,1 @@
+"""Everything HTTP-facing: quart-trio app, hypercorn server, httpx relay."""

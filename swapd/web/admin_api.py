@@ -1,0 +1,149 @@
+"""Management routes: listings, health, version, load and unload.
+
+- ``GET /v1/models``, ``GET /models``: OpenAI-style list of local models (``unlisted``
+  hidden; aliases too with ``includeAliasesInList``) and peers' models, sorted by ID,
+  each with its ``status`` (the model's state); metadata under ``meta.llamaswap``.
+- ``GET /running``: models with a process, with state, command, proxy and TTL.
+- ``POST /api/models/load/<model>``: start a model now; answers once it is ready.
+- ``POST /api/models/unload/<model>``, ``POST /api/models/unload``, ``GET /unload``:
+  stop one or all models now (in-flight requests are cut off).
+- ``GET /health`` (no auth), ``GET /api/version``, ``GET /`` → ``/ui/``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from quart import Quart, Response, redirect, request
+from werkzeug.wrappers.response import Response as Redirect
+
+from swapd import __version__
+from swapd.core.states import RUNNING, ModelState
+from swapd.errors import ModelNotFound
+from swapd.web.app import Services, json_response
+
+__all__ = ["register", "model_list"]
+
+
+def model_list(services: Services) -> list[dict[str, Any]]:
+    config = services.config
+    created = int(time.time())
+    states = {s.model: s.state for s in services.supervisor.statistics()}
+    records: list[dict[str, Any]] = []
+    for model_id, model in config.models.items():
+        if model.unlisted:
+            continue
+        record: dict[str, Any] = {
+            "id": model_id,
+            "object": "model",
+            "created": created,
+            "owned_by": "swapd",
+            "status": states.get(model_id, ModelState.STOPPED).value,
+        }
+        if model.name.strip():
+            record["name"] = model.name.strip()
+        if model.description.strip():
+            record["description"] = model.description.strip()
+        if model.metadata:
+            record["meta"] = {"llamaswap": dict(model.metadata)}
+        records.append(record)
+        if config.include_aliases_in_list:
+            records.extend(
+                {**record, "id": alias.strip()} for alias in model.aliases if alias.strip()
+            )
+    for peer_id, peer in config.peers.items():
+        records.extend(
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "swapd",
+                "name": f"{peer_id}: {name}",
+                "status": "remote",
+                "meta": {"llamaswap": {"peerID": peer_id}},
+            }
+            for name in peer.models
+        )
+    records.sort(key=lambda r: r["id"])
+    return records
+
+
+def register(app: Quart, services: Services) -> None:
+    supervisor = services.supervisor
+
+    def local_model(name: str) -> str:
+        model_id = services.router.resolve_local(name)
+        if model_id is None:
+            raise ModelNotFound(f"model '{name}' not found")
+        return model_id
+
+    async def list_models() -> Response:
+        response = json_response(200, {"object": "list", "data": model_list(services)})
+        origin = request.headers.get("origin")
+        if origin:
+            response.headers["Access-Control-Allow-Origin"] = origin
+        return response
+
+    async def running() -> Response:
+        stats = {s.model: s for s in supervisor.statistics()}
+        entries = []
+        for model_id, stat in sorted(stats.items()):
+            if stat.state not in RUNNING:
+                continue
+            spec = services.config.models[model_id]
+            entries.append(
+                {
+                    "model": model_id,
+                    "state": stat.state.value,
+                    "cmd": spec.cmd,
+                    "proxy": spec.proxy,
+                    "ttl": spec.ttl,
+                    "name": spec.name,
+                    "description": spec.description,
+                    "pid": stat.pid,
+                    "inFlight": stat.in_flight,
+                    "waiting": stat.waiting,
+                }
+            )
+        return json_response(200, {"running": entries})
+
+    async def load(model: str) -> Response:
+        model_id = local_model(model)
+        await supervisor.load(model_id)
+        return json_response(200, {"msg": "ok", "model": model_id, "state": "ready"})
+
+    async def unload_one(model: str) -> Response:
+        await supervisor.unload(local_model(model))
+        return Response("OK", content_type="text/plain; charset=utf-8")
+
+    async def unload_all_json() -> Response:
+        await supervisor.unload()
+        return json_response(200, {"msg": "ok"})
+
+    async def unload_all_text() -> Response:
+        await supervisor.unload()
+        return Response("OK", content_type="text/plain; charset=utf-8")
+
+    async def health() -> Response:
+        return Response("OK", content_type="text/plain; charset=utf-8")
+
+    async def version() -> Response:
+        return json_response(
+            200, {"version": __version__, "commit": "unknown", "build_date": "unknown"}
+        )
+
+    async def root() -> Redirect:
+        return redirect("/ui/", 302)
+
+    app.add_url_rule("/v1/models", "models", list_models, methods=["GET"])
+    app.add_url_rule("/models", "models-short", list_models, methods=["GET"])
+    app.add_url_rule("/running", "running", running, methods=["GET"])
+    app.add_url_rule("/api/models/load/<path:model>", "load", load, methods=["POST"])
+    app.add_url_rule("/api/models/unload/<path:model>", "unload-one", unload_one, methods=["POST"])
+    app.add_url_rule("/api/models/unload", "unload-all", unload_all_json, methods=["POST"])
+    app.add_url_rule("/unload", "unload-all-text", unload_all_text, methods=["GET"])
+    app.add_url_rule("/health", "health", health, methods=["GET"])
+    app.add_url_rule("/wol-health", "wol-health", health, methods=["GET"])
+    app.add_url_rule("/api/version", "version", version, methods=["GET"])
+    app.add_url_rule("/", "root", root, methods=["GET"])

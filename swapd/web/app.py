@@ -1,0 +1,173 @@
+"""``create_app``: the QuartTrio application, its limits, auth, CORS and error handling.
+
+The app holds no global state: everything it serves comes from the ``Services`` it is
+built with, so a test can run several swapds in one process. Route groups live in their
+own modules (``inference.py``, ``admin_api.py``) and register themselves here.
+
+Quart's defaults would cut real traffic (60 s response and body timeouts, 16 MiB
+bodies), so they are set deliberately below. Every error leaves as JSON in the caller's
+dialect (OpenAI, or Anthropic on ``/v1/messages``) with the right status; no traceback
+ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+from quart import Quart, Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from swapd import __version__
+from swapd.config.model import Config
+from swapd.core.routing import Router
+from swapd.errors import SwapdError, Unauthorized
+from swapd.observe.bus import EventBus
+from swapd.supervise.supervisor import Supervisor
+from swapd.web import cors, problems
+from swapd.web.auth import WWW_AUTHENTICATE, KeyChecker
+from swapd.web.forward import Forwarder
+
+__all__ = ["Services", "create_app", "json_response", "register_cleanup"]
+
+log = logging.getLogger(__name__)
+
+# Paths anyone may reach without an API key.
+PUBLIC_PATHS = frozenset({"/", "/health", "/wol-health", "/favicon.ico", "/upstream"})
+CLEANUP_KEY = "swapd.cleanup"
+
+
+@attrs.define(eq=False)
+class Services:
+    """Everything the HTTP layer uses, built by the daemon (or a test)."""
+
+    config: Config
+    supervisor: Supervisor
+    forwarder: Forwarder
+    bus: EventBus[object]
+    router: Router = attrs.field(init=False)
+    keys: KeyChecker = attrs.field(init=False)
+    started_at: float = attrs.field(factory=time.time)
+    max_body_bytes: int = 512 * 1024 * 1024
+
+    def __attrs_post_init__(self) -> None:
+        self.router = Router(self.config)
+        self.keys = KeyChecker(self.config.api_keys)
+
+
+def json_response(status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> Response:
+    import json
+
+    response = Response(
+        json.dumps(body, ensure_ascii=False),
+        status=status,
+        content_type="application/json; charset=utf-8",
+    )
+    for name, value in headers or ():
+        response.headers[name] = value
+    return response
+
+
+def register_cleanup(fn: Callable[[], Awaitable[None] | None]) -> None:
+    """Run ``fn`` when this request is completely over (response sent or client gone).
+
+    This is the only safe place to release upstream responses and model leases: a body
+    generator that never started (client gone before the first byte) never runs its
+    ``finally`` (measured in the stack prototype)."""
+    scope: Any = request.scope
+    scope[CLEANUP_KEY].append(fn)
+
+
+class _CleanupMiddleware:
+    """ASGI wrapper that runs the request's cleanups, shielded, once it ends."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cleanups: list[Callable[[], Awaitable[None] | None]] = []
+        scope[CLEANUP_KEY] = cleanups
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            with trio.CancelScope(shield=True):
+                for fn in reversed(cleanups):
+                    result = fn()
+                    if result is not None:
+                        await result
+
+
+def _is_anthropic(path: str) -> bool:
+    return path.startswith("/v1/messages")
+
+
+def error_response(exc: SwapdError, path: str) -> Response:
+    status, body, headers = problems.error_for(exc, anthropic=_is_anthropic(path))
+    if isinstance(exc, Unauthorized):
+        headers = [*headers, ("WWW-Authenticate", WWW_AUTHENTICATE)]
+    return json_response(status, body, headers)
+
+
+def create_app(services: Services) -> Quart:
+    """Build the app. Register routes of every group; set limits; install handlers."""
+    app = QuartTrio("swapd")
+    app.config.update(
+        MAX_CONTENT_LENGTH=services.max_body_bytes,
+        BODY_TIMEOUT=None,  # uploads and long prompts may be slow; the client decides
+        RESPONSE_TIMEOUT=None,  # generations may stream for many minutes
+        PROVIDE_AUTOMATIC_OPTIONS=False,
+    )
+    app.url_map.strict_slashes = False
+    app.extensions["swapd"] = services
+
+    @app.before_request
+    async def guard() -> Response | None:
+        if request.method == "OPTIONS":
+            response = Response("", status=204)
+            for name, value in cors.preflight_headers(dict(request.headers)):
+                response.headers[name] = value
+            return response
+        path = request.path
+        if path in PUBLIC_PATHS or path.startswith("/ui"):
+            return None
+        if not services.keys.allows(list(request.headers.items())):
+            raise Unauthorized("unauthorized: invalid or missing API key")
+        return None
+
+    @app.errorhandler(SwapdError)
+    async def swapd_error(exc: SwapdError) -> Response:
+        return error_response(exc, request.path)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        message = {404: "not found", 405: "method not allowed", 413: "request body too large"}.get(
+            status, exc.description or exc.name
+        )
+        body = (
+            problems.anthropic_error(status, message)
+            if _is_anthropic(request.path)
+            else problems.openai_error(status, message)
+        )
+        return json_response(status, body)
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Response:
+        log.exception("unexpected error while handling %s %s", request.method, request.path)
+        return json_response(500, problems.openai_error(500, "internal error in swapd"))
+
+    from swapd.web import admin_api, inference
+
+    inference.register(app, services)
+    admin_api.register(app, services)
+    app.asgi_app = _CleanupMiddleware(app.asgi_app)  # type: ignore[method-assign, assignment]
+    app.extensions["swapd.version"] = __version__
+    return app

@@ -1,0 +1,198 @@
+"""Inference routes: find the model, wait until it is ready, forward, stream back.
+
+Every inference request takes the same path: read the model name (JSON body, multipart
+field, or query), resolve it to a local model or a peer, rewrite the body if the model's
+filters say so, ask the supervisor for a lease (this is where a request waits for a
+load), open the upstream exchange, and return its body as a stream. The lease and the
+exchange are released by the request's cleanup, whatever happens to the client.
+
+Routes (POST unless noted):
+- JSON body: OpenAI ``/v1/chat/completions``, ``/v1/completions``, ``/v1/responses``,
+  ``/v1/embeddings``, ``/v1/audio/speech``, ``/v1/images/generations``; Anthropic
+  ``/v1/messages``, ``/v1/messages/count_tokens``; llama-server ``/completion``,
+  ``/infill``, ``/rerank``, ``/reranking``, ``/v1/rerank``, ``/v1/reranking``;
+  stable-diffusion ``/sdapi/v1/<anything>`` (model from the body or ``?model=``).
+- multipart: ``/v1/audio/transcriptions``, ``/v1/images/edits`` (``?model=`` wins).
+- GET with ``?model=``: ``/v1/audio/voices``, ``/props``.
+- any method: ``/upstream/<model>/<path>`` passes straight through to the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from quart import Quart, Response, redirect, request
+from werkzeug.datastructures import Headers
+from werkzeug.wrappers.response import Response as Redirect
+
+from swapd.core.routing import Route
+from swapd.errors import BadRequest, ModelNotFound
+from swapd.web import bodies, problems
+from swapd.web.app import Services, register_cleanup
+from swapd.web.auth import strip_credentials
+
+__all__ = ["JSON_ROUTES", "MULTIPART_ROUTES", "register"]
+
+JSON_ROUTES = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/responses",
+    "/v1/embeddings",
+    "/v1/audio/speech",
+    "/v1/images/generations",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/completion",
+    "/infill",
+    "/rerank",
+    "/reranking",
+    "/v1/rerank",
+    "/v1/reranking",
+)
+MULTIPART_ROUTES = ("/v1/audio/transcriptions", "/v1/images/edits")
+QUERY_ROUTES = ("/v1/audio/voices", "/props")
+
+
+def register(app: Quart, services: Services) -> None:
+    async def json_inference() -> Response:
+        body = await request.get_data(cache=False)
+        assert isinstance(body, bytes)
+        name = bodies.extract_model(body) or request.args.get("model") or None
+        if name is None:
+            raise BadRequest("missing or invalid 'model' key in the JSON request body")
+        route = _resolve(services, name)
+        if route.kind == "local":
+            spec = services.config.models[route.target]
+            body = bodies.rewrite_json_body(
+                body,
+                use_model_name=spec.use_model_name,
+                strip=spec.filters.stripped_keys(),
+                set_items=spec.filters.set_items(),
+            )
+        else:
+            filters = services.config.peers[route.target].filters
+            body = bodies.rewrite_json_body(
+                body,
+                use_model_name="",
+                strip=filters.stripped_keys(),
+                set_items=filters.set_items(),
+            )
+        return await _forward(services, route, body)
+
+    async def multipart_inference() -> Response:
+        body = await request.get_data(cache=False)
+        assert isinstance(body, bytes)
+        content_type = request.headers.get("content-type", "")
+        try:
+            form_model = bodies.parse_multipart_model(content_type, body)
+        except ValueError as exc:
+            raise BadRequest(f"error parsing multipart form: {exc}") from None
+        name = request.args.get("model") or form_model
+        if not name:
+            raise BadRequest("missing or invalid 'model' parameter in form data")
+        route = _resolve(services, name)
+        headers_override: str | None = None
+        if route.kind == "local":
+            new_name = services.config.models[route.target].use_model_name or name
+            if form_model is not None and new_name != form_model:
+                headers_override, body = bodies.rewrite_multipart_model(
+                    content_type, body, new_name
+                )
+        return await _forward(services, route, body, content_type=headers_override)
+
+    async def query_inference() -> Response:
+        name = request.args.get("model")
+        if not name:
+            raise BadRequest("missing required 'model' query parameter")
+        return await _forward(services, _resolve(services, name), None)
+
+    for path in JSON_ROUTES:
+        app.add_url_rule(path, f"json:{path}", json_inference, methods=["POST"])
+
+    async def sdapi(rest: str) -> Response:
+        return await json_inference()
+
+    app.add_url_rule("/sdapi/v1/<path:rest>", "json:sdapi", sdapi, methods=["POST"])
+    for path in MULTIPART_ROUTES:
+        app.add_url_rule(path, f"multipart:{path}", multipart_inference, methods=["POST"])
+    for path in QUERY_ROUTES:
+        app.add_url_rule(path, f"query:{path}", query_inference, methods=["GET"])
+
+    async def upstream_root() -> Redirect:
+        return redirect("/ui/models", 302)
+
+    async def upstream(rest: str) -> Response | Redirect:
+        segments = rest.split("/")
+        model_id = None
+        for end in range(1, len(segments) + 1):
+            candidate = "/".join(segments[:end])
+            model_id = services.router.resolve_local(candidate)
+            if model_id is not None:
+                break
+        if model_id is None:
+            raise BadRequest("model id required in path: /upstream/<model>/<path>")
+        remainder = "/".join(segments[end:])
+        if end == len(segments) and not request.path.endswith("/"):
+            target = f"/upstream/{rest}/"
+            if request.query_string:
+                target += "?" + request.query_string.decode("latin-1")
+            return redirect(target, 301 if request.method in ("GET", "HEAD") else 308)
+        route = Route("local", model_id, model_id)
+        content = _stream_request_body() if request.method not in ("GET", "HEAD") else None
+        return await _forward(services, route, content, path="/" + remainder, stream_body=True)
+
+    app.add_url_rule("/upstream", "upstream-root", upstream_root, methods=["GET"])
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+    app.add_url_rule("/upstream/<path:rest>", "upstream", upstream, methods=methods)
+
+
+async def _stream_request_body() -> AsyncIterator[bytes]:
+    async for chunk in request.body:
+        yield chunk
+
+
+def _resolve(services: Services, name: str) -> Route:
+    route = services.router.resolve(name)
+    if route is None:
+        raise ModelNotFound(problems.unknown_model_message(name, services.router.names()))
+    return route
+
+
+async def _forward(
+    services: Services,
+    route: Route,
+    content: object,
+    *,
+    path: str | None = None,
+    content_type: str | None = None,
+    stream_body: bool = False,
+) -> Response:
+    headers = list(request.headers.items())
+    if services.config.api_keys:
+        headers = strip_credentials(headers)
+    if route.kind == "local":
+        lease = await services.supervisor.acquire(route.target)
+        register_cleanup(lease.release)
+        base = lease.proxy
+    else:
+        peer = services.config.peers[route.target]
+        base = peer.proxy
+        if peer.api_key:
+            headers = strip_credentials(headers)
+            headers += [("authorization", f"Bearer {peer.api_key}"), ("x-api-key", peer.api_key)]
+    if content_type is not None:
+        headers = [(n, v) for n, v in headers if n.lower() != "content-type"]
+        headers.append(("content-type", content_type))
+    from swapd.web.forward import request_headers
+
+    upstream_headers = request_headers(headers, client_ip=request.remote_addr)
+    target = path if path is not None else request.path
+    query = request.query_string.decode("latin-1")
+    if query:
+        target += "?" + query
+    body = content if (stream_body or content is None or isinstance(content, bytes)) else None
+    exchange = await services.forwarder.open(base, request.method, target, upstream_headers, body)  # type: ignore[arg-type]
+    register_cleanup(exchange.aclose)
+    response = Response(exchange.body(), status=exchange.status, headers=Headers(exchange.headers))
+    response.timeout = None
+    return response
