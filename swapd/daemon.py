@@ -11,6 +11,7 @@ process group at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -21,6 +22,7 @@ import httpx
 import trio
 
 from swapd.config.model import Config, LogToStdout
+from swapd.core.events import ModelStateChanged
 from swapd.observe.bus import EventBus
 from swapd.supervise.instance import ProcessLauncher
 from swapd.supervise.lifeline import new_instance_marker, open_lifeline, sweep_orphans
@@ -77,6 +79,7 @@ async def serve(
     shutdown = trio.Event()
     try:
         async with (
+            contextlib.AsyncExitStack() as stack,
             open_lifeline() as lifeline,
             httpx.AsyncClient(trust_env=False) as probe_client,
             trio.open_nursery() as nursery,
@@ -90,6 +93,7 @@ async def serve(
                 stop_grace=stop_grace,
             )
             supervisor = Supervisor(config, launcher, bus=bus)
+            stack.enter_context(bus.watch(_log_event))
             await nursery.start(supervisor.run)
             services = Services(config=config, supervisor=supervisor, forwarder=forwarder, bus=bus)
             app = create_app(services)
@@ -105,6 +109,15 @@ async def serve(
             nursery.cancel_scope.cancel(reason="swapd is shutting down")
     finally:
         await forwarder.aclose()
+
+
+def _log_event(event: object) -> None:
+    if isinstance(event, ModelStateChanged):
+        detail = f": {event.error}" if event.error else ""
+        level = logging.WARNING if event.error else logging.INFO
+        log.log(
+            level, "<%s> %s -> %s (%s)%s", event.model, event.old, event.new, event.reason, detail
+        )
 
 
 async def _preload(supervisor: Supervisor, model_id: str) -> None:
@@ -138,6 +151,9 @@ def main(config: Config, *, listen: tuple[str, int], watch_config: bool = False)
         else "[%(levelname)s] %(message)s",
         stream=sys.stdout,
     )
+    # Per-request library logs would sit on the hot path and drown swapd's own events.
+    for noisy in ("httpx", "httpcore", "hypercorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     host, port = listen
     try:
         trio.run(lambda: serve(config, host=host, port=port, handle_signals=True))

@@ -60,8 +60,8 @@ class Child:
             if match:
                 return match
 
-    def client(self, limits: httpx.Limits = httpx.DEFAULT_LIMITS) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=5, limits=limits)
+    def client(self, limits: httpx.Limits | None = None) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=5, limits=limits or httpx.Limits())
 
 
 def kill_group(pgid: int) -> None:

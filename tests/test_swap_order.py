@@ -299,3 +299,19 @@ async def test_explicit_unload_stops_at_once(autojump_clock: trio.testing.MockCl
         await h.supervisor.unload("A")
         assert h.supervisor.runner("A").state is ModelState.STOPPED
         assert trio.current_time() == pytest.approx(2.1)
+
+
+async def test_unload_returns_even_if_a_request_restarts_the_model(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Found by the property tests: unload used to wait for "stopped" again after a new
+    # request had already restarted the model, and so waited forever.
+    async with open_swap_harness(THREE, scripts={"A": Script(stop_delay=1.0)}) as h:
+        h.request("A", at=0, duration=0.1)
+        await trio.sleep(2)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(h.supervisor.unload, None)
+            await trio.sleep(0.5)  # A is still stopping
+            h.request("A", at=2.6, duration=0.1)
+        assert trio.current_time() == pytest.approx(3.0)
+    assert h.launches == ["A", "A"]

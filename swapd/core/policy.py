@@ -83,13 +83,23 @@ class Plan:
     start: tuple[str, ...] = ()
     wake: tuple[str, ...] = ()
     sleep: tuple[str, ...] = ()
-    stop: tuple[str, ...] = ()
+    stop: tuple[str, ...] = ()  # swapped out to make room
+    cancel: tuple[str, ...] = ()  # starts nobody waits for any more
+    expire: tuple[str, ...] = ()  # idle past their TTL
     draining: frozenset[str] = frozenset()
     wake_at: float = math.inf
 
     @property
     def is_empty(self) -> bool:
-        return not (self.admit or self.start or self.wake or self.sleep or self.stop)
+        return not (
+            self.admit
+            or self.start
+            or self.wake
+            or self.sleep
+            or self.stop
+            or self.cancel
+            or self.expire
+        )
 
 
 def conflicts_with(snapshot: Snapshot, model_id: str, other_id: str) -> bool:
@@ -148,6 +158,8 @@ def plan(snapshot: Snapshot) -> Plan:
     wake: list[str] = []
     sleep: list[str] = []
     stop: list[str] = []
+    cancel: list[str] = []
+    expire: list[str] = []
     reserved: set[str] = set()  # older loads that are waiting: nobody younger overtakes them
     for view in wanting:
         model_id = view.model_id
@@ -186,9 +198,9 @@ def plan(snapshot: Snapshot) -> Plan:
                     and in_flight[x] == 0
                 )
                 if abandoned:
-                    stop.append(x)
+                    cancel.append(x)
 
-    evicting = set(stop) | set(sleep)
+    evicting = set(stop) | set(sleep) | set(cancel)
     for model_id, view in models.items():
         idle = in_flight[model_id] == 0 and not view.waiting and not view.keep_loading
         if view.ttl <= 0 or not idle or model_id in evicting:
@@ -196,7 +208,7 @@ def plan(snapshot: Snapshot) -> Plan:
         if view.state in (S.READY, S.ASLEEP):
             deadline = view.last_used + view.ttl
             if now >= deadline:
-                stop.append(model_id)
+                expire.append(model_id)
             else:
                 wake_at = min(wake_at, deadline)
 
@@ -206,6 +218,8 @@ def plan(snapshot: Snapshot) -> Plan:
         wake=tuple(wake),
         sleep=tuple(dict.fromkeys(sleep)),
         stop=tuple(dict.fromkeys(stop)),
+        cancel=tuple(dict.fromkeys(cancel)),
+        expire=tuple(expire),
         draining=frozenset(cutoff),
         wake_at=wake_at,
     )

@@ -136,8 +136,10 @@ class Runner:
         if self.state is S.STOPPED:
             self._move(E.SHUTDOWN, "shutdown")
 
-    async def wait_stopped(self) -> None:
-        await self._settled.wait()
+    @property
+    def stopped(self) -> trio.Event:
+        """Set once the current (or last) process is gone; a new start makes a new one."""
+        return self._settled
 
     # --- operations ---------------------------------------------------------------------
 

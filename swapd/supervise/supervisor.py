@@ -220,11 +220,15 @@ class Supervisor:
         In-flight requests to them are cut off. Requests still waiting start the model
         again afterwards."""
         targets = [model_id] if model_id is not None else list(self._slots)
+        stopped = []
         for target in targets:
-            self._slots[target].runner.stop("unloaded")
+            runner = self._slots[target].runner
+            runner.stop("unloaded")
+            # Wait for *this* stop only: a request may start the model again meanwhile.
+            stopped.append(runner.stopped)
         self._kick()
-        for target in targets:
-            await self._slots[target].runner.wait_stopped()
+        for event in stopped:
+            await event.wait()
 
     def kill_all(self) -> None:
         """SIGKILL every model's process group now (a second Ctrl-C)."""
@@ -287,11 +291,13 @@ class Supervisor:
                 slot.in_flight += 1
                 waiter.granted.set()
         for model_id in plan.stop:
-            runner = self._slots[model_id].runner
-            reason = "ttl expired" if model_id not in plan.draining else "swapped out"
-            if runner.state is S.STARTING:
-                reason = "start abandoned: nobody waits for it"
-            runner.stop(reason)
+            self._slots[model_id].runner.stop("swapped out")
+        for model_id in plan.cancel:
+            self._slots[model_id].runner.stop("start abandoned: nobody waits for it")
+        for model_id in plan.expire:
+            self._slots[model_id].runner.stop(
+                f"idle for its ttl of {self._slots[model_id].runner.spec.ttl}s"
+            )
         for model_id in plan.sleep:
             self._slots[model_id].runner.sleep("swapped out")
         for model_id in plan.start:
