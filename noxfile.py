@@ -48,3 +48,13 @@ def schema(session: nox.Session) -> None:
     _install(session)
     with open("config-schema.json", "w", encoding="utf-8") as out:
         session.run("swapd", "schema", stdout=out)
+    with open("docs/configuration.md", "w", encoding="utf-8") as out:
+        session.run("swapd", "schema", "--reference", stdout=out)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks (not part of the default run): ratios against a direct connection."""
+    _install(session)
+    session.run("python", "benchmarks/swap_latency.py", *session.posargs)
+    session.run("python", "benchmarks/proxy_overhead.py", *session.posargs)

@@ -4,7 +4,8 @@
 
     swapd [--config PATH] [--listen HOST:PORT] [--watch-config]   run the daemon
     swapd check-config PATH [--json]                             validate, print the resolved config
-    swapd schema                                                 print the config JSON schema
+    swapd schema [--reference]                                   print the config JSON schema
+                                                                 (or the Markdown reference)
     swapd --version
 
 llama-swap's single-dash spellings (``-config``, ``-listen``, ``-watch-config``,
@@ -81,7 +82,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("path", metavar="PATH")
     check.add_argument("--json", action="store_true", help="print the resolved config as JSON")
-    commands.add_parser("schema", help="print the config file's JSON schema")
+    schema = commands.add_parser("schema", help="print the config file's JSON schema")
+    schema.add_argument(
+        "--reference", action="store_true", help="print the Markdown configuration reference"
+    )
     return parser
 
 
@@ -96,9 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"swapd {__version__}")
         return EXIT_OK
     if args.command == "schema":
-        from swapd.config.schema import render_schema
+        from swapd.config.schema import render_reference, render_schema
 
-        sys.stdout.write(render_schema())
+        sys.stdout.write(render_reference() if args.reference else render_schema())
         return EXIT_OK
     if args.command == "check-config":
         return _check_config(args.path, as_json=args.json)

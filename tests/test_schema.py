@@ -146,3 +146,18 @@ def test_invalid_for_both(text: str) -> None:
 def test_loader_only_problems(text: str) -> None:
     assert not loader_accepts(textwrap.dedent(text))
     assert schema_accepts(text)
+
+
+def test_committed_configuration_reference_is_current() -> None:
+    from swapd.config.schema import render_reference
+
+    committed = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert committed == render_reference(), "run `swapd schema --reference > docs/configuration.md`"
+
+
+def test_reference_lists_every_legacy_spelling() -> None:
+    from swapd.config.schema import render_reference
+
+    text = render_reference()
+    assert "(also `on_startup`)" in text
+    assert "(also `strip_params`)" in text

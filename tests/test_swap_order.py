@@ -315,3 +315,13 @@ async def test_unload_returns_even_if_a_request_restarts_the_model(
             h.request("A", at=2.6, duration=0.1)
         assert trio.current_time() == pytest.approx(3.0)
     assert h.launches == ["A", "A"]
+
+
+async def test_the_readme_example(autojump_clock: trio.testing.MockClock) -> None:
+    config = 'models:\n  small: {cmd: "s --port ${PORT}"}\n  big: {cmd: "b --port ${PORT}"}\n'
+    async with open_swap_harness(config, scripts={"big": Script(start_delay=30)}) as h:
+        h.request("small", at=0.0, duration=2.0)
+        h.request("big", at=0.5)
+        h.request("small", at=1.0)
+    assert h.launches == ["small", "big"]
+    assert h.completion_order == ["small", "small", "big"]

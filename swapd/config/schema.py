@@ -23,7 +23,7 @@ import attrs
 
 from swapd.config.model import Config, MacroValue
 
-__all__ = ["SCHEMA_ID", "config_schema", "render_schema"]
+__all__ = ["SCHEMA_ID", "config_schema", "render_reference", "render_schema"]
 
 SCHEMA_ID = "https://swapd.invalid/config-schema.json"
 _ENV_ONLY = {"type": "string", "pattern": r"^\$\{env\.[A-Za-z_][A-Za-z0-9_]*\}$"}
@@ -152,3 +152,76 @@ def _choices(values: list[str], meta: Mapping[str, Any]) -> dict[str, Any]:
 
 def _escape(char: str) -> str:
     return "\\" + char if char in r".^$*+?()[]{}|\/" else char
+
+
+_SECTIONS = (
+    ("Top level", "Config"),
+    ("`models.<id>`", "ModelConfig"),
+    ("`models.<id>.sleepEndpoints[]` / `wakeEndpoints[]`", "Endpoint"),
+    ("`models.<id>.filters` / `peers.<id>.filters`", "Filters"),
+    ("`groups.<id>`", "GroupConfig"),
+    ("`peers.<id>`", "PeerConfig"),
+    ("`hooks`", "Hooks"),
+    ("`hooks.onStartup`", "StartupHooks"),
+)
+
+
+def render_reference() -> str:
+    """``docs/configuration.md``: every key, its type, default and legacy spellings."""
+    from swapd.config import model
+
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from `swapd/config/model.py` by `swapd schema --reference`; do not edit.",
+        "Macros (`${name}`, `${env.NAME}`, `${MODEL_ID}`, `${PORT}`, `${PID}`) are described in",
+        "the README. Legacy spellings are accepted so llama-swap files load unchanged.",
+        "",
+    ]
+    for title, class_name in _SECTIONS:
+        cls = getattr(model, class_name)
+        hints = typing.get_type_hints(cls)
+        out += [
+            f"## {title}",
+            "",
+            "| key | type | default | meaning |",
+            "| --- | --- | --- | --- |",
+        ]
+        for field in attrs.fields(cls):
+            meta = field.metadata
+            if "key" not in meta:
+                continue
+            key = f"`{meta['key']}`"
+            if meta.get("aliases"):
+                key += " (also " + ", ".join(f"`{a}`" for a in meta["aliases"]) + ")"
+            default = "required" if field.default is attrs.NOTHING else _default_text(field)
+            doc = meta["doc"].replace("|", "\\|")
+            out.append(f"| {key} | {_type_text(hints[field.name])} | {default} | {doc} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _default_text(field: attrs.Attribute[Any]) -> str:
+    value = _default_of(field)
+    if value is None:
+        return "-"
+    return f"`{json.dumps(value)}`"
+
+
+def _type_text(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if attrs.has(tp):
+        return "mapping"
+    if tp is Any:
+        return "any"
+    if tp == MacroValue:
+        return "scalar"
+    if origin in (types.UnionType, typing.Union):
+        return _type_text(next(a for a in typing.get_args(tp) if a is not type(None)))
+    if origin in (Mapping, dict):
+        return "mapping"
+    if origin is tuple:
+        return "list"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return " \\| ".join(m.value for m in tp)
+    return {bool: "bool", int: "integer", str: "string"}[tp]
