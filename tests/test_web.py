@@ -355,3 +355,54 @@ async def test_health_and_version() -> None:
             assert (await client.get("/health")).text == "OK"
             version = (await client.get("/api/version")).json()
             assert set(version) == {"version", "commit", "build_date"}
+
+
+async def test_loading_state_streams_progress_then_the_answer() -> None:
+    text = "sendLoadingState: true\n" + config(s="").replace(
+        "--respond 'hello from s'", "--respond 'hello from s' --loading-delay 1.5"
+    )
+    with trio.fail_after(30):
+        async with (
+            open_swapd(text) as swapd,
+            httpx.AsyncClient(base_url=swapd.url, timeout=30) as client,client.stream(
+            "POST", "/v1/chat/completions", json=chat("s", stream=True)
+        ) as reply
+        ):
+            assert reply.status_code == 200
+            assert reply.headers["content-type"] == "text/event-stream"
+            raw = b"".join([chunk async for chunk in reply.aiter_raw()])
+    events = [line[6:] for line in raw.decode().split("\n") if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    parsed = [json.loads(e) for e in events[:-1]]
+    reasoning = "".join(
+        p["choices"][0]["delta"].get("reasoning_content", "") for p in parsed if "choices" in p
+    )
+    content = "".join(
+        p["choices"][0]["delta"].get("content") or "" for p in parsed if "choices" in p
+    )
+    assert "loading model s" in reasoning
+    assert "Done!" in reasoning
+    assert reasoning.count(".") >= 1  # progress ticks while the model was loading
+    assert content == "hello from s"
+
+
+async def test_loading_state_failure_ends_with_an_error_event_not_a_fake_success() -> None:
+    text = """
+sendLoadingState: true
+models:
+  broken:
+    cmd: sh -c 'echo no gpu >&2; exit 4' ${PORT}
+    proxy: http://127.0.0.1:${PORT}
+"""
+    with trio.fail_after(30):
+        async with (
+            open_swapd(text) as swapd,
+            httpx.AsyncClient(base_url=swapd.url, timeout=30) as client,
+        ):
+            reply = await client.post("/v1/chat/completions", json=chat("broken", stream=True))
+    events = [line[6:] for line in reply.text.split("\n") if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    assert "exit code 4" in error["message"]
+    assert error["code"] == 502
+    assert not any('"content"' in e for e in events)

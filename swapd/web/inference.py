@@ -21,15 +21,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from quart import Quart, Response, redirect, request
+from quart import Quart, Response, current_app, redirect, request
 from werkzeug.datastructures import Headers
 from werkzeug.wrappers.response import Response as Redirect
 
 from swapd.core.routing import Route
+from swapd.core.states import ModelState
 from swapd.errors import BadRequest, ModelNotFound
+from swapd.supervise.supervisor import Lease
 from swapd.web import bodies, problems
 from swapd.web.app import Services, register_cleanup
 from swapd.web.auth import strip_credentials
+from swapd.web.forward import Exchange, request_headers
+from swapd.web.loading import loading_stream
 
 __all__ = ["JSON_ROUTES", "MULTIPART_ROUTES", "register"]
 
@@ -69,6 +73,13 @@ def register(app: Quart, services: Services) -> None:
                 strip=spec.filters.stripped_keys(),
                 set_items=spec.filters.set_items(),
             )
+            if (
+                spec.send_loading_state
+                and request.path == "/v1/chat/completions"
+                and services.supervisor.runner(route.target).state is not ModelState.READY
+                and bodies.is_streaming(body)
+            ):
+                return await _loading_response(services, route, body)
         else:
             filters = services.config.peers[route.target].filters
             body = bodies.rewrite_json_body(
@@ -158,6 +169,42 @@ def _resolve(services: Services, name: str) -> Route:
     return route
 
 
+async def _loading_response(services: Services, route: Route, body: bytes) -> Response:
+    headers = request_headers(_client_headers(services), client_ip=request.remote_addr)
+    target = _target(None)
+
+    async def open_exchange(lease: Lease) -> Exchange:
+        return await services.forwarder.open(lease.proxy, "POST", target, headers, body)
+
+    nursery = current_app.nursery  # type: ignore[attr-defined]
+    stream = await loading_stream(
+        nursery, services.supervisor, route.target, open_exchange, register_cleanup
+    )
+    response = Response(
+        stream,
+        status=200,
+        headers={
+            "content-type": "text/event-stream",
+            "cache-control": "no-cache",
+            "x-accel-buffering": "no",
+        },
+    )
+    response.timeout = None
+    return response
+
+
+def _client_headers(services: Services) -> list[tuple[str, str]]:
+    """The client's headers, without the credentials it used for swapd itself."""
+    headers = list(request.headers.items())
+    return strip_credentials(headers) if services.config.api_keys else headers
+
+
+def _target(path: str | None) -> str:
+    target = path if path is not None else request.path
+    query = request.query_string.decode("latin-1")
+    return f"{target}?{query}" if query else target
+
+
 async def _forward(
     services: Services,
     route: Route,
@@ -167,9 +214,7 @@ async def _forward(
     content_type: str | None = None,
     stream_body: bool = False,
 ) -> Response:
-    headers = list(request.headers.items())
-    if services.config.api_keys:
-        headers = strip_credentials(headers)
+    headers = _client_headers(services)
     if route.kind == "local":
         lease = await services.supervisor.acquire(route.target)
         register_cleanup(lease.release)
@@ -183,13 +228,8 @@ async def _forward(
     if content_type is not None:
         headers = [(n, v) for n, v in headers if n.lower() != "content-type"]
         headers.append(("content-type", content_type))
-    from swapd.web.forward import request_headers
-
     upstream_headers = request_headers(headers, client_ip=request.remote_addr)
-    target = path if path is not None else request.path
-    query = request.query_string.decode("latin-1")
-    if query:
-        target += "?" + query
+    target = _target(path)
     body = content if (stream_body or content is None or isinstance(content, bytes)) else None
     exchange = await services.forwarder.open(base, request.method, target, upstream_headers, body)  # type: ignore[arg-type]
     register_cleanup(exchange.aclose)

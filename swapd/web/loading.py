@@ -1,0 +1,126 @@
+"""``sendLoadingState``: show a chat client that its model is loading, then the answer.
+
+For a streaming ``/v1/chat/completions`` request whose model is not ready, swapd answers
+at once with an event stream and sends progress as ``reasoning_content`` deltas (chat
+UIs show them as "thinking") while the model loads; then the upstream's own events
+follow in the same stream. Unlike llama-swap, a failure never looks like a success: a
+failed load or an upstream error status ends the stream with an error event and
+``data: [DONE]``.
+
+The stream is produced by a task in the app's nursery that writes into a memory channel;
+the request's cleanup cancels it, so a client that leaves stops the load wait (leaving
+the queue) or the upstream request at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import trio
+
+from swapd.errors import SwapdError
+from swapd.supervise.supervisor import Lease, Supervisor
+from swapd.web.forward import Exchange
+
+__all__ = ["loading_stream"]
+
+OpenExchange = Callable[[Lease], Awaitable[Exchange]]
+
+
+def _frame(data: object) -> bytes:
+    return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
+
+
+def _progress(text: str) -> bytes:
+    return _frame(
+        {
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"reasoning_content": text}, "finish_reason": None}],
+        }
+    )
+
+
+def _error(message: str, status: int) -> bytes:
+    return _frame({"error": {"message": message, "type": "server_error", "code": status}})
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+async def loading_stream(
+    nursery: trio.Nursery,
+    supervisor: Supervisor,
+    model_id: str,
+    open_exchange: OpenExchange,
+    on_done: Callable[[Callable[[], None]], None],
+) -> AsyncIterator[bytes]:
+    """Start the producer; return the body iterator. ``on_done`` registers its canceller."""
+    send, receive = trio.open_memory_channel[bytes](32)
+    scope = trio.CancelScope()
+    on_done(scope.cancel)
+
+    async def produce() -> None:
+        lease: Lease | None = None
+        exchange: Exchange | None = None
+        with scope:
+            async with send:
+                try:
+                    started = trio.current_time()
+                    await send.send(_progress("━━━━━\n"))
+                    await send.send(_progress(f"swapd: loading model {model_id}\n"))
+                    failure: SwapdError | None = None
+                    async with trio.open_nursery() as ticker:
+
+                        async def tick() -> None:
+                            while True:
+                                await trio.sleep(1)
+                                await send.send(_progress("."))
+
+                        ticker.start_soon(tick)
+                        try:
+                            lease = await supervisor.acquire(model_id)
+                        except SwapdError as exc:
+                            failure = exc
+                        ticker.cancel_scope.cancel()
+                    took = trio.current_time() - started
+                    if failure is not None:
+                        await send.send(_progress(f"\nFailed after {took:.2f}s\n"))
+                        await send.send(_error(str(failure), failure.http_status))
+                        await send.send(DONE)
+                        return
+                    assert lease is not None
+                    await send.send(_progress(f"\nDone! ({took:.2f}s)\n━━━━━\n"))
+                    try:
+                        exchange = await open_exchange(lease)
+                    except SwapdError as exc:
+                        await send.send(_error(str(exc), exc.http_status))
+                        await send.send(DONE)
+                        return
+                    if exchange.status != 200:
+                        body = b""
+                        async for chunk in exchange.body():
+                            body += chunk
+                            if len(body) > 2000:
+                                break
+                        text = body.decode("utf-8", "replace")[:2000]
+                        await send.send(_error(f"upstream answered {exchange.status}: {text}", 502))
+                        await send.send(DONE)
+                        return
+                    async for chunk in exchange.body():
+                        await send.send(chunk)
+                finally:
+                    with trio.CancelScope(shield=True):
+                        if exchange is not None:
+                            await exchange.aclose()
+                        if lease is not None:
+                            lease.release()
+
+    nursery.start_soon(produce)
+
+    async def body() -> AsyncIterator[bytes]:
+        async with receive:
+            async for chunk in receive:
+                yield chunk
+
+    return body()
