@@ -364,9 +364,8 @@ async def test_loading_state_streams_progress_then_the_answer() -> None:
     with trio.fail_after(30):
         async with (
             open_swapd(text) as swapd,
-            httpx.AsyncClient(base_url=swapd.url, timeout=30) as client,client.stream(
-            "POST", "/v1/chat/completions", json=chat("s", stream=True)
-        ) as reply
+            httpx.AsyncClient(base_url=swapd.url, timeout=30) as client,
+            client.stream("POST", "/v1/chat/completions", json=chat("s", stream=True)) as reply,
         ):
             assert reply.status_code == 200
             assert reply.headers["content-type"] == "text/event-stream"
@@ -406,3 +405,51 @@ models:
     assert "exit code 4" in error["message"]
     assert error["code"] == 502
     assert not any('"content"' in e for e in events)
+
+
+JSON_ROUTES = [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}, "choices"),
+    ("/v1/completions", {"prompt": "x"}, "choices"),
+    ("/v1/responses", {"input": "x"}, "output"),
+    ("/v1/embeddings", {"input": "x"}, "data"),
+    ("/v1/messages", {"max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}, "content"),
+    (
+        "/v1/messages/count_tokens",
+        {"messages": [{"role": "user", "content": "x y"}]},
+        "input_tokens",
+    ),
+    ("/completion", {"prompt": "x"}, "content"),
+    ("/infill", {"input_prefix": "a", "input_suffix": "b"}, "content"),
+    ("/rerank", {"query": "q", "documents": ["a", "b"]}, "results"),
+    ("/reranking", {"query": "q", "documents": ["a"]}, "results"),
+    ("/v1/rerank", {"query": "q", "documents": ["a"]}, "results"),
+    ("/v1/reranking", {"query": "q", "documents": ["a"]}, "results"),
+    ("/v1/images/generations", {"prompt": "a cat"}, "data"),
+    ("/sdapi/v1/txt2img", {"prompt": "a cat"}, "images"),
+]
+
+
+async def test_every_json_inference_route_reaches_the_model() -> None:
+    with trio.fail_after(60):
+        async with (
+            open_swapd(config(m1="")) as swapd,
+            httpx.AsyncClient(base_url=swapd.url) as client,
+        ):
+            for path, body, key in JSON_ROUTES:
+                reply = await client.post(path, json={"model": "m1", **body})
+                assert reply.status_code == 200, (path, reply.text)
+                assert key in reply.json(), (path, reply.json())
+            speech = await client.post("/v1/audio/speech", json={"model": "m1", "input": "hi"})
+            assert speech.status_code == 200
+            assert speech.headers["content-type"].startswith("audio/")
+            voices = await client.get("/v1/audio/voices", params={"model": "m1"})
+            assert voices.json()["voices"] == ["voice1"]
+            props = await client.get("/props", params={"model": "m1"})
+            assert props.status_code == 200
+            assert (await client.get("/props")).status_code == 400
+            edit = await client.post(
+                "/v1/images/edits",
+                data={"model": "m1", "prompt": "hat"},
+                files={"image": ("a.png", b"\x89PNG fake", "image/png")},
+            )
+            assert edit.status_code == 200, edit.text
