@@ -108,7 +108,8 @@ async def test_sleep_and_wake_over_http_keep_the_process() -> None:
             pid_a = (await client.get("/running")).json()["running"][0]["pid"]
             await client.post("/v1/chat/completions", json=chat("b"))
             running = {r["model"]: r for r in (await client.get("/running")).json()["running"]}
-            assert {m: r["state"] for m, r in running.items()} == {"a": "asleep", "b": "ready"}
+            why = swapd.services.supervisor.runner("a").last_error
+            assert {m: r["state"] for m, r in running.items()} == {"a": "asleep", "b": "ready"}, why
             # ask the sleeping server itself (through swapd the request would wake it)
             async with httpx.AsyncClient(base_url=running["a"]["proxy"]) as direct:
                 assert (await direct.get("/is_sleeping")).json()["is_sleeping"] is True

@@ -47,7 +47,9 @@ async def run_steps(
                     url,
                     content=content,
                     headers=headers,
-                    timeout=httpx.Timeout(None, connect=0.5),
+                    # the step's own deadline bounds everything; a loaded machine may
+                    # need more than llama-swap's 0.5 s just to connect over loopback
+                    timeout=httpx.Timeout(None, connect=min(5.0, seconds)),
                 )
         except trio.TooSlowError:
             raise SleepWakeFailed(

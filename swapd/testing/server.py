@@ -12,7 +12,9 @@ Python, so a test config needs nothing installed on PATH.
 
 from __future__ import annotations
 
+import random
 import shlex
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,10 +38,35 @@ def upstream_cmd(*flags: str, silent: bool = True) -> str:
     )
 
 
+def free_port_base(count: int = 20) -> int:
+    """A random port with ``count`` free ports from it, so parallel test runs don't collide
+    on ``${PORT}`` numbers (a model would answer for another run's model)."""
+    rng = random.Random()
+    for _ in range(50):
+        base = rng.randrange(20000, 60000 - count)
+        if all(_is_free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError("no free port range found")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @asynccontextmanager
 async def open_swapd(config: str | Config, *, stop_grace: float = 2.0) -> AsyncIterator[Daemon]:
-    """Serve ``config`` on 127.0.0.1 (free port) until the block ends; then stop it all."""
+    """Serve ``config`` on 127.0.0.1 (free port) until the block ends; then stop it all.
+
+    Config text without ``startPort`` gets a random free range, so tests in parallel
+    processes never hand out the same model ports."""
     if isinstance(config, str):
+        if "startPort" not in config:
+            config = f"startPort: {free_port_base()}\n" + config
         config = parse_config(config, file="<test>")
     async with trio.open_nursery() as nursery:
         daemon: Daemon = await nursery.start(
