@@ -41,7 +41,7 @@ def upstream_cmd(*flags: str, silent: bool = True) -> str:
 def free_port_base(count: int = 20) -> int:
     """A random port with ``count`` free ports from it, so parallel test runs don't collide
     on ``${PORT}`` numbers (a model would answer for another run's model)."""
-    rng = random.Random()
+    rng = random.Random()  # noqa: S311 - spreading test ports, not cryptography
     for _ in range(50):
         base = rng.randrange(20000, 60000 - count)
         if all(_is_free(base + i) for i in range(count)):
