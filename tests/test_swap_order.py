@@ -53,7 +53,7 @@ async def test_requests_are_batched_by_model(autojump_clock: trio.testing.MockCl
 
 
 async def test_a_waiting_model_never_starves(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_swap_harness(THREE, max_wait=5.0) as h:
+    async with open_swap_harness("maxSwapWait: 5\n" + THREE) as h:
         for i in range(60):  # A is asked for every 0.5 s for 30 s
             h.request("A", at=i * 0.5, duration=1.0)
         h.request("B", at=2.0, name="B")
@@ -259,8 +259,8 @@ async def test_concurrency_limit_queues_the_rest(autojump_clock: trio.testing.Mo
 
 
 async def test_full_queue_is_refused(autojump_clock: trio.testing.MockClock) -> None:
-    config = 'models:\n  A: {cmd: "fake --port ${PORT}"}\n'
-    async with open_swap_harness(config, queue_limit=3) as h:
+    config = 'maxQueuedRequests: 3\nmodels:\n  A: {cmd: "fake --port ${PORT}"}\n'
+    async with open_swap_harness(config) as h:
         for _ in range(5):
             h.request("A", at=0)
     errors = [o.error for o in h.outcomes]

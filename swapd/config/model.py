@@ -366,6 +366,19 @@ class Config:
     send_loading_state: bool = setting(
         False, key="sendLoadingState", doc="Default for the per-model sendLoadingState."
     )
+    max_swap_wait: int = setting(
+        10,
+        key="maxSwapWait",
+        minimum=0,
+        doc="Seconds a request for another model waits while the loaded one keeps serving "
+        "its own queue; then the loaded model drains and is swapped out.",
+    )
+    max_queued_requests: int = setting(
+        256,
+        key="maxQueuedRequests",
+        minimum=1,
+        doc="Requests that may wait for one model; more are refused with 429 and Retry-After.",
+    )
     include_aliases_in_list: bool = setting(
         False, key="includeAliasesInList", doc="List aliases as models in /v1/models."
     )

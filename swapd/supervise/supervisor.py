@@ -37,8 +37,6 @@ from swapd.supervise.runner import Runner
 __all__ = ["Lease", "ModelStatistics", "Supervisor"]
 
 S = ModelState
-DEFAULT_MAX_WAIT = 10.0
-DEFAULT_QUEUE_LIMIT = 256
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 
@@ -105,15 +103,15 @@ class Supervisor:
         launcher: Launcher,
         *,
         bus: EventBus[object] | None = None,
-        max_wait: float = DEFAULT_MAX_WAIT,
-        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        max_wait: float | None = None,
+        queue_limit: int | None = None,
         shutdown_timeout: float = 30.0,
     ) -> None:
         self.config = config
         self.bus: EventBus[object] = bus if bus is not None else EventBus()
         self._launcher = launcher
-        self._max_wait = max_wait
-        self._queue_limit = queue_limit
+        self._max_wait = float(config.max_swap_wait) if max_wait is None else max_wait
+        self._queue_limit = config.max_queued_requests if queue_limit is None else queue_limit
         self._shutdown_timeout = shutdown_timeout
         self._slots: dict[str, _Slot] = {}
         self._changed = trio.Event()

@@ -236,8 +236,8 @@ async def open_swap_harness(
     config: str | Config,
     scripts: Mapping[str, Script] | None = None,
     *,
-    max_wait: float = 10.0,
-    queue_limit: int = 256,
+    max_wait: float | None = None,
+    queue_limit: int | None = None,
 ) -> AsyncIterator[SwapHarness]:
     """Run a Supervisor over fake models. On exit, waits for all requests, then stops it."""
     if isinstance(config, str):

@@ -1,0 +1,58 @@
+"""The event bus: publishing never blocks; a slow subscriber loses its oldest items."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from swapd.observe.bus import EventBus
+
+
+async def test_fan_out_in_order() -> None:
+    bus: EventBus[int] = EventBus()
+    with bus.subscribe() as a, bus.subscribe() as b:
+        for i in range(5):
+            bus.publish(i)
+        assert [await a.receive() for _ in range(5)] == [0, 1, 2, 3, 4]
+        assert [await b.receive() for _ in range(5)] == [0, 1, 2, 3, 4]
+
+
+async def test_slow_subscriber_drops_oldest_and_never_blocks_the_publisher() -> None:
+    bus: EventBus[int] = EventBus()
+    with bus.subscribe(maxlen=3) as slow, bus.subscribe(maxlen=100) as fast:
+        with trio.fail_after(1):  # publish is synchronous: nothing here can block
+            for i in range(10):
+                bus.publish(i)
+        assert slow.dropped == 7
+        assert [await slow.receive() for _ in range(3)] == [7, 8, 9]
+        assert [await fast.receive() for _ in range(10)] == list(range(10))
+        assert bus.statistics().dropped == 7
+
+
+async def test_receivers_wake_on_publish_and_end_on_close() -> None:
+    bus: EventBus[str] = EventBus()
+    got: list[str] = []
+    with bus.subscribe() as sub:
+
+        async def reader() -> None:
+            async for item in sub:
+                got.append(item)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            bus.publish("a")
+            bus.publish("b")
+            await trio.testing.wait_all_tasks_blocked()
+            bus.close()
+    assert got == ["a", "b"]
+
+
+async def test_watchers_run_synchronously() -> None:
+    bus: EventBus[int] = EventBus()
+    seen: list[int] = []
+    with bus.watch(seen.append):
+        bus.publish(1)
+        assert seen == [1]
+    bus.publish(2)
+    assert seen == [1]
