@@ -15,6 +15,8 @@ import httpx
 import openai
 import pytest
 import trio
+from anthropic.types import MessageParam
+from openai.types.chat import ChatCompletionMessageParam
 
 from swapd.testing import open_swapd, upstream_cmd
 
@@ -31,7 +33,8 @@ pytestmark = [
     ),
 ]
 
-PROMPT = [{"role": "user", "content": "hi there"}]
+PROMPT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi there"}]
+A_PROMPT: list[MessageParam] = [{"role": "user", "content": "hi there"}]
 CHUNKS = 6  # SSE content chunks per streamed reply (demo upstream's --chunks)
 
 
@@ -152,7 +155,7 @@ async def test_openai_sync_client_in_a_thread() -> None:
 async def test_anthropic_async_messages_create() -> None:
     with trio.fail_after(30):
         async with open_swapd(config("m1")) as swapd, async_anthropic(swapd.url) as client:
-            message = await client.messages.create(model="m1", max_tokens=64, messages=PROMPT)
+            message = await client.messages.create(model="m1", max_tokens=64, messages=A_PROMPT)
             assert message.content[0].type == "text"
             assert message.content[0].text == reply_of("m1")
             assert message.role == "assistant"
@@ -164,7 +167,9 @@ async def test_anthropic_async_messages_create() -> None:
 async def test_anthropic_async_messages_stream() -> None:
     with trio.fail_after(30):
         async with open_swapd(config("m1")) as swapd, async_anthropic(swapd.url) as client:
-            async with client.messages.stream(model="m1", max_tokens=64, messages=PROMPT) as stream:
+            async with client.messages.stream(
+                model="m1", max_tokens=64, messages=A_PROMPT
+            ) as stream:
                 pieces = [text async for text in stream.text_stream]
                 final = await stream.get_final_message()
             assert "".join(pieces) == reply_of("m1")
@@ -178,7 +183,7 @@ async def test_anthropic_async_messages_stream() -> None:
 async def test_anthropic_async_count_tokens() -> None:
     with trio.fail_after(30):
         async with open_swapd(config("m1")) as swapd, async_anthropic(swapd.url) as client:
-            counted = await client.messages.count_tokens(model="m1", messages=PROMPT)
+            counted = await client.messages.count_tokens(model="m1", messages=A_PROMPT)
             assert counted.input_tokens > 0
 
 
@@ -200,7 +205,7 @@ async def test_unknown_model_is_not_found_with_close_matches() -> None:
             assert caught.value.body["type"] == "invalid_request_error"
 
             with pytest.raises(anthropic.NotFoundError) as caught_a:
-                await ant.messages.create(model="llama-3", max_tokens=8, messages=PROMPT)
+                await ant.messages.create(model="llama-3", max_tokens=8, messages=A_PROMPT)
             assert caught_a.value.status_code == 404
             assert "did you mean: llama3?" in caught_a.value.message
             assert isinstance(caught_a.value.body, dict)
@@ -219,7 +224,7 @@ async def test_api_keys_through_the_sdks() -> None:
                     await wrong.models.list()
             async with async_anthropic(swapd.url, api_key="sk-wrong") as wrong_a:
                 with pytest.raises(anthropic.AuthenticationError) as caught_a:
-                    await wrong_a.messages.create(model="m1", max_tokens=8, messages=PROMPT)
+                    await wrong_a.messages.create(model="m1", max_tokens=8, messages=A_PROMPT)
                 assert caught_a.value.status_code == 401
 
             # openai sends ``Authorization: Bearer``, anthropic sends ``x-api-key``
@@ -227,7 +232,7 @@ async def test_api_keys_through_the_sdks() -> None:
                 completion = await right.chat.completions.create(model="m1", messages=PROMPT)
                 assert completion.choices[0].message.content == reply_of("m1")
             async with async_anthropic(swapd.url, api_key="sk-right") as right_a:
-                message = await right_a.messages.create(model="m1", max_tokens=8, messages=PROMPT)
+                message = await right_a.messages.create(model="m1", max_tokens=8, messages=A_PROMPT)
                 assert message.content[0].type == "text"
                 assert message.content[0].text == reply_of("m1")
 
@@ -246,7 +251,7 @@ async def test_alternating_models_swap_through_the_sdks() -> None:
                 completion = await oai.chat.completions.create(model=model, messages=PROMPT)
                 assert completion.choices[0].message.content == reply_of(model)
             for model in ("m1", "m2"):
-                message = await ant.messages.create(model=model, max_tokens=8, messages=PROMPT)
+                message = await ant.messages.create(model=model, max_tokens=8, messages=A_PROMPT)
                 assert message.content[0].type == "text"
                 assert message.content[0].text == reply_of(model)
             stream = await oai.chat.completions.create(model="m1", messages=PROMPT, stream=True)
