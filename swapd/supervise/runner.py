@@ -239,40 +239,31 @@ class Runner:
             self._move(E.REAPED, reason, error)
 
     async def _sleep_op(self) -> None:
-        failure: str | None = None
-        with trio.CancelScope() as scope:
-            self._op = scope
-            try:
-                assert self._instance is not None
-                await self._instance.sleep()
-            except SleepWakeFailed as exc:
-                failure = str(exc)
-        if scope.cancelled_caught or self.state is not S.SLEEP_PENDING:
-            return
-        self._op = None
-        if failure is None:
-            self._move(E.SLEPT, "asleep")
-        else:
-            self.last_error = f"sleep failed: {failure}"
-            self._move(E.SLEEP_FAILED, f"sleep failed: {failure}")
-            self._spawn(self._stop_op, "sleep failed")
+        await self._http_op(S.SLEEP_PENDING, "sleep", E.SLEPT, "asleep", E.SLEEP_FAILED)
 
     async def _wake_op(self) -> None:
+        # A failed wake falls back to a cold start: once stopped, the waiting requests
+        # start the model again.
+        await self._http_op(S.WAKING, "wake", E.WOKE, "awake", E.WAKE_FAILED)
+
+    async def _http_op(
+        self, during: ModelState, what: str, done: Event, done_reason: str, failed: Event
+    ) -> None:
+        """Run the sleep or wake calls; on failure, stop the process."""
         failure: str | None = None
         with trio.CancelScope() as scope:
             self._op = scope
             try:
                 assert self._instance is not None
-                await self._instance.wake()
+                await (self._instance.sleep() if what == "sleep" else self._instance.wake())
             except SleepWakeFailed as exc:
                 failure = str(exc)
-        if scope.cancelled_caught or self.state is not S.WAKING:
-            return
+        if scope.cancelled_caught or self.state is not during:
+            return  # a stop or an exit took over
         self._op = None
         if failure is None:
-            self._move(E.WOKE, "awake")
+            self._move(done, done_reason)
         else:
-            # Falls back to a cold start: once stopped, the waiting requests start it again.
-            self.last_error = f"wake failed: {failure}"
-            self._move(E.WAKE_FAILED, f"wake failed: {failure}")
-            self._spawn(self._stop_op, "wake failed")
+            self.last_error = f"{what} failed: {failure}"
+            self._move(failed, self.last_error)
+            self._spawn(self._stop_op, f"{what} failed")
