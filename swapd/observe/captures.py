@@ -1,0 +1,193 @@
+"""Request/response captures: what one metered exchange looked like (reference 8.4).
+
+Owns the capture record, its size accounting, header redaction and the byte-budgeted
+FIFO store. It knows nothing about HTTP frameworks: the web layer hands in header pairs
+and bodies *after* auth stripping / body rewriting (request side) and decompression
+(response side), with the metric's ID.
+
+- Headers keep the **first value** per name, keyed by Go's canonical form
+  (``content-type`` → ``Content-Type``, ``x-api-key`` → ``X-Api-Key``).
+- ``authorization``, ``proxy-authorization``, ``cookie``, ``set-cookie`` and ``x-api-key``
+  (any case) are replaced by ``[REDACTED]``.
+- size = len(path) + len(req body) + len(resp body) + Σ(len(name) + len(value)) over both
+  header maps (UTF-8 bytes, as Go's ``len``).
+- The store evicts the oldest captures until a new one fits; a capture larger than the
+  whole budget is skipped; a budget of 0 disables capturing.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+import attrs
+
+__all__ = [
+    "REDACTED",
+    "Capture",
+    "CaptureStatistics",
+    "CaptureStore",
+    "canonical_header_name",
+    "first_values",
+    "redact",
+]
+
+REDACTED: Final = "[REDACTED]"
+_SENSITIVE: Final = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
+)
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def canonical_header_name(name: str) -> str:
+    """Go's ``textproto.CanonicalMIMEHeaderKey``: ``x-api-key`` → ``X-Api-Key``.
+
+    Names with characters outside the HTTP token set are returned unchanged, as in Go."""
+    if not _TOKEN.fullmatch(name):
+        return name
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+def first_values(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Canonical name → first value, from a mapping or (name, value) pairs."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        out.setdefault(canonical_header_name(name), value)
+    return out
+
+
+def redact(headers: Mapping[str, str]) -> dict[str, str]:
+    """A copy with credential headers' values replaced by ``[REDACTED]``; names kept."""
+    return {k: REDACTED if k.lower() in _SENSITIVE else v for k, v in headers.items()}
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", errors="surrogatepass"))
+
+
+def _headers_size(headers: Mapping[str, str]) -> int:
+    return sum(_utf8_len(k) + _utf8_len(v) for k, v in headers.items())
+
+
+def _b64(body: bytes | None) -> str | None:
+    return None if body is None else base64.b64encode(body).decode("ascii")
+
+
+@attrs.frozen(eq=True, hash=False)
+class Capture:
+    """One captured exchange. Build with :meth:`build` to canonicalise and redact."""
+
+    id: int
+    req_path: str = ""
+    req_headers: Mapping[str, str] = attrs.field(factory=dict)
+    req_body: bytes | None = None
+    resp_headers: Mapping[str, str] = attrs.field(factory=dict)
+    resp_body: bytes | None = None
+
+    @classmethod
+    def build(
+        cls,
+        id: int,  # noqa: A002 - the JSON field is called "id"
+        req_path: str,
+        req_headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        req_body: bytes | None,
+        resp_headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        resp_body: bytes | None,
+    ) -> Capture:
+        """Canonical names, first value only, credentials redacted."""
+        return cls(
+            id=id,
+            req_path=req_path,
+            req_headers=redact(first_values(req_headers)),
+            req_body=req_body,
+            resp_headers=redact(first_values(resp_headers)),
+            resp_body=resp_body,
+        )
+
+    @property
+    def size(self) -> int:
+        """Bytes this capture counts against the store's budget (8.4's formula)."""
+        return (
+            _utf8_len(self.req_path)
+            + len(self.req_body or b"")
+            + len(self.resp_body or b"")
+            + _headers_size(self.req_headers)
+            + _headers_size(self.resp_headers)
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``GET /api/captures/<id>`` body: bodies as base64 strings, ``None`` if absent."""
+        return {
+            "id": self.id,
+            "req_path": self.req_path,
+            "req_headers": dict(self.req_headers),
+            "req_body": _b64(self.req_body),
+            "resp_headers": dict(self.resp_headers),
+            "resp_body": _b64(self.resp_body),
+        }
+
+
+@attrs.frozen
+class CaptureStatistics:
+    capacity: int
+    count: int
+    bytes: int
+    added: int
+    skipped: int
+    evicted: int
+
+
+class CaptureStore:
+    """Captures by ID within ``capacity_bytes``, oldest evicted first; 0 disables."""
+
+    def __init__(self, capacity_bytes: int) -> None:
+        if capacity_bytes < 0:
+            raise ValueError(f"capacity must be >= 0, not {capacity_bytes}")
+        self.capacity = capacity_bytes
+        self._items: collections.OrderedDict[int, Capture] = collections.OrderedDict()
+        self._bytes = 0
+        self._added = 0
+        self._skipped = 0
+        self._evicted = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.capacity > 0
+
+    def add(self, capture: Capture) -> bool:
+        """Store ``capture``; False (nothing stored) if disabled or it alone is too big."""
+        size = capture.size
+        if not self.enabled or size > self.capacity:
+            self._skipped += 1
+            return False
+        old = self._items.pop(capture.id, None)
+        if old is not None:
+            self._bytes -= old.size
+        while self._items and self._bytes + size > self.capacity:
+            _, evicted = self._items.popitem(last=False)
+            self._bytes -= evicted.size
+            self._evicted += 1
+        self._items[capture.id] = capture
+        self._bytes += size
+        self._added += 1
+        return True
+
+    def get(self, capture_id: int) -> Capture | None:
+        return self._items.get(capture_id)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def statistics(self) -> CaptureStatistics:
+        return CaptureStatistics(
+            capacity=self.capacity,
+            count=len(self._items),
+            bytes=self._bytes,
+            added=self._added,
+            skipped=self._skipped,
+            evicted=self._evicted,
+        )
