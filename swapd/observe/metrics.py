@@ -1,0 +1,757 @@
+"""Token metrics (reference section 8) and the Prometheus exposition of what the daemon measures.
+
+Pure: no trio, no HTTP framework. The proxy feeds a :class:`UsageTap` each response chunk as
+it streams past and calls :meth:`UsageTap.finish` once the exchange is over; the record goes
+into a :class:`MetricsStore` (which assigns ids) and, via :meth:`SwapdMetrics.observe_request`,
+into the Prometheus counters and histograms rendered by :func:`render_prometheus`.
+
+Deliberate differences from llama-swap (reference section 14, items 20-22):
+
+* the store's ``records()`` is always a list (``[]`` when empty, never ``null``);
+* a minimal record uses the same "unknown" markers as a parsed one (``cache_tokens`` and both
+  rates -1, tokens 0) instead of mixing 0 and -1;
+* a response with no body byte has ``duration_ms`` 0, not ~9.2e12;
+* ``Content-Encoding: deflate`` is zlib-wrapped per RFC 9110; raw DEFLATE (what llama-swap
+  expects) is still accepted, decided from the first two bytes;
+* the body is never buffered whole: event streams keep only the usage-bearing events, JSON
+  bodies are kept up to a cap, and decompression is incremental with bounded output steps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+import time
+import zlib
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final, Literal
+
+import attrs
+
+__all__ = [
+    "CounterFamily",
+    "GaugeFamily",
+    "Histogram",
+    "HistogramFamily",
+    "HistogramSeries",
+    "Labels",
+    "MetricFamily",
+    "MetricsStatistics",
+    "MetricsStore",
+    "RATE_BUCKETS",
+    "REQUEST_SECONDS_BUCKETS",
+    "START_SECONDS_BUCKETS",
+    "SwapdMetrics",
+    "TokenMetrics",
+    "UsageTap",
+    "render_prometheus",
+]
+
+# --------------------------------------------------------------------------------------------
+# Records
+
+
+def _json_number(value: float) -> float | int:
+    """Go's encoding/json writes 10.0 as ``10``; match it so records look like llama-swap's."""
+    if math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _rfc3339(timestamp: float) -> str:
+    """RFC 3339 in the local offset, fraction trimmed like Go's RFC3339Nano, ``Z`` for UTC."""
+    when = dt.datetime.fromtimestamp(timestamp).astimezone()
+    text = when.strftime("%Y-%m-%dT%H:%M:%S")
+    if when.microsecond:
+        text += f".{when.microsecond:06d}".rstrip("0")
+    offset = when.utcoffset() or dt.timedelta(0)
+    if not offset:
+        return text + "Z"
+    minutes = int(offset.total_seconds()) // 60
+    sign = "+" if minutes >= 0 else "-"
+    hours, mins = divmod(abs(minutes), 60)
+    return f"{text}{sign}{hours:02d}:{mins:02d}"
+
+
+@attrs.frozen
+class TokenMetrics:
+    """One recorded exchange. -1 means "not reported by the upstream" for cache and rates.
+
+    ``id`` is -1 until :meth:`MetricsStore.add` assigns the real one; ``timestamp`` is unix
+    seconds (when the exchange ended).
+    """
+
+    id: int
+    timestamp: float
+    model: str
+    cache_tokens: int = -1
+    input_tokens: int = 0
+    output_tokens: int = 0
+    prompt_per_second: float = -1.0
+    tokens_per_second: float = -1.0
+    duration_ms: int = 0
+    has_capture: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        """The llama-swap record shape (``/api/metrics``, the ``metrics`` event), key order kept."""
+        return {
+            "id": self.id,
+            "timestamp": _rfc3339(self.timestamp),
+            "model": self.model,
+            "cache_tokens": self.cache_tokens,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "prompt_per_second": _json_number(self.prompt_per_second),
+            "tokens_per_second": _json_number(self.tokens_per_second),
+            "duration_ms": self.duration_ms,
+            "has_capture": self.has_capture,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Incremental decoding
+
+_STEP: Final = 64 * 1024  # most output one decompress call may produce: bounds bomb memory
+
+
+class _DecodeError(Exception):
+    pass
+
+
+class _Decoder:
+    """Incremental Content-Encoding decoding: identity, gzip (members may be concatenated),
+    deflate (zlib-wrapped per RFC 9110 or raw RFC 1951, told apart by the zlib header check).
+    """
+
+    def __init__(self, encoding: str) -> None:
+        enc = encoding.strip().lower()
+        self._kind: Literal["identity", "gzip", "deflate"]
+        if enc in {"gzip", "x-gzip"}:
+            self._kind = "gzip"
+        elif enc == "deflate":
+            self._kind = "deflate"
+        else:  # the reference treats unknown encodings as plain; so do we
+            self._kind = "identity"
+        self._obj: Any = zlib.decompressobj(16 + zlib.MAX_WBITS) if self._kind == "gzip" else None
+        self._head = b""  # deflate only: bytes held until the 2-byte zlib header can be checked
+        self._seen_input = False
+
+    def feed(self, data: bytes) -> Iterable[bytes]:
+        """Yield decoded pieces of at most ``_STEP`` bytes each; raises :class:`_DecodeError`."""
+        if self._kind == "identity":
+            if data:
+                yield data
+            return
+        if not data:
+            return
+        self._seen_input = True
+        if self._obj is None:
+            self._head += data
+            if len(self._head) < 2:
+                return
+            data, self._head = self._head, b""
+            self._obj = zlib.decompressobj(
+                zlib.MAX_WBITS if _is_zlib_header(data[0], data[1]) else -zlib.MAX_WBITS
+            )
+        yield from self._run(data)
+
+    def _run(self, data: bytes) -> Iterable[bytes]:
+        try:
+            while True:
+                if self._obj.eof:
+                    rest = self._obj.unused_data + data
+                    if self._kind != "gzip" or not rest.strip(b"\0"):
+                        return  # trailing bytes after a deflate stream, or gzip padding
+                    self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)  # next gzip member
+                    data = rest
+                if not data:
+                    return
+                out = self._obj.decompress(data, _STEP)
+                data = self._obj.unconsumed_tail
+                if out:
+                    yield out
+        except zlib.error as exc:
+            raise _DecodeError(str(exc)) from exc
+
+    def close(self) -> Iterable[bytes]:
+        """Flush; a truncated compressed body is a decode failure (as in the reference)."""
+        if self._kind == "identity" or not self._seen_input:
+            return
+        if self._obj is None:
+            raise _DecodeError("compressed body shorter than its header")
+        try:
+            tail = self._obj.flush()
+        except zlib.error as exc:
+            raise _DecodeError(str(exc)) from exc
+        if tail:
+            yield tail
+        if not self._obj.eof:
+            raise _DecodeError("compressed body is truncated")
+
+
+def _is_zlib_header(cmf: int, flg: int) -> bool:
+    """RFC 1950: method 8, window <= 32 KiB, check bits, and no preset dictionary."""
+    return cmf & 0x0F == 8 and cmf >> 4 <= 7 and ((cmf << 8) | flg) % 31 == 0 and not flg & 0x20
+
+
+# --------------------------------------------------------------------------------------------
+# The tap
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _has_usage(obj: object) -> bool:
+    return isinstance(obj, dict) and ("usage" in obj or "timings" in obj)
+
+
+class UsageTap:
+    """Watches one response body go by and extracts its token usage (reference 8.1).
+
+    Memory stays bounded whatever the body size: an event stream keeps only its last
+    usage-bearing event (plus Anthropic's ``message_start`` usage) and one partial line of at
+    most ``max_line`` bytes; a JSON body is kept up to ``max_json`` bytes, beyond which the
+    tap gives up and the record is minimal.
+    """
+
+    def __init__(
+        self,
+        *,
+        content_type: str | None,
+        content_encoding: str | None,
+        path: str,
+        max_json: int = 4 * 1024 * 1024,
+        max_line: int = 1024 * 1024,
+    ) -> None:
+        self._sse = "text/event-stream" in (content_type or "").lower()
+        self._infill = path.startswith("/infill")
+        self._decoder = _Decoder(content_encoding or "")
+        self._max_json = max_json
+        self._max_line = max_line
+        self._failed = False  # decode error or over the JSON cap: minimal record
+        self._body = bytearray()  # JSON: the body so far; SSE: the current partial line
+        self._line_overflow = False  # SSE: the current line went past max_line; skip it
+        self._last: dict[str, Any] | None = None  # SSE: latest event with usage/timings
+        self._anthropic_start: dict[str, Any] | None = None  # message_start's message.usage
+        self._finished = False
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next raw (still encoded) body chunk."""
+        if self._failed or not chunk:
+            return
+        try:
+            for piece in self._decoder.feed(chunk):
+                if not self._take(piece):
+                    return  # over the JSON cap: stop decompressing too
+        except _DecodeError:
+            self._fail()
+
+    def _fail(self) -> None:
+        self._failed = True
+        self._body = bytearray()
+
+    def _take(self, data: bytes) -> bool:
+        """Consume decoded bytes; False once the tap has given up."""
+        if not self._sse:
+            if len(self._body) + len(data) > self._max_json:
+                self._fail()
+                return False
+            self._body += data
+            return True
+        start = 0
+        while (nl := data.find(b"\n", start)) >= 0:
+            self._append_line_part(data[start:nl])
+            if not self._line_overflow:
+                self._line(bytes(self._body))
+            self._body.clear()
+            self._line_overflow = False
+            start = nl + 1
+        self._append_line_part(data[start:])
+        return True
+
+    def _append_line_part(self, part: bytes) -> None:
+        if self._line_overflow:
+            return
+        if len(self._body) + len(part) > self._max_line:
+            self._line_overflow = True
+            self._body.clear()
+        else:
+            self._body += part
+
+    def _line(self, line: bytes) -> None:
+        line = line.strip()
+        if not line.startswith(b"data:"):
+            return
+        payload = line[5:].strip()
+        if b'"usage"' not in payload and b'"timings"' not in payload:
+            return  # cheap filter: the token deltas never need a JSON parse
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(obj, dict):
+            return
+        message = obj.get("message")
+        if obj.get("type") == "message_start" and isinstance(message, dict):
+            usage = message.get("usage")
+            if isinstance(usage, dict):
+                self._anthropic_start = usage
+        if _has_usage(obj):
+            self._last = obj
+
+    def finish(
+        self,
+        *,
+        model: str,
+        status: int,
+        started: float,
+        first_byte_at: float | None,
+        ended: float,
+        timestamp: float | None = None,
+    ) -> TokenMetrics | None:
+        """The record for this exchange (id -1), or None when ``status`` is not 200.
+
+        ``started``, ``first_byte_at`` and ``ended`` share one clock (any: monotonic is fine);
+        ``first_byte_at`` is None when no body byte arrived, which gives ``duration_ms`` 0.
+        ``timestamp`` (unix seconds) defaults to now.
+        """
+        if self._finished:
+            raise RuntimeError("UsageTap.finish() called twice")
+        self._finished = True
+        if status != 200:
+            return None
+        if first_byte_at is None:
+            duration_ms = 0
+        else:
+            duration_ms = max(0, int((ended - max(first_byte_at, started)) * 1000))
+        base = TokenMetrics(
+            id=-1,
+            timestamp=time.time() if timestamp is None else timestamp,
+            model=model,
+            duration_ms=duration_ms,
+        )
+        if not self._failed:
+            try:
+                for piece in self._decoder.close():
+                    if not self._take(piece):
+                        break
+            except _DecodeError:
+                self._fail()
+        if self._failed:
+            return base
+        if self._sse:
+            if self._body and not self._line_overflow:
+                self._line(bytes(self._body))  # a last line without its newline
+            usage_src, timings = self._sse_sources()
+        else:
+            usage_src, timings = self._json_sources()
+        self._body = bytearray()
+        return _apply(base, usage_src, timings)
+
+    def _sse_sources(self) -> tuple[object, object]:
+        last = self._last
+        if last is None:  # a cut Anthropic stream still told us its input tokens
+            return self._anthropic_start, None
+        usage = last.get("usage")
+        if last.get("type") == "message_delta" and self._anthropic_start is not None:
+            # Anthropic splits usage: input in message_start, output in message_delta.
+            usage = {**self._anthropic_start, **(usage if isinstance(usage, dict) else {})}
+        return usage, last.get("timings")
+
+    def _json_sources(self) -> tuple[object, object]:
+        try:
+            obj = json.loads(self._body)
+        except ValueError:
+            return None, None
+        if isinstance(obj, dict):
+            return obj.get("usage"), obj.get("timings")
+        if self._infill and isinstance(obj, list) and obj and isinstance(obj[-1], dict):
+            return None, obj[-1].get("timings")
+        return None, None
+
+
+def _apply(base: TokenMetrics, usage: object, timings: object) -> TokenMetrics:
+    """Fill ``base`` from OpenAI/Anthropic ``usage``, then llama.cpp ``timings`` (which win)."""
+    changes: dict[str, Any] = {}
+
+    def pick(src: Mapping[str, Any], *keys: str) -> float | None:
+        for key in keys:
+            if (value := _number(src.get(key))) is not None:
+                return value
+        return None
+
+    if isinstance(usage, dict):
+        if (v := pick(usage, "prompt_tokens", "input_tokens")) is not None:
+            changes["input_tokens"] = int(v)
+        if (v := pick(usage, "completion_tokens", "output_tokens")) is not None:
+            changes["output_tokens"] = int(v)
+        cached = pick(usage, "cache_read_input_tokens")
+        details = usage.get("prompt_tokens_details")
+        if cached is None and isinstance(details, dict):
+            cached = pick(details, "cached_tokens")
+        if cached is not None:
+            changes["cache_tokens"] = int(cached)
+    if isinstance(timings, dict):
+        if (v := pick(timings, "prompt_n")) is not None:
+            changes["input_tokens"] = int(v)
+        if (v := pick(timings, "predicted_n")) is not None:
+            changes["output_tokens"] = int(v)
+        if (v := pick(timings, "prompt_per_second")) is not None:
+            changes["prompt_per_second"] = v
+        if (v := pick(timings, "predicted_per_second")) is not None:
+            changes["tokens_per_second"] = v
+        spans = [pick(timings, "prompt_ms"), pick(timings, "predicted_ms")]
+        if any(s is not None for s in spans):
+            changes["duration_ms"] = int(sum(s for s in spans if s is not None))
+        if (v := pick(timings, "cache_n")) is not None:
+            changes["cache_tokens"] = int(v)
+    return attrs.evolve(base, **changes)
+
+
+# --------------------------------------------------------------------------------------------
+# The store
+
+
+@attrs.frozen
+class MetricsStatistics:
+    """Aggregates over the retained records; the means skip records that lack the value."""
+
+    records: int
+    total_recorded: int
+    input_tokens: int
+    output_tokens: int
+    mean_prompt_per_second: float | None
+    mean_tokens_per_second: float | None
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+class MetricsStore:
+    """The last ``max_records`` records (reference 8.2); ids count from 0 for its lifetime."""
+
+    def __init__(self, max_records: int) -> None:
+        if max_records < 0:
+            raise ValueError(f"max_records must be >= 0, not {max_records}")
+        self._records: deque[TokenMetrics] = deque(maxlen=max_records)
+        self._next_id = 0
+
+    def add(self, record: TokenMetrics) -> TokenMetrics:
+        """Store ``record`` under the next id (dropping the oldest beyond the cap); return it."""
+        stored = attrs.evolve(record, id=self._next_id)
+        self._next_id += 1
+        self._records.append(stored)
+        return stored
+
+    def records(self) -> list[TokenMetrics]:
+        """Oldest first; ``[]`` when empty (llama-swap answers ``null``)."""
+        return list(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def statistics(self) -> MetricsStatistics:
+        recs = self._records
+        return MetricsStatistics(
+            records=len(recs),
+            total_recorded=self._next_id,
+            input_tokens=sum(r.input_tokens for r in recs),
+            output_tokens=sum(r.output_tokens for r in recs),
+            mean_prompt_per_second=_mean(
+                [r.prompt_per_second for r in recs if r.prompt_per_second >= 0]
+            ),
+            mean_tokens_per_second=_mean(
+                [r.tokens_per_second for r in recs if r.tokens_per_second >= 0]
+            ),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Prometheus text exposition (format 0.0.4)
+
+Labels = tuple[tuple[str, str], ...]
+"""Label pairs in render order."""
+
+_METRIC_NAME: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+
+
+@attrs.frozen
+class CounterFamily:
+    """A counter; ``name`` is the base name, samples are rendered as ``<name>_total``."""
+
+    name: str
+    help: str
+    samples: tuple[tuple[Labels, float], ...] = ()
+
+
+@attrs.frozen
+class GaugeFamily:
+    name: str
+    help: str
+    samples: tuple[tuple[Labels, float], ...] = ()
+
+
+@attrs.frozen
+class HistogramSeries:
+    """One labelled histogram: ``counts[i]`` observations <= ``buckets[i]`` (cumulative)."""
+
+    labels: Labels
+    counts: tuple[int, ...]
+    sum: float
+    count: int
+
+
+@attrs.frozen
+class HistogramFamily:
+    name: str
+    help: str
+    buckets: tuple[float, ...]
+    series: tuple[HistogramSeries, ...] = ()
+
+
+MetricFamily = CounterFamily | GaugeFamily | HistogramFamily
+
+
+class Histogram:
+    """A fixed-bucket accumulator; :meth:`series` snapshots it for rendering."""
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        bounds = tuple(float(b) for b in buckets)
+        if list(bounds) != sorted(set(bounds)) or any(math.isnan(b) for b in bounds):
+            raise ValueError(f"buckets must be strictly increasing: {buckets!r}")
+        self.buckets = tuple(b for b in bounds if b != math.inf)  # +Inf is implicit
+        self._counts = [0] * len(self.buckets)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        """Count ``value``; NaN is ignored (it would poison ``_sum`` forever)."""
+        if math.isnan(value):
+            return
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self._counts[i] += 1
+                break
+        self.sum += value
+        self.count += 1
+
+    def series(self, labels: Labels = ()) -> HistogramSeries:
+        cumulative: list[int] = []
+        running = 0
+        for n in self._counts:
+            running += n
+            cumulative.append(running)
+        return HistogramSeries(labels, tuple(cumulative), self.sum, self.count)
+
+
+def _fmt_value(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+def _fmt_le(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _fmt_labels(labels: Labels) -> str:
+    if not labels:
+        return ""
+    for name, _ in labels:
+        if not _LABEL_NAME.match(name) or name.startswith("__"):
+            raise ValueError(f"invalid label name {name!r}")
+    return "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels) + "}"
+
+
+def render_prometheus(families: Iterable[MetricFamily]) -> str:
+    """The text exposition format (``text/plain; version=0.0.4``), families in the given order."""
+    out: list[str] = []
+    for fam in families:
+        if not _METRIC_NAME.match(fam.name):
+            raise ValueError(f"invalid metric name {fam.name!r}")
+        if isinstance(fam, CounterFamily):
+            kind, name = "counter", fam.name + "_total"
+        elif isinstance(fam, GaugeFamily):
+            kind, name = "gauge", fam.name
+        else:
+            kind, name = "histogram", fam.name
+        out.append(f"# HELP {name} {_escape_help(fam.help)}")
+        out.append(f"# TYPE {name} {kind}")
+        if isinstance(fam, HistogramFamily):
+            for s in fam.series:
+                if len(s.counts) != len(fam.buckets):
+                    raise ValueError(f"{fam.name}: series has {len(s.counts)} buckets")
+                for bound, n in (*zip(fam.buckets, s.counts, strict=True), (math.inf, s.count)):
+                    labels = _fmt_labels((*s.labels, ("le", _fmt_le(bound))))
+                    out.append(f"{name}_bucket{labels} {n}")
+                out.append(f"{name}_sum{_fmt_labels(s.labels)} {_fmt_value(s.sum)}")
+                out.append(f"{name}_count{_fmt_labels(s.labels)} {s.count}")
+        else:
+            out.extend(f"{name}{_fmt_labels(lb)} {_fmt_value(v)}" for lb, v in fam.samples)
+    return "\n".join(out) + "\n" if out else ""
+
+
+# --------------------------------------------------------------------------------------------
+# What the daemon exports
+
+RATE_BUCKETS: Final = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0)
+REQUEST_SECONDS_BUCKETS: Final = (
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+)
+START_SECONDS_BUCKETS: Final = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+
+
+def _status_class(status: int) -> str:
+    return f"{status // 100}xx" if 100 <= status <= 599 else "other"
+
+
+class SwapdMetrics:
+    """Accumulates the daemon's Prometheus metrics; :meth:`families` snapshots them.
+
+    ``known_states`` (e.g. every ``ModelState`` value) makes ``swapd_model_state`` follow the
+    enum convention fully: one series per (model, state), 1 for the current state and 0 for
+    the rest, so a state change shows as a 1 -> 0 edge. Without it only the current state's
+    series is exported.
+    """
+
+    def __init__(self, *, known_states: Sequence[str] = ()) -> None:
+        self._known_states = tuple(known_states)
+        self._requests: dict[tuple[str, str], int] = {}
+        self._tokens_in: dict[str, int] = {}
+        self._tokens_out: dict[str, int] = {}
+        self._prompt_speed: dict[str, Histogram] = {}
+        self._gen_speed: dict[str, Histogram] = {}
+        self._duration: dict[str, Histogram] = {}
+        self._starts: dict[str, Histogram] = {}
+        self._crashes: dict[str, int] = {}
+        self._queue: dict[str, int] = {}
+        self._state: dict[str, str] = {}
+
+    def observe_request(
+        self, model: str, status: int, metrics: TokenMetrics | None, seconds: float
+    ) -> None:
+        """One finished request; ``metrics`` is the tap's record (None for non-200)."""
+        key = (model, _status_class(status))
+        self._requests[key] = self._requests.get(key, 0) + 1
+        self._duration.setdefault(model, Histogram(REQUEST_SECONDS_BUCKETS)).observe(seconds)
+        if metrics is None:
+            return
+        self._tokens_in[model] = self._tokens_in.get(model, 0) + max(0, metrics.input_tokens)
+        self._tokens_out[model] = self._tokens_out.get(model, 0) + max(0, metrics.output_tokens)
+        if metrics.prompt_per_second > 0:
+            hist = self._prompt_speed.setdefault(model, Histogram(RATE_BUCKETS))
+            hist.observe(metrics.prompt_per_second)
+        if metrics.tokens_per_second > 0:
+            hist = self._gen_speed.setdefault(model, Histogram(RATE_BUCKETS))
+            hist.observe(metrics.tokens_per_second)
+
+    def observe_start(self, model: str, seconds: float) -> None:
+        """A swap-in: the model was started and became ready after ``seconds``."""
+        self._starts.setdefault(model, Histogram(START_SECONDS_BUCKETS)).observe(seconds)
+
+    def observe_crash(self, model: str) -> None:
+        """The upstream exited without being asked to (reference 3.7)."""
+        self._crashes[model] = self._crashes.get(model, 0) + 1
+
+    def set_state(self, model: str, state: str) -> None:
+        self._state[model] = state
+
+    def set_queue_depth(self, model: str, n: int) -> None:
+        self._queue[model] = n
+
+    def families(self) -> list[MetricFamily]:
+        def by_model(values: Mapping[str, float]) -> tuple[tuple[Labels, float], ...]:
+            return tuple(((("model", m),), float(v)) for m, v in sorted(values.items()))
+
+        def hists(values: Mapping[str, Histogram]) -> tuple[HistogramSeries, ...]:
+            return tuple(h.series((("model", m),)) for m, h in sorted(values.items()))
+
+        states: list[tuple[Labels, float]] = []
+        for model, current in sorted(self._state.items()):
+            names = self._known_states if current in self._known_states else (current,)
+            states.extend(
+                ((("model", model), ("state", s)), 1.0 if s == current else 0.0) for s in names
+            )
+        return [
+            CounterFamily(
+                "swapd_requests",
+                "Proxied requests by model and status class.",
+                tuple(
+                    ((("model", m), ("code", c)), float(n))
+                    for (m, c), n in sorted(self._requests.items())
+                ),
+            ),
+            CounterFamily(
+                "swapd_input_tokens", "Prompt tokens reported.", by_model(self._tokens_in)
+            ),
+            CounterFamily(
+                "swapd_output_tokens", "Generated tokens reported.", by_model(self._tokens_out)
+            ),
+            HistogramFamily(
+                "swapd_prompt_tokens_per_second",
+                "Prompt processing speed reported by the upstream.",
+                RATE_BUCKETS,
+                hists(self._prompt_speed),
+            ),
+            HistogramFamily(
+                "swapd_generation_tokens_per_second",
+                "Generation speed reported by the upstream.",
+                RATE_BUCKETS,
+                hists(self._gen_speed),
+            ),
+            HistogramFamily(
+                "swapd_request_duration_seconds",
+                "Time from request to the end of the response.",
+                REQUEST_SECONDS_BUCKETS,
+                hists(self._duration),
+            ),
+            CounterFamily(
+                "swapd_swaps",
+                "Model starts (swap-ins).",
+                by_model({m: h.count for m, h in self._starts.items()}),
+            ),
+            HistogramFamily(
+                "swapd_swap_duration_seconds",
+                "Time from starting a model to it being ready.",
+                START_SECONDS_BUCKETS,
+                hists(self._starts),
+            ),
+            GaugeFamily(
+                "swapd_queue_depth", "Requests waiting for a model.", by_model(self._queue)
+            ),
+            CounterFamily(
+                "swapd_upstream_crashes", "Unexpected upstream exits.", by_model(self._crashes)
+            ),
+            GaugeFamily("swapd_model_state", "1 for the model's current state.", tuple(states)),
+        ]
