@@ -15,15 +15,16 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable
 
 import attrs
 import httpx
 import trio
 
-from swapd.config.model import Config, LogToStdout
+from swapd.config.model import Config
 from swapd.core.events import ModelStateChanged
 from swapd.observe.bus import EventBus
+from swapd.observe.logs import HubHandler
+from swapd.observe.telemetry import Telemetry
 from swapd.supervise.instance import ProcessLauncher
 from swapd.supervise.lifeline import new_instance_marker, open_lifeline, sweep_orphans
 from swapd.supervise.supervisor import Supervisor
@@ -34,6 +35,7 @@ from swapd.web.server import serve as serve_http
 __all__ = ["Daemon", "main", "serve"]
 
 log = logging.getLogger("swapd")
+_LOGGERS = ("swapd", "hypercorn.error")
 
 
 @attrs.define(eq=False)
@@ -52,16 +54,6 @@ class Daemon:
         self.shutdown.set()
 
 
-def _output_sink(config: Config) -> Callable[[str, str, str], None]:
-    echo = config.log_to_stdout in (LogToStdout.UPSTREAM, LogToStdout.BOTH)
-
-    def on_output(model_id: str, stream: str, line: str) -> None:
-        if echo:
-            sys.stdout.write(f"[{model_id}] {line}\n")
-
-    return on_output
-
-
 async def serve(
     config: Config,
     *,
@@ -75,6 +67,12 @@ async def serve(
     for orphan in sweep_orphans():
         log.warning("killed process group %d left over by a crashed swapd", orphan.pgid)
     bus: EventBus[object] = EventBus()
+    telemetry = Telemetry(config, bus)
+    handler = HubHandler(telemetry.logs, trio_token=trio.lowlevel.current_trio_token())
+    level = config.log_level.value.upper().replace("WARN", "WARNING")
+    for name in _LOGGERS:
+        logging.getLogger(name).setLevel(level)
+        logging.getLogger(name).addHandler(handler)
     forwarder = Forwarder()
     shutdown = trio.Event()
     try:
@@ -87,15 +85,22 @@ async def serve(
             launcher = ProcessLauncher(
                 config,
                 client=probe_client,
-                on_output=_output_sink(config),
+                on_output=telemetry.logs.write_model_line,
                 lifeline=lifeline,
                 marker=new_instance_marker(),
                 stop_grace=stop_grace,
             )
             supervisor = Supervisor(config, launcher, bus=bus)
             stack.enter_context(bus.watch(_log_event))
+            stack.enter_context(bus.watch(telemetry.on_event))
             await nursery.start(supervisor.run)
-            services = Services(config=config, supervisor=supervisor, forwarder=forwarder, bus=bus)
+            services = Services(
+                config=config,
+                supervisor=supervisor,
+                forwarder=forwarder,
+                bus=bus,
+                telemetry=telemetry,
+            )
             app = create_app(services)
             if handle_signals:
                 nursery.start_soon(_watch_signals, shutdown, supervisor)
@@ -109,6 +114,9 @@ async def serve(
             nursery.cancel_scope.cancel(reason="swapd is shutting down")
     finally:
         await forwarder.aclose()
+        telemetry.logs.close()
+        for name in _LOGGERS:
+            logging.getLogger(name).removeHandler(handler)
 
 
 def _log_event(event: object) -> None:

@@ -28,6 +28,7 @@ from swapd.config.model import Config
 from swapd.core.routing import Router
 from swapd.errors import SwapdError, Unauthorized
 from swapd.observe.bus import EventBus
+from swapd.observe.telemetry import Telemetry
 from swapd.supervise.supervisor import Supervisor
 from swapd.web import cors, problems
 from swapd.web.auth import WWW_AUTHENTICATE, KeyChecker
@@ -50,6 +51,7 @@ class Services:
     supervisor: Supervisor
     forwarder: Forwarder
     bus: EventBus[object]
+    telemetry: Telemetry
     router: Router = attrs.field(init=False)
     keys: KeyChecker = attrs.field(init=False)
     started_at: float = attrs.field(factory=time.time)
@@ -164,10 +166,11 @@ def create_app(services: Services) -> Quart:
         log.exception("unexpected error while handling %s %s", request.method, request.path)
         return json_response(500, problems.openai_error(500, "internal error in swapd"))
 
-    from swapd.web import admin_api, inference
+    from swapd.web import admin_api, inference, observe_api
 
     inference.register(app, services)
     admin_api.register(app, services)
+    observe_api.register(app, services)
     app.asgi_app = _CleanupMiddleware(app.asgi_app)  # type: ignore[method-assign, assignment]
     app.extensions["swapd.version"] = __version__
     return app

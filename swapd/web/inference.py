@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import trio
 from quart import Quart, Response, current_app, redirect, request
 from werkzeug.datastructures import Headers
 from werkzeug.wrappers.response import Response as Redirect
@@ -28,6 +29,7 @@ from werkzeug.wrappers.response import Response as Redirect
 from swapd.core.routing import Route
 from swapd.core.states import ModelState
 from swapd.errors import BadRequest, ModelNotFound
+from swapd.observe.metrics import UsageTap
 from swapd.supervise.supervisor import Lease
 from swapd.web import bodies, problems
 from swapd.web.app import Services, register_cleanup
@@ -157,6 +159,45 @@ def register(app: Quart, services: Services) -> None:
     app.add_url_rule("/upstream/<path:rest>", "upstream", upstream, methods=methods)
 
 
+def _metered(
+    services: Services, route: Route, exchange: Exchange, started: float, *, path: str
+) -> AsyncIterator[bytes]:
+    """The upstream body, passed on untouched while a tap reads token usage from it.
+
+    Built while the request context exists: Quart iterates the body after the handler
+    returned, where ``request`` is no longer available."""
+    tap = None
+    if request.method == "POST" and exchange.status == 200:
+        headers = {name.lower(): value for name, value in exchange.headers}
+        tap = UsageTap(
+            content_type=headers.get("content-type", ""),
+            content_encoding=headers.get("content-encoding", ""),
+            path=path,
+        )
+    model = route.target if route.kind == "local" else route.requested
+
+    async def relay() -> AsyncIterator[bytes]:
+        first_byte_at: float | None = None
+        try:
+            async for chunk in exchange.body():
+                if first_byte_at is None:
+                    first_byte_at = trio.current_time()
+                if tap is not None:
+                    tap.feed(chunk)
+                yield chunk
+        finally:
+            services.telemetry.request_finished(
+                model,
+                exchange.status,
+                tap,
+                started=started,
+                first_byte_at=first_byte_at,
+                ended=trio.current_time(),
+            )
+
+    return relay()
+
+
 async def _stream_request_body() -> AsyncIterator[bytes]:
     async for chunk in request.body:
         yield chunk
@@ -214,6 +255,7 @@ async def _forward(
     content_type: str | None = None,
     stream_body: bool = False,
 ) -> Response:
+    started = trio.current_time()
     headers = _client_headers(services)
     if route.kind == "local":
         lease = await services.supervisor.acquire(route.target)
@@ -233,6 +275,7 @@ async def _forward(
     body = content if (stream_body or content is None or isinstance(content, bytes)) else None
     exchange = await services.forwarder.open(base, request.method, target, upstream_headers, body)  # type: ignore[arg-type]
     register_cleanup(exchange.aclose)
-    response = Response(exchange.body(), status=exchange.status, headers=Headers(exchange.headers))
+    metered = _metered(services, route, exchange, started, path=target.split("?", 1)[0])
+    response = Response(metered, status=exchange.status, headers=Headers(exchange.headers))
     response.timeout = None
     return response

@@ -1,0 +1,91 @@
+"""Telemetry: one place that turns what happens into logs, token metrics and Prometheus.
+
+It listens to the event bus (state changes, queueing) synchronously through
+``EventBus.watch`` and is told about each finished request by the relay. Everything here
+is cheap bookkeeping: no I/O, never blocks a publisher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from swapd.config.model import Config
+from swapd.core.events import ModelStateChanged, RequestQueued
+from swapd.core.states import ModelState
+from swapd.observe.bus import EventBus
+from swapd.observe.logs import LogHub
+from swapd.observe.metrics import MetricsStore, SwapdMetrics, TokenMetrics, UsageTap
+
+__all__ = ["MetricsRecorded", "Telemetry"]
+
+
+@attrs.frozen
+class MetricsRecorded:
+    """A token-metrics record was stored (published on the bus)."""
+
+    kind = "metrics"
+    record: TokenMetrics
+
+
+class Telemetry:
+    def __init__(
+        self,
+        config: Config,
+        bus: EventBus[object],
+        *,
+        stdout: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.bus = bus
+        self.logs = (
+            LogHub.from_config(config)
+            if stdout is None
+            else LogHub.from_config(config, stdout=stdout)
+        )
+        self.store = MetricsStore(config.metrics_max_in_memory)
+        self.prometheus = SwapdMetrics(known_states=[s.value for s in ModelState])
+        for model_id in config.models:
+            self.prometheus.set_state(model_id, ModelState.STOPPED.value)
+        self._starting: dict[str, float] = {}
+
+    def on_event(self, event: object) -> None:
+        """Bus watcher: keep the gauges and the per-model logs in step with the models."""
+        if isinstance(event, ModelStateChanged):
+            self.prometheus.set_state(event.model, event.new.value)
+            if event.new is ModelState.STARTING:
+                self._starting[event.model] = event.at
+                self.logs.clear_model(event.model)  # a model's log shows its current run
+            elif event.new is ModelState.READY and event.old is ModelState.STARTING:
+                began = self._starting.pop(event.model, event.at)
+                self.prometheus.observe_start(event.model, event.at - began)
+            elif event.reason.startswith("exited unexpectedly"):
+                self.prometheus.observe_crash(event.model)
+        elif isinstance(event, RequestQueued):
+            self.prometheus.set_queue_depth(event.model, event.depth)
+
+    def request_finished(
+        self,
+        model: str,
+        status: int,
+        tap: UsageTap | None,
+        *,
+        started: float,
+        first_byte_at: float | None,
+        ended: float,
+    ) -> TokenMetrics | None:
+        """Record one forwarded request; returns its token metrics when it had any."""
+        record = None
+        if tap is not None:
+            record = tap.finish(
+                model=model,
+                status=status,
+                started=started,
+                first_byte_at=first_byte_at,
+                ended=ended,
+            )
+        if record is not None:
+            record = self.store.add(record)
+            self.bus.publish(MetricsRecorded(record))
+        self.prometheus.observe_request(model, status, record, ended - started)
+        return record

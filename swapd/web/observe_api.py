@@ -1,0 +1,81 @@
+"""Observability routes: token metrics, Prometheus, logs.
+
+- ``GET /api/metrics``: stored token-metrics records, oldest first (``[]`` when none).
+- ``GET /metrics``: Prometheus text exposition (per-model state, requests, tokens,
+  speeds, swaps and their durations, queue depth, crashes).
+- ``GET /logs``: the terminal's log history as text (browsers are sent to the UI).
+- ``GET /logs/stream[/<name>]``: the same, then live, as a never-ending text stream;
+  ``<name>`` is ``proxy``, ``upstream`` or a model ID or alias; ``?no-history`` skips
+  the history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from quart import Quart, Response, redirect, request
+from werkzeug.wrappers.response import Response as Redirect
+
+from swapd.errors import BadRequest
+from swapd.observe.logs import MUX, PROXY, UPSTREAM
+from swapd.observe.metrics import render_prometheus
+from swapd.web.app import Services, json_response
+
+__all__ = ["register"]
+
+_STREAM_HEADERS = {
+    "content-type": "text/plain; charset=utf-8",
+    "x-content-type-options": "nosniff",
+    "x-accel-buffering": "no",
+    "cache-control": "no-cache",
+}
+
+
+def register(app: Quart, services: Services) -> None:
+    telemetry = services.telemetry
+
+    async def token_metrics() -> Response:
+        return json_response(200, [r.as_json() for r in telemetry.store.records()])
+
+    async def prometheus() -> Response:
+        for stat in services.supervisor.statistics():
+            telemetry.prometheus.set_queue_depth(stat.model, stat.waiting)
+        text = render_prometheus(telemetry.prometheus.families())
+        return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def logs() -> Response | Redirect:
+        if "text/html" in request.headers.get("accept", ""):
+            return redirect("/ui/", 302)
+        return Response(telemetry.logs.history(MUX), content_type="text/plain; charset=utf-8")
+
+    def log_name(name: str) -> str:
+        if name in ("", PROXY, UPSTREAM):
+            return name or MUX
+        model_id = services.router.resolve_local(name)
+        if model_id is None:
+            raise BadRequest("invalid logger. Use 'proxy', 'upstream' or a model's ID")
+        return model_id
+
+    async def stream(name: str = "") -> Response:
+        target = log_name(name)
+        with_history = "no-history" not in request.args
+
+        async def body() -> AsyncIterator[bytes]:
+            with telemetry.logs.subscribe(target, maxlen=256) as sub:
+                # subscribe() and history() with no checkpoint between: nothing is lost
+                # or sent twice
+                history = telemetry.logs.history(target) if with_history else b""
+                if history:
+                    yield history
+                async for chunk in sub:
+                    yield chunk
+
+        response = Response(body(), headers=_STREAM_HEADERS)
+        response.timeout = None
+        return response
+
+    app.add_url_rule("/api/metrics", "token-metrics", token_metrics, methods=["GET"])
+    app.add_url_rule("/metrics", "prometheus", prometheus, methods=["GET"])
+    app.add_url_rule("/logs", "logs", logs, methods=["GET"])
+    app.add_url_rule("/logs/stream", "logs-stream", stream, methods=["GET"])
+    app.add_url_rule("/logs/stream/<path:name>", "logs-stream-named", stream, methods=["GET"])
