@@ -150,22 +150,27 @@ async def _watch_signals(shutdown: trio.Event, supervisor: Supervisor) -> None:
                 supervisor.kill_all()
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
 def main(config: Config, *, listen: tuple[str, int], watch_config: bool = False) -> int:
-    """Run the daemon in the foreground; returns the exit status."""
-    logging.basicConfig(
-        level=config.log_level.value.upper().replace("WARN", "WARNING"),
-        format="%(asctime)s %(levelname)s %(message)s"
-        if config.log_time_format
-        else "[%(levelname)s] %(message)s",
-        stream=sys.stdout,
-    )
+    """Run the daemon in the foreground; returns the exit status.
+
+    swapd's own log lines go through the log hub (installed by ``serve``), which writes
+    them to stdout as ``logToStdout`` says and keeps them for ``/logs``."""
     # Per-request library logs would sit on the hot path and drown swapd's own events.
     for noisy in ("httpx", "httpcore", "hypercorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     host, port = listen
+    failures: list[str] = []
     try:
         trio.run(lambda: serve(config, host=host, port=port, handle_signals=True))
-    except OSError as exc:
-        print(f"Error: cannot listen on {host}:{port}: {exc}", file=sys.stderr)  # noqa: T201
+    except* OSError as group:  # the listener could not bind (port taken, no permission)
+        failures.extend(str(e) for e in _leaves(group))
+    if failures:
+        print(f"Error: cannot listen on {host}:{port}: {'; '.join(failures)}", file=sys.stderr)  # noqa: T201
         return 1
     return 0

@@ -142,3 +142,19 @@ def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
 def test_parse_listen_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="invalid listen address"):
         parse_listen(text)
+
+
+def test_a_taken_listen_port_is_a_clear_error() -> None:
+    import socket
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        result = swapd("--config", "examples/quickstart.yaml", "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert (
+        f"Error: cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr
