@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 import trio
@@ -118,3 +120,54 @@ async def test_logs_history_and_live_model_stream() -> None:
                 while received.count(b"POST /v1/chat/completions") < 2:
                     received += await anext(chunks)
             assert received.count(b"POST /v1/chat/completions") >= 2
+
+
+def parse_sse(raw: bytes) -> list[tuple[str, object]]:
+    events = []
+    for block in raw.decode().split("\n\n"):
+        if block.startswith("event:message\ndata:"):
+            outer = json.loads(block.split("data:", 1)[1])
+            events.append((outer["type"], json.loads(outer["data"])))
+    return events
+
+
+async def test_event_stream_snapshot_then_state_changes_in_order() -> None:
+    with trio.fail_after(30):
+        async with (
+            open_swapd(config(m1="")) as swapd,
+            httpx.AsyncClient(base_url=swapd.url, timeout=10) as client,
+        ):
+            async with client.stream("GET", "/api/events") as stream:
+                assert stream.headers["content-type"] == "text/event-stream"
+                assert stream.headers["x-accel-buffering"] == "no"
+                chunks = stream.aiter_raw()
+                raw = await anext(chunks)
+                snapshot = parse_sse(raw)
+                assert [kind for kind, _ in snapshot] == [
+                    "logData",
+                    "logData",
+                    "modelStatus",
+                    "metrics",
+                    "inflight",
+                ]
+                status = dict(snapshot)["modelStatus"]
+                assert status == [
+                    {
+                        "id": "m1",
+                        "name": "",
+                        "description": "",
+                        "state": "stopped",
+                        "unlisted": False,
+                        "peerID": "",
+                    }
+                ]
+                await client.post("/v1/chat/completions", json=chat("m1"))
+                seen: list[tuple[str, object]] = []
+                while not any(kind == "metrics" for kind, _ in seen):
+                    seen += parse_sse(await anext(chunks))
+    states = [data[0]["state"] for kind, data in seen if kind == "modelStatus"]  # type: ignore[index]
+    assert states == ["starting", "ready"]
+    logs = "".join(data["data"] for kind, data in seen if kind == "logData")  # type: ignore[index]
+    assert "<m1> stopped -> starting" in logs
+    metrics = [data for kind, data in seen if kind == "metrics"]
+    assert metrics[0][0]["model"] == "m1"  # type: ignore[index]

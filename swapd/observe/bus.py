@@ -36,7 +36,8 @@ class Subscription(Generic[T]):
         self.dropped = 0
         self.closed = False
 
-    def _put(self, item: T) -> None:
+    def put(self, item: T) -> None:
+        """Queue ``item``; if full, drop the oldest (counted in ``dropped``). Never blocks."""
         if len(self._items) == self._items.maxlen:
             self.dropped += 1  # the deque drops the oldest
         self._items.append(item)
@@ -89,7 +90,7 @@ class EventBus(Generic[T]):
         for watcher in self._watchers:
             watcher(item)
         for sub in self._subs:
-            sub._put(item)
+            sub.put(item)
 
     @contextmanager
     def watch(self, fn: Callable[[T], None]) -> Iterator[None]:

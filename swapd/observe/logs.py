@@ -299,6 +299,12 @@ class LogHub:
         with log.bus.subscribe(maxlen=maxlen) as sub:
             yield sub
 
+    @contextmanager
+    def watch(self, name: str, fn: Callable[[bytes], None]) -> Iterator[None]:
+        """Call ``fn`` synchronously with every write to log ``name`` (must not block)."""
+        with self._get(name).bus.watch(fn):
+            yield
+
     def close(self) -> None:
         """End every live subscription (shutdown / config reload)."""
         for log in (*self._fixed.values(), *self._models.values()):

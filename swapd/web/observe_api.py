@@ -7,18 +7,32 @@
 - ``GET /logs/stream[/<name>]``: the same, then live, as a never-ending text stream;
   ``<name>`` is ``proxy``, ``upstream`` or a model ID or alias; ``?no-history`` skips
   the history.
+- ``GET /api/events``: server-sent events in llama-swap's framing
+  (``event:message`` / ``data:{"type": T, "data": "<JSON text>"}``) with types
+  ``modelStatus`` (every model and its state), ``logData`` (proxy and upstream log
+  text), ``metrics`` (token-metrics records) and ``inflight``. On connect: the log
+  histories, the model list, all stored metrics, the in-flight count; then live
+  changes, and a ``: keep-alive`` comment every 15 s of silence. A client too slow to
+  keep up (its bounded queue overflows) is disconnected rather than fed a gap; it
+  reconnects and starts from a fresh snapshot.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
+import trio
 from quart import Quart, Response, redirect, request
 from werkzeug.wrappers.response import Response as Redirect
 
+from swapd.core.events import ModelStateChanged
 from swapd.errors import BadRequest
+from swapd.observe.bus import Subscription
 from swapd.observe.logs import MUX, PROXY, UPSTREAM
 from swapd.observe.metrics import render_prometheus
+from swapd.observe.telemetry import MetricsRecorded
 from swapd.web.app import Services, json_response
 
 __all__ = ["register"]
@@ -29,6 +43,17 @@ _STREAM_HEADERS = {
     "x-accel-buffering": "no",
     "cache-control": "no-cache",
 }
+
+
+EVENT_QUEUE = 512  # events a client may fall behind by before it is disconnected
+KEEP_ALIVE = 15.0
+
+
+def _sse(kind: str, data: object) -> bytes:
+    """llama-swap's framing: the inner data is JSON text inside a JSON string."""
+    inner = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    outer = json.dumps({"type": kind, "data": inner}, ensure_ascii=False, separators=(",", ":"))
+    return b"event:message\ndata:" + outer.encode() + b"\n\n"
 
 
 def register(app: Quart, services: Services) -> None:
@@ -74,6 +99,107 @@ def register(app: Quart, services: Services) -> None:
         response.timeout = None
         return response
 
+    def model_status() -> list[dict[str, Any]]:
+        stats = {s.model: s for s in services.supervisor.statistics()}
+        entries = []
+        for model_id in sorted(services.config.models):
+            spec = services.config.models[model_id]
+            entries.append(
+                {
+                    "id": model_id,
+                    "name": spec.name,
+                    "description": spec.description,
+                    "state": stats[model_id].state.value,
+                    "unlisted": spec.unlisted,
+                    "peerID": "",
+                }
+            )
+        for peer_id, peer in sorted(services.config.peers.items()):
+            entries.extend(
+                {
+                    "id": name,
+                    "name": "",
+                    "description": "",
+                    "state": "",
+                    "unlisted": False,
+                    "peerID": peer_id,
+                }
+                for name in peer.models
+            )
+        return entries
+
+    def in_flight() -> dict[str, int]:
+        return {"total": sum(s.in_flight for s in services.supervisor.statistics())}
+
+    async def events() -> Response:
+        queue: Subscription[bytes] = Subscription(EVENT_QUEUE)
+
+        def on_bus(event: object) -> None:
+            if isinstance(event, ModelStateChanged):
+                queue.put(_sse("modelStatus", model_status()))
+                queue.put(_sse("inflight", in_flight()))
+            elif isinstance(event, MetricsRecorded):
+                queue.put(_sse("metrics", [event.record.as_json()]))
+                queue.put(_sse("inflight", in_flight()))
+
+        def on_log(source: str) -> Any:
+            return lambda data: queue.put(
+                _sse("logData", {"data": data.decode("utf-8", "replace"), "source": source})
+            )
+
+        async def body() -> AsyncIterator[bytes]:
+            logs = telemetry.logs
+            with (
+                services.bus.watch(on_bus),
+                logs.watch(PROXY, on_log(PROXY)),
+                logs.watch(UPSTREAM, on_log(UPSTREAM)),
+            ):
+                # The snapshot is taken with no checkpoint after the watchers are in
+                # place, so the live events that follow continue it without a gap.
+                yield b"".join(
+                    [
+                        _sse(
+                            "logData",
+                            {
+                                "data": logs.history(PROXY).decode("utf-8", "replace"),
+                                "source": PROXY,
+                            },
+                        ),
+                        _sse(
+                            "logData",
+                            {
+                                "data": logs.history(UPSTREAM).decode("utf-8", "replace"),
+                                "source": UPSTREAM,
+                            },
+                        ),
+                        _sse("modelStatus", model_status()),
+                        _sse("metrics", [r.as_json() for r in telemetry.store.records()]),
+                        _sse("inflight", in_flight()),
+                    ]
+                )
+                while True:
+                    with trio.move_on_after(KEEP_ALIVE) as idle:
+                        item = await queue.receive()
+                    if idle.cancelled_caught:
+                        yield b": keep-alive\n\n"
+                        continue
+                    if queue.dropped:
+                        return  # fell behind: the client reconnects and gets a snapshot
+                    yield item
+
+        response = Response(
+            body(),
+            headers={
+                "content-type": "text/event-stream",
+                "cache-control": "no-cache",
+                "x-content-type-options": "nosniff",
+                "x-accel-buffering": "no",
+            },
+        )
+        response.timeout = None
+        return response
+
+    app.add_url_rule("/api/events", "events", events, methods=["GET"])
     app.add_url_rule("/api/metrics", "token-metrics", token_metrics, methods=["GET"])
     app.add_url_rule("/metrics", "prometheus", prometheus, methods=["GET"])
     app.add_url_rule("/logs", "logs", logs, methods=["GET"])
