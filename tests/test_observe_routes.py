@@ -136,35 +136,35 @@ async def test_event_stream_snapshot_then_state_changes_in_order() -> None:
         async with (
             open_swapd(config(m1="")) as swapd,
             httpx.AsyncClient(base_url=swapd.url, timeout=10) as client,
+            client.stream("GET", "/api/events") as stream,
         ):
-            async with client.stream("GET", "/api/events") as stream:
-                assert stream.headers["content-type"] == "text/event-stream"
-                assert stream.headers["x-accel-buffering"] == "no"
-                chunks = stream.aiter_raw()
-                raw = await anext(chunks)
-                snapshot = parse_sse(raw)
-                assert [kind for kind, _ in snapshot] == [
-                    "logData",
-                    "logData",
-                    "modelStatus",
-                    "metrics",
-                    "inflight",
-                ]
-                status = dict(snapshot)["modelStatus"]
-                assert status == [
-                    {
-                        "id": "m1",
-                        "name": "",
-                        "description": "",
-                        "state": "stopped",
-                        "unlisted": False,
-                        "peerID": "",
-                    }
-                ]
-                await client.post("/v1/chat/completions", json=chat("m1"))
-                seen: list[tuple[str, object]] = []
-                while not any(kind == "metrics" for kind, _ in seen):
-                    seen += parse_sse(await anext(chunks))
+            assert stream.headers["content-type"] == "text/event-stream"
+            assert stream.headers["x-accel-buffering"] == "no"
+            chunks = stream.aiter_raw()
+            raw = await anext(chunks)
+            snapshot = parse_sse(raw)
+            assert [kind for kind, _ in snapshot] == [
+                "logData",
+                "logData",
+                "modelStatus",
+                "metrics",
+                "inflight",
+            ]
+            status = dict(snapshot)["modelStatus"]
+            assert status == [
+                {
+                    "id": "m1",
+                    "name": "",
+                    "description": "",
+                    "state": "stopped",
+                    "unlisted": False,
+                    "peerID": "",
+                }
+            ]
+            await client.post("/v1/chat/completions", json=chat("m1"))
+            seen: list[tuple[str, object]] = []
+            while not any(kind == "metrics" for kind, _ in seen):
+                seen += parse_sse(await anext(chunks))
     states = [data[0]["state"] for kind, data in seen if kind == "modelStatus"]  # type: ignore[index]
     assert states == ["starting", "ready"]
     logs = "".join(data["data"] for kind, data in seen if kind == "logData")  # type: ignore[index]
