@@ -214,8 +214,12 @@ async def _loading_response(services: Services, route: Route, body: bytes) -> Re
     headers = request_headers(_client_headers(services), client_ip=request.remote_addr)
     target = _target(None)
 
+    pool = services.config.models[route.target].effective_concurrency_limit
+
     async def open_exchange(lease: Lease) -> Exchange:
-        return await services.forwarder.open(lease.proxy, "POST", target, headers, body)
+        return await services.forwarder.open(
+            lease.proxy, "POST", target, headers, body, max_connections=pool
+        )
 
     nursery = current_app.nursery  # type: ignore[attr-defined]
     stream = await loading_stream(
@@ -257,10 +261,12 @@ async def _forward(
 ) -> Response:
     started = trio.current_time()
     headers = _client_headers(services)
+    pool = 64
     if route.kind == "local":
         lease = await services.supervisor.acquire(route.target)
         register_cleanup(lease.release)
         base = lease.proxy
+        pool = services.config.models[route.target].effective_concurrency_limit
     else:
         peer = services.config.peers[route.target]
         base = peer.proxy
@@ -273,7 +279,14 @@ async def _forward(
     upstream_headers = request_headers(headers, client_ip=request.remote_addr)
     target = _target(path)
     body = content if (stream_body or content is None or isinstance(content, bytes)) else None
-    exchange = await services.forwarder.open(base, request.method, target, upstream_headers, body)  # type: ignore[arg-type]
+    exchange = await services.forwarder.open(
+        base,
+        request.method,
+        target,
+        upstream_headers,
+        body,  # type: ignore[arg-type]
+        max_connections=pool,
+    )
     register_cleanup(exchange.aclose)
     metered = _metered(services, route, exchange, started, path=target.split("?", 1)[0])
     response = Response(metered, status=exchange.status, headers=Headers(exchange.headers))
