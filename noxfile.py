@@ -58,3 +58,4 @@ def bench(session: nox.Session) -> None:
     _install(session)
     session.run("python", "benchmarks/swap_latency.py", *session.posargs)
     session.run("python", "benchmarks/proxy_overhead.py", *session.posargs)
+    session.run("python", "benchmarks/config_scale.py", *session.posargs)
