@@ -264,6 +264,17 @@ class UsageTap:
                 return False
             self._body += data
             return True
+        if (
+            not self._body
+            and not self._line_overflow
+            and data.endswith(b"\n")
+            and b'"usage"' not in data
+            and b'"timings"' not in data
+        ):
+            # Whole lines with no usage in them (the token deltas, nearly every chunk):
+            # nothing to keep, so skip splitting them into lines. Measured ~6% of swapd's
+            # CPU on streams before this.
+            return True
         start = 0
         while (nl := data.find(b"\n", start)) >= 0:
             self._append_line_part(data[start:nl])
