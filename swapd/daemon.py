@@ -75,48 +75,81 @@ async def serve(
         logging.getLogger(name).addHandler(handler)
     forwarder = Forwarder()
     shutdown = trio.Event()
+    supervisors: list[Supervisor] = []
     try:
-        async with (
-            contextlib.AsyncExitStack() as stack,
-            open_lifeline() as lifeline,
-            httpx.AsyncClient(trust_env=False) as probe_client,
-            trio.open_nursery() as nursery,
-        ):
-            launcher = ProcessLauncher(
-                config,
-                client=probe_client,
-                on_output=telemetry.logs.write_model_line,
-                lifeline=lifeline,
-                marker=new_instance_marker(),
-                stop_grace=stop_grace,
-            )
-            supervisor = Supervisor(config, launcher, bus=bus)
-            stack.enter_context(bus.watch(_log_event))
-            stack.enter_context(bus.watch(telemetry.on_event))
-            await nursery.start(supervisor.run)
-            services = Services(
-                config=config,
-                supervisor=supervisor,
-                forwarder=forwarder,
-                bus=bus,
-                telemetry=telemetry,
-            )
-            app = create_app(services)
+        async with trio.open_nursery() as guard:
+            # Signals are watched outside the nursery that is cancelled at shutdown, so
+            # a second Ctrl-C still arrives while the models are being stopped.
             if handle_signals:
-                nursery.start_soon(_watch_signals, shutdown, supervisor)
-            async with trio.open_nursery() as web:
-                urls = await web.start(serve_http, app, host, port, shutdown)
-                log.info("swapd listening on %s", ", ".join(urls))
-                for model_id in config.hooks.on_startup.preload:
-                    nursery.start_soon(_preload, supervisor, model_id)
-                task_status.started(Daemon(urls, services, shutdown))
-            # hypercorn has drained (bounded by its graceful timeout); now the models go.
-            nursery.cancel_scope.cancel(reason="swapd is shutting down")
+                guard.start_soon(_watch_signals, shutdown, supervisors)
+            await _run(
+                config,
+                host,
+                port,
+                stop_grace,
+                bus,
+                telemetry,
+                forwarder,
+                shutdown,
+                supervisors,
+                task_status,
+            )
+            guard.cancel_scope.cancel(reason="swapd stopped")
     finally:
         await forwarder.aclose()
         telemetry.logs.close()
         for name in _LOGGERS:
             logging.getLogger(name).removeHandler(handler)
+
+
+async def _run(
+    config: Config,
+    host: str,
+    port: int,
+    stop_grace: float,
+    bus: EventBus[object],
+    telemetry: Telemetry,
+    forwarder: Forwarder,
+    shutdown: trio.Event,
+    supervisors: list[Supervisor],
+    task_status: trio.TaskStatus[Daemon],
+) -> None:
+    """Everything that runs until shutdown: lifeline, supervisor, HTTP server."""
+    async with (
+        contextlib.AsyncExitStack() as stack,
+        open_lifeline() as lifeline,
+        httpx.AsyncClient(trust_env=False) as probe_client,
+        trio.open_nursery() as nursery,
+    ):
+        launcher = ProcessLauncher(
+            config,
+            client=probe_client,
+            on_output=telemetry.logs.write_model_line,
+            lifeline=lifeline,
+            marker=new_instance_marker(),
+            stop_grace=stop_grace,
+        )
+        supervisor = Supervisor(config, launcher, bus=bus)
+        supervisors.append(supervisor)
+        stack.enter_context(bus.watch(_log_event))
+        stack.enter_context(bus.watch(telemetry.on_event))
+        await nursery.start(supervisor.run)
+        services = Services(
+            config=config,
+            supervisor=supervisor,
+            forwarder=forwarder,
+            bus=bus,
+            telemetry=telemetry,
+        )
+        app = create_app(services)
+        async with trio.open_nursery() as web:
+            urls = await web.start(serve_http, app, host, port, shutdown)
+            log.info("swapd listening on %s", ", ".join(urls))
+            for model_id in config.hooks.on_startup.preload:
+                nursery.start_soon(_preload, supervisor, model_id)
+            task_status.started(Daemon(urls, services, shutdown))
+        # hypercorn has drained (bounded by its graceful timeout); now the models go.
+        nursery.cancel_scope.cancel(reason="swapd is shutting down")
 
 
 def _log_event(event: object) -> None:
@@ -137,7 +170,7 @@ async def _preload(supervisor: Supervisor, model_id: str) -> None:
         log.info("preloaded %s", model_id)
 
 
-async def _watch_signals(shutdown: trio.Event, supervisor: Supervisor) -> None:
+async def _watch_signals(shutdown: trio.Event, supervisors: list[Supervisor]) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             if not shutdown.is_set():
@@ -147,7 +180,8 @@ async def _watch_signals(shutdown: trio.Event, supervisor: Supervisor) -> None:
                 log.warning(
                     "received %s again, killing every model now", signal.Signals(signum).name
                 )
-                supervisor.kill_all()
+                for supervisor in supervisors:
+                    supervisor.kill_all()
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
