@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from swapd.config import DEFAULT_GROUP, Config, ConfigError, load_config, parse_config
+from swapd.core.routing import Router
 from swapd.errors import ConfigProblem
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -674,9 +674,10 @@ def test_find_by_id_and_alias() -> None:
           model1: {cmd: "s --port ${PORT}", aliases: [m1, model-one]}
         """
     )
-    assert config.resolve("model1") == "model1"
-    assert config.resolve("model-one") == "model1"
-    assert config.resolve("nope") is None
+    router = Router(config)  # the one place names are resolved
+    assert router.resolve_local("model1") == "model1"
+    assert router.resolve_local("model-one") == "model1"
+    assert router.resolve_local("nope") is None
 
 
 @pytest.mark.parametrize(
@@ -1081,7 +1082,3 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
     assert "cannot read the file" in str(info.value)
     assert str(tmp_path / "missing.yaml") in str(info.value)
-
-
-def _models(config: Config) -> dict[str, Any]:
-    return {k: v.argv for k, v in config.models.items()}

@@ -410,12 +410,3 @@ class Config:
             if model_id in group.members:
                 return group_id
         return DEFAULT_GROUP
-
-    def resolve(self, name: str) -> str | None:
-        """The model ID for ``name`` (an ID or an alias), or None. IDs win over aliases."""
-        if name in self.models:
-            return name
-        for model_id, model in self.models.items():
-            if name in model.aliases:
-                return model_id
-        return None

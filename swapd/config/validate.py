@@ -27,9 +27,10 @@ def check_and_derive(data: dict[str, Any], problems: Problems) -> None:
         # Every loaded model carries a concrete value; unset inherits the global one.
         model.setdefault("sendLoadingState", data.get("sendLoadingState", False))
     _check_aliases(models, problems)
-    _check_groups(data, models, problems)
+    alias_of = {a: m for m, model in models.items() for a in model.get("aliases", ())}
+    _check_groups(data, models, alias_of, problems)
     _check_peers(data, problems)
-    _normalise_preload(data, models, problems)
+    _normalise_preload(data, models, alias_of, problems)
     if data.get("profiles"):
         problems.warn(("profiles",), "profiles were removed in favour of groups; ignored")
     if data.get("logRequests"):
@@ -127,9 +128,10 @@ def _check_aliases(models: dict[str, Any], problems: Problems) -> None:
                 owner[alias] = model_id
 
 
-def _check_groups(data: dict[str, Any], models: dict[str, Any], problems: Problems) -> None:
+def _check_groups(
+    data: dict[str, Any], models: dict[str, Any], alias_of: dict[str, str], problems: Problems
+) -> None:
     groups: dict[str, Any] = data.setdefault("groups", {})
-    alias_of = {a: m for m, model in models.items() for a in model.get("aliases", ())}
     member_of: dict[str, str] = {}
     if DEFAULT_GROUP in groups:
         problems.add(("groups", DEFAULT_GROUP), f"the group name {DEFAULT_GROUP} is reserved")
@@ -189,12 +191,13 @@ def _check_peers(data: dict[str, Any], problems: Problems) -> None:
                 claimed[name] = peer_id
 
 
-def _normalise_preload(data: dict[str, Any], models: dict[str, Any], problems: Problems) -> None:
+def _normalise_preload(
+    data: dict[str, Any], models: dict[str, Any], alias_of: dict[str, str], problems: Problems
+) -> None:
     startup = data.get("hooks", {}).get("onStartup", {})
     names = startup.get("preload")
     if not names:
         return
-    alias_of = {a: m for m, model in models.items() for a in model.get("aliases", ())}
     preload: list[str] = []
     for index, raw in enumerate(names):
         name = raw.strip()

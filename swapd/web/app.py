@@ -23,7 +23,6 @@ from quart import Quart, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from swapd import __version__
 from swapd.config.model import Config
 from swapd.core.routing import Router
 from swapd.errors import SwapdError, Unauthorized
@@ -172,5 +171,4 @@ def create_app(services: Services) -> Quart:
     admin_api.register(app, services)
     observe_api.register(app, services)
     app.asgi_app = _CleanupMiddleware(app.asgi_app)  # type: ignore[method-assign, assignment]
-    app.extensions["swapd.version"] = __version__
     return app

@@ -152,7 +152,7 @@ def register(app: Quart, services: Services) -> None:
             return redirect(target, 301 if request.method in ("GET", "HEAD") else 308)
         route = Route("local", model_id, model_id)
         content = _stream_request_body() if request.method not in ("GET", "HEAD") else None
-        return await _forward(services, route, content, path="/" + remainder, stream_body=True)
+        return await _forward(services, route, content, path="/" + remainder)
 
     app.add_url_rule("/upstream", "upstream-root", upstream_root, methods=["GET"])
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
@@ -253,11 +253,10 @@ def _target(path: str | None) -> str:
 async def _forward(
     services: Services,
     route: Route,
-    content: object,
+    content: bytes | AsyncIterator[bytes] | None,
     *,
     path: str | None = None,
     content_type: str | None = None,
-    stream_body: bool = False,
 ) -> Response:
     started = trio.current_time()
     headers = _client_headers(services)
@@ -278,13 +277,12 @@ async def _forward(
         headers.append(("content-type", content_type))
     upstream_headers = request_headers(headers, client_ip=request.remote_addr)
     target = _target(path)
-    body = content if (stream_body or content is None or isinstance(content, bytes)) else None
     exchange = await services.forwarder.open(
         base,
         request.method,
         target,
         upstream_headers,
-        body,  # type: ignore[arg-type]
+        content,
         max_connections=pool,
     )
     register_cleanup(exchange.aclose)
