@@ -123,11 +123,6 @@ def _run_daemon(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    if args.watch_config:
-        print(
-            "warning: --watch-config is not implemented yet; the config is not reloaded",
-            file=sys.stderr,
-        )
     import swapd.daemon
 
     listen = args.listen or parse_listen(DEFAULT_LISTEN)

@@ -4,6 +4,9 @@ Only this module opens the root nursery and handles signals. ``serve`` is what t
 start (``await nursery.start(serve, config, ...)`` on port 0); ``main`` is what the CLI
 runs.
 
+SIGHUP (and ``--watch-config``, and ``POST /api/config/reload``) reloads the config file
+through ``reload.Reloader``; ``_LiveConfig`` is what a reload switches over.
+
 Shutdown order: stop accepting and drain HTTP (bounded), then stop every model in
 parallel (bounded), then the lifeline closes. A second SIGINT/SIGTERM kills every model
 process group at once.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 
@@ -20,11 +24,14 @@ import attrs
 import httpx
 import trio
 
+from swapd.config.diff import ConfigDiff
 from swapd.config.model import Config
-from swapd.core.events import ModelStateChanged
+from swapd.core.events import ModelPreloaded, ModelStateChanged
+from swapd.errors import SwapdError
 from swapd.observe.bus import EventBus
 from swapd.observe.logs import HubHandler
 from swapd.observe.telemetry import Telemetry
+from swapd.reload import Reloader, watch_config_file
 from swapd.supervise.instance import ProcessLauncher
 from swapd.supervise.lifeline import new_instance_marker, open_lifeline, sweep_orphans
 from swapd.supervise.supervisor import Supervisor
@@ -45,6 +52,7 @@ class Daemon:
     urls: list[str]
     services: Services
     shutdown: trio.Event
+    reloader: Reloader
 
     @property
     def url(self) -> str:
@@ -61,27 +69,30 @@ async def serve(
     port: int = 8080,
     stop_grace: float = 10.0,
     handle_signals: bool = False,
+    watch_config: bool = False,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run swapd until ``Daemon.stop()`` (or a signal, with ``handle_signals``)."""
+    """Run swapd until ``Daemon.stop()`` (or a signal, with ``handle_signals``).
+
+    ``config.source`` names the file a reload reads (none for a config built in memory).
+    """
     for orphan in sweep_orphans():
         log.warning("killed process group %d left over by a crashed swapd", orphan.pgid)
     bus: EventBus[object] = EventBus()
     telemetry = Telemetry(config, bus)
     handler = HubHandler(telemetry.logs, trio_token=trio.lowlevel.current_trio_token())
-    level = config.log_level.value.upper().replace("WARN", "WARNING")
+    _set_log_level(config)
     for name in _LOGGERS:
-        logging.getLogger(name).setLevel(level)
         logging.getLogger(name).addHandler(handler)
     forwarder = Forwarder()
     shutdown = trio.Event()
-    supervisors: list[Supervisor] = []
+    running = _Running(watch_config=watch_config)
     try:
         async with trio.open_nursery() as guard:
             # Signals are watched outside the nursery that is cancelled at shutdown, so
             # a second Ctrl-C still arrives while the models are being stopped.
             if handle_signals:
-                guard.start_soon(_watch_signals, shutdown, supervisors)
+                guard.start_soon(_watch_signals, shutdown, running)
             await _run(
                 config,
                 host,
@@ -91,7 +102,7 @@ async def serve(
                 telemetry,
                 forwarder,
                 shutdown,
-                supervisors,
+                running,
                 task_status,
             )
             guard.cancel_scope.cancel(reason="swapd stopped")
@@ -111,7 +122,7 @@ async def _run(
     telemetry: Telemetry,
     forwarder: Forwarder,
     shutdown: trio.Event,
-    supervisors: list[Supervisor],
+    running: _Running,
     task_status: trio.TaskStatus[Daemon],
 ) -> None:
     """Everything that runs until shutdown: lifeline, supervisor, HTTP server."""
@@ -130,7 +141,7 @@ async def _run(
             stop_grace=stop_grace,
         )
         supervisor = Supervisor(config, launcher, bus=bus)
-        supervisors.append(supervisor)
+        running.supervisor = supervisor
         stack.enter_context(bus.watch(_log_event))
         stack.enter_context(bus.watch(telemetry.on_event))
         await nursery.start(supervisor.run)
@@ -141,15 +152,64 @@ async def _run(
             bus=bus,
             telemetry=telemetry,
         )
+        live = _LiveConfig(services, launcher, nursery)
+        source = _reload_source(config)
+        reloader = running.reloader = Reloader(source, live, bus.publish)
+        services.reloader = reloader
+        if running.watch_config and source is not None:
+            nursery.start_soon(watch_config_file, reloader)
         app = create_app(services)
         async with trio.open_nursery() as web:
             urls = await web.start(serve_http, app, host, port, shutdown)
             log.info("swapd listening on %s", ", ".join(urls))
-            for model_id in config.hooks.on_startup.preload:
-                nursery.start_soon(_preload, supervisor, model_id)
-            task_status.started(Daemon(urls, services, shutdown))
+            live.preload(config)
+            task_status.started(Daemon(urls, services, shutdown, reloader))
         # hypercorn has drained (bounded by its graceful timeout); now the models go.
         nursery.cancel_scope.cancel(reason="swapd is shutting down")
+
+
+@attrs.define(eq=False)
+class _Running:
+    """What the signal handler acts on, filled in as the daemon comes up."""
+
+    watch_config: bool = False
+    supervisor: Supervisor | None = None
+    reloader: Reloader | None = None
+
+
+@attrs.define(eq=False)
+class _LiveConfig:
+    """The running config, as a reload sees it: switching it updates every user."""
+
+    services: Services
+    launcher: ProcessLauncher
+    nursery: trio.Nursery
+
+    @property
+    def config(self) -> Config:
+        return self.services.config
+
+    async def apply(self, config: Config, diff: ConfigDiff) -> None:
+        await self.services.supervisor.reconfigure(config, diff)
+        self.services.use_config(config)
+        self.services.telemetry.reconfigure(config)
+        _set_log_level(config)
+        self.preload(config)
+
+    def preload(self, config: Config) -> None:
+        for model_id in config.hooks.on_startup.preload:
+            self.nursery.start_soon(_preload, self.services.supervisor, model_id)
+
+
+def _reload_source(config: Config) -> str | None:
+    """The file a reload reads: the one the config came from, if it came from one."""
+    return config.source if os.path.isfile(config.source) else None
+
+
+def _set_log_level(config: Config) -> None:
+    level = config.log_level.value.upper().replace("WARN", "WARNING")
+    for name in _LOGGERS:
+        logging.getLogger(name).setLevel(level)
 
 
 def _log_event(event: object) -> None:
@@ -162,26 +222,39 @@ def _log_event(event: object) -> None:
 
 
 async def _preload(supervisor: Supervisor, model_id: str) -> None:
+    """Start ``model_id`` in the background and report how it went (unlike llama-swap,
+    a failed start is reported as a failure)."""
     try:
         await supervisor.load(model_id)
-    except Exception as exc:
+    except SwapdError as exc:
         log.error("preload of %s failed: %s", model_id, exc)
+        supervisor.bus.publish(ModelPreloaded(model=model_id, success=False, error=str(exc)))
     else:
         log.info("preloaded %s", model_id)
+        supervisor.bus.publish(ModelPreloaded(model=model_id, success=True))
 
 
-async def _watch_signals(shutdown: trio.Event, supervisors: list[Supervisor]) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            if not shutdown.is_set():
-                log.info("received %s, shutting down", signal.Signals(signum).name)
-                shutdown.set()
-            else:
-                log.warning(
-                    "received %s again, killing every model now", signal.Signals(signum).name
-                )
-                for supervisor in supervisors:
-                    supervisor.kill_all()
+async def _watch_signals(shutdown: trio.Event, running: _Running) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as reloads:  # a reload never delays a SIGTERM
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    if running.reloader is not None and not shutdown.is_set():
+                        log.info("received SIGHUP, reloading the configuration")
+                        reloads.start_soon(running.reloader.reload, "SIGHUP")
+                    continue
+                _on_stop_signal(signum, shutdown, running)
+
+
+def _on_stop_signal(signum: int, shutdown: trio.Event, running: _Running) -> None:
+    name = signal.Signals(signum).name
+    if not shutdown.is_set():
+        log.info("received %s, shutting down", name)
+        shutdown.set()
+    else:
+        log.warning("received %s again, killing every model now", name)
+        if running.supervisor is not None:
+            running.supervisor.kill_all()
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -201,7 +274,11 @@ def main(config: Config, *, listen: tuple[str, int], watch_config: bool = False)
     host, port = listen
     failures: list[str] = []
     try:
-        trio.run(lambda: serve(config, host=host, port=port, handle_signals=True))
+        trio.run(
+            lambda: serve(
+                config, host=host, port=port, handle_signals=True, watch_config=watch_config
+            )
+        )
     except* OSError as group:  # the listener could not bind (port taken, no permission)
         failures.extend(str(e) for e in _leaves(group))
     if failures:

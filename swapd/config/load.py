@@ -26,7 +26,7 @@ from swapd.config.shape import Problems, shape_document
 from swapd.config.structure import structure_config
 from swapd.errors import ConfigError, ConfigProblem
 
-__all__ = ["load_config", "parse_config"]
+__all__ = ["load_config", "parse_config", "read_config_text"]
 
 # Model text defaults that macros may appear in, expanded as if written in the file.
 _TEXT_DEFAULTS: dict[str, str] = {
@@ -36,26 +36,38 @@ _TEXT_DEFAULTS: dict[str, str] = {
 
 
 def load_config(
-    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+    path: str | os.PathLike[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    keep_ports: Mapping[str, int] | None = None,
 ) -> Config:
     """Read and validate the config file at ``path``.
 
     ``environ`` supplies ``${env.NAME}`` values (default: the process environment).
+    ``keep_ports`` (used by a reload) keeps models on the ports they already run on.
     Raises ConfigError listing every problem, each with file, line and setting path.
     """
     name = os.fspath(path)
+    return parse_config(read_config_text(name), file=name, environ=environ, keep_ports=keep_ports)
+
+
+def read_config_text(path: str) -> str:
+    """The file's text, or a ConfigError saying why it cannot be read."""
     try:
-        text = Path(name).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(
-            [ConfigProblem(name, 0, 0, "", f"cannot read the file: {reason}")]
+            [ConfigProblem(path, 0, 0, "", f"cannot read the file: {reason}")]
         ) from None
-    return parse_config(text, file=name, environ=environ)
 
 
 def parse_config(
-    text: str, *, file: str = "<config>", environ: Mapping[str, str] | None = None
+    text: str,
+    *,
+    file: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+    keep_ports: Mapping[str, int] | None = None,
 ) -> Config:
     """Validate config ``text``; ``file`` is only used in messages."""
     tree = source.parse_yaml(text, file=file)
@@ -64,7 +76,7 @@ def parse_config(
     macros.check_definitions(data.get("macros", {}), ("macros",), problems)
     for model_id, model in data.get("models", {}).items():
         macros.check_definitions(model.get("macros", {}), ("models", model_id, "macros"), problems)
-    macros.expand_models(data, _TEXT_DEFAULTS, problems)
+    macros.expand_models(data, _TEXT_DEFAULTS, problems, keep_ports=keep_ports)
     macros.expand_peers(data, problems)
     validate.check_and_derive(data, problems)
     problems.raise_if_any()

@@ -72,15 +72,24 @@ def check_definitions(macros: Mapping[str, Any], path: Path, problems: Problems)
                 problems.add(here, f"macro '{name}' contains self-reference")
 
 
-def expand_models(data: dict[str, Any], defaults: Mapping[str, str], problems: Problems) -> None:
+def expand_models(
+    data: dict[str, Any],
+    defaults: Mapping[str, str],
+    problems: Problems,
+    *,
+    keep_ports: Mapping[str, int] | None = None,
+) -> None:
     """Expand macros in every model and assign ports; results are written into ``data``.
 
     ``defaults`` holds the model defaults of text settings macros may appear in
     (``proxy: http://localhost:${PORT}``), applied first so they expand like written text.
+    ``keep_ports`` (a reload) gives models that still use ``${PORT}`` the port they had, so
+    adding a model does not renumber, and so restart, the models already running; the
+    others take the free numbers from ``startPort`` up.
     """
     global_macros: Mapping[str, Any] = data.get("macros", {})
-    next_port = data.get("startPort", 5800)
     models: dict[str, Any] = data.get("models", {})
+    wants_port: list[str] = []
     for model_id in sorted(models):
         model = models[model_id]
         here: Path = ("models", model_id)
@@ -96,23 +105,36 @@ def expand_models(data: dict[str, Any], defaults: Mapping[str, str], problems: P
         ordered.update(own)  # an existing name keeps its place: override in place
         for name, value in reversed(list(ordered.items())):
             _apply(model, _model_slots(model), name, value)
-
         if "${PORT}" in model.get("cmd", ""):
-            if next_port > _MAX_PORT:
-                problems.add(
-                    (*here, "cmd"), f"no port left to assign (startPort + models > {_MAX_PORT})"
-                )
-            port = next_port
-            next_port += 1
-            model["port"] = port
-            slots = [s for s in _model_slots(model) if s[0] != "checkEndpoint"]
-            _apply(model, slots, "PORT", port)
+            wants_port.append(model_id)
         elif "${PORT}" in model.get("proxy", ""):
             problems.add(
                 (*here, "proxy"),
                 "proxy uses ${PORT} but cmd does not - ${PORT} is only available when used in cmd",
             )
             continue
+        else:
+            _report_leftovers(model, model_id, here, problems)
+
+    kept = {m: keep_ports[m] for m in wants_port if keep_ports and m in keep_ports}
+    taken = set(kept.values())
+    next_port = data.get("startPort", 5800)
+    for model_id in wants_port:
+        model = models[model_id]
+        here = ("models", model_id)
+        port = kept.get(model_id)
+        if port is None:
+            while next_port in taken:
+                next_port += 1
+            if next_port > _MAX_PORT:
+                problems.add(
+                    (*here, "cmd"), f"no port left to assign (startPort + models > {_MAX_PORT})"
+                )
+            port = next_port
+            next_port += 1
+        model["port"] = port
+        slots = [s for s in _model_slots(model) if s[0] != "checkEndpoint"]
+        _apply(model, slots, "PORT", port)
         _report_leftovers(model, model_id, here, problems)
 
 

@@ -8,7 +8,7 @@ import attrs
 
 from swapd.core.states import ModelState
 
-__all__ = ["BusEvent", "ModelStateChanged", "RequestQueued"]
+__all__ = ["BusEvent", "ModelPreloaded", "ModelStateChanged", "RequestQueued"]
 
 
 @attrs.frozen(kw_only=True)
@@ -50,4 +50,17 @@ class RequestQueued:
         return {"model": self.model, "depth": self.depth}
 
 
-BusEvent = ModelStateChanged | RequestQueued
+@attrs.frozen(kw_only=True)
+class ModelPreloaded:
+    """A model listed in ``hooks.on_startup.preload`` was started, or failed to start."""
+
+    kind = "modelPreloaded"
+    model: str
+    success: bool
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"model": self.model, "success": self.success, "error": self.error}
+
+
+BusEvent = ModelStateChanged | RequestQueued | ModelPreloaded

@@ -45,9 +45,21 @@ class Telemetry:
         )
         self.store = MetricsStore(config.metrics_max_in_memory)
         self.prometheus = SwapdMetrics(known_states=[s.value for s in ModelState])
+        self._known = set(config.models)
         for model_id in config.models:
             self.prometheus.set_state(model_id, ModelState.STOPPED.value)
         self._starting: dict[str, float] = {}
+
+    def reconfigure(self, config: Config) -> None:
+        """Follow a reload: new models get their logs and gauges, log settings apply."""
+        for model_id in config.models:
+            self.logs.add_model(model_id)
+            if model_id not in self._known:
+                self._known.add(model_id)
+                self.prometheus.set_state(model_id, ModelState.STOPPED.value)
+        self.logs.log_level = config.log_level
+        self.logs.log_time_format = config.log_time_format
+        self.logs.log_to_stdout = config.log_to_stdout
 
     def on_event(self, event: object) -> None:
         """Bus watcher: keep the gauges and the per-model logs in step with the models."""

@@ -70,6 +70,9 @@ class Launcher(Protocol):
     def open(self, model_id: str, spec: ModelConfig) -> AbstractAsyncContextManager[Instance]:
         """Launch ``spec``; raise StartFailed if it cannot even be spawned."""
 
+    def reconfigure(self, config: Config) -> None:
+        """Use ``config``'s global settings for launches from now on (a reload)."""
+
 
 class ProcessInstance:
     """A model server running as a process group on this machine."""
@@ -180,6 +183,9 @@ class ProcessLauncher:
         self._marker = marker
         self._stop_grace = stop_grace
         self._environ = dict(os.environ if environ is None else environ)
+
+    def reconfigure(self, config: Config) -> None:
+        self._config = config
 
     @asynccontextmanager
     async def open(self, model_id: str, spec: ModelConfig) -> AsyncIterator[Instance]:

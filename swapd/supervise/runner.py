@@ -129,6 +129,13 @@ class Runner:
         if self._instance is not None:
             self._instance.kill()
 
+    def close(self) -> None:
+        """End ``run`` (the model left the config). Only once no process is left."""
+        assert self.state in (S.STOPPED, S.SHUTDOWN)
+        assert self._life_done.is_set()
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel(reason=f"{self.model_id} removed")
+
     async def shutdown(self) -> None:
         """Stop if running, wait until stopped, then refuse to start again."""
         self.stop("shutdown")

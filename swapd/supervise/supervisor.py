@@ -14,7 +14,10 @@ Guarantees (tested in tests/test_supervisor*.py and by property tests):
   caller's own cancellation (a client disconnect removes it from the queue at once);
 - a model is never evicted with requests in flight unless unloaded explicitly;
 - group rules hold at every instant (see ``core/policy.py``);
-- ``run`` never returns with a model process alive.
+- ``run`` never returns with a model process alive;
+- a config reload (``reconfigure``) never cuts a request: models whose process settings
+  changed, or that were removed, finish their in-flight requests and are stopped when
+  idle; requests that arrive meanwhile wait for the restarted model.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ import math
 import attrs
 import trio
 
-from swapd.config.model import Config
+from swapd.config.diff import ConfigDiff
+from swapd.config.model import Config, ModelConfig
 from swapd.core import policy
 from swapd.core.events import ModelStateChanged, RequestQueued
 from swapd.core.states import RUNNING, ModelState
-from swapd.errors import ModelUnavailable, QueueFull, StartFailed
+from swapd.errors import ModelNotFound, ModelUnavailable, QueueFull, StartFailed
 from swapd.observe.bus import EventBus
 from swapd.supervise.instance import Launcher
 from swapd.supervise.runner import Runner
@@ -79,6 +83,13 @@ class _Slot:
     failures: int = 0
     retry_at: float = 0.0
     last_failure: StartFailed | None = None
+    # A reload changed the process settings: restart with this spec once idle.
+    next_spec: ModelConfig | None = None
+    removed: bool = False  # a reload removed the model: stop it once idle, then forget it
+
+    @property
+    def retiring(self) -> bool:
+        return self.next_spec is not None or self.removed
 
 
 @attrs.frozen(kw_only=True)
@@ -114,9 +125,13 @@ class Supervisor:
         self._queue_limit = config.max_queued_requests if queue_limit is None else queue_limit
         self._shutdown_timeout = shutdown_timeout
         self._slots: dict[str, _Slot] = {}
+        self._nursery: trio.Nursery | None = None
         self._changed = trio.Event()
         self._closing = False
         self._tickets = 0
+        self._set_groups(config)
+
+    def _set_groups(self, config: Config) -> None:
         self._groups = {
             gid: policy.GroupView(swap=g.swap, exclusive=g.exclusive, persistent=g.persistent)
             for gid, g in config.groups.items()
@@ -130,16 +145,9 @@ class Supervisor:
     ) -> None:
         """Supervise until cancelled, then stop every model (bounded) before returning."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             for model_id, spec in self.config.models.items():
-                runner = Runner(
-                    model_id,
-                    spec,
-                    self._launcher,
-                    health_timeout=self.config.health_check_timeout,
-                    on_change=self._runner_changed,
-                )
-                await nursery.start(runner.run)
-                self._slots[model_id] = _Slot(runner=runner, group=self._group_of[model_id])
+                await self._add_slot(model_id, spec)
             task_status.started(self)
             try:
                 await self._schedule()
@@ -147,6 +155,18 @@ class Supervisor:
                 with trio.CancelScope(shield=True):
                     await self._stop_everything()
                 nursery.cancel_scope.cancel(reason="supervisor stopped")
+
+    async def _add_slot(self, model_id: str, spec: ModelConfig) -> None:
+        assert self._nursery is not None
+        runner = Runner(
+            model_id,
+            spec,
+            self._launcher,
+            health_timeout=self.config.health_check_timeout,
+            on_change=self._runner_changed,
+        )
+        await self._nursery.start(runner.run)
+        self._slots[model_id] = _Slot(runner=runner, group=self._group_of[model_id])
 
     async def _stop_everything(self) -> None:
         self._closing = True
@@ -161,6 +181,7 @@ class Supervisor:
     async def _schedule(self) -> None:
         while True:
             self._changed = trio.Event()
+            self._retire()
             plan = policy.plan(self._snapshot())
             if not plan.is_empty:
                 self._carry_out(plan)
@@ -170,6 +191,63 @@ class Supervisor:
 
     def _kick(self) -> None:
         self._changed.set()
+
+    # --- reload -------------------------------------------------------------------------
+
+    async def reconfigure(self, config: Config, diff: ConfigDiff) -> None:
+        """Switch to ``config``; ``diff`` says what changed (see ``config.diff``).
+
+        Returns once new models can take requests; changed and removed models are
+        stopped in the background as soon as their in-flight requests end."""
+        self.config = config
+        self._set_groups(config)
+        self._max_wait = float(config.max_swap_wait)
+        self._queue_limit = config.max_queued_requests
+        self._launcher.reconfigure(config)
+        for model_id, slot in self._slots.items():
+            if model_id in config.models:
+                slot.group = self._group_of[model_id]
+            elif slot.group not in self._groups:  # draining out of a group that is gone
+                self._groups[slot.group] = policy.GroupView(swap=False, exclusive=False)
+        for model_id in diff.updated:
+            slot = self._slots[model_id]
+            if slot.next_spec is not None:
+                slot.next_spec = config.models[model_id]
+            else:
+                slot.runner.spec = config.models[model_id]
+        for model_id in diff.changed:
+            self._slots[model_id].next_spec = config.models[model_id]
+        for model_id in diff.removed:
+            slot = self._slots[model_id]
+            slot.removed = True
+            slot.next_spec = None
+            self._fail_queue(slot, ModelNotFound(f"model '{model_id}' was removed from the config"))
+        for model_id in diff.added:
+            existing = self._slots.get(model_id)
+            if existing is not None:  # removed by an earlier reload, still draining
+                existing.removed = False
+                existing.next_spec = config.models[model_id]
+            else:
+                await self._add_slot(model_id, config.models[model_id])
+        self._kick()
+
+    def _retire(self) -> None:
+        """Stop changed and removed models once idle; restart or forget them once stopped."""
+        for model_id, slot in list(self._slots.items()):
+            if not slot.retiring:
+                continue
+            runner = slot.runner
+            if runner.state is S.STOPPED:
+                if slot.removed:
+                    del self._slots[model_id]
+                    runner.close()
+                else:
+                    assert slot.next_spec is not None
+                    runner.spec, slot.next_spec = slot.next_spec, None
+                    slot.failures, slot.retry_at, slot.last_failure = 0, 0.0, None
+            elif slot.in_flight == 0 and runner.state is not S.STOPPING:
+                why = "removed from the config" if slot.removed else "its settings changed"
+                runner.stop(why)
 
     # --- requests -----------------------------------------------------------------------
 
@@ -181,7 +259,9 @@ class Supervisor:
         or the model is backing off after failed starts. Cancelling the caller (a client
         disconnect) leaves the queue at once.
         """
-        slot = self._slots[model_id]
+        slot = self._slots.get(model_id)
+        if slot is None or slot.removed:
+            raise ModelNotFound(f"model '{model_id}' is not in the config")
         self._check_admissible(slot)
         if len(slot.queue) >= self._queue_limit:
             raise QueueFull(
@@ -258,7 +338,8 @@ class Supervisor:
     def _snapshot(self) -> policy.Snapshot:
         models = {}
         for model_id, slot in self._slots.items():
-            oldest = slot.queue[0].arrived if slot.queue else None
+            queue = () if slot.retiring else slot.queue  # they wait for the new process
+            oldest = queue[0].arrived if queue else None
             spec = slot.runner.spec
             models[model_id] = policy.ModelView(
                 model_id=model_id,
@@ -266,9 +347,9 @@ class Supervisor:
                 state=slot.runner.state,
                 in_flight=slot.in_flight,
                 limit=spec.effective_concurrency_limit,
-                waiting=len(slot.queue),
+                waiting=len(queue),
                 oldest_wait=oldest,
-                tickets=tuple(w.ticket for w in slot.queue),
+                tickets=tuple(w.ticket for w in queue),
                 last_used=slot.last_used,
                 ttl=float(spec.ttl) if spec.ttl > 0 else 0.0,
                 sleep_enabled=spec.sleep_enabled,

@@ -143,6 +143,9 @@ class FakeLauncher:
         self.timeline: list[Record] = []
         self._next_pid = 1000
 
+    def reconfigure(self, config: Config) -> None:
+        """Nothing to do: scripted instances use no global settings."""
+
     @asynccontextmanager
     async def open(self, model_id: str, spec: ModelConfig) -> AsyncIterator[Instance]:
         script = self.scripts.get(model_id, Script())

@@ -59,7 +59,9 @@ def _is_free(port: int) -> bool:
 
 
 @asynccontextmanager
-async def open_swapd(config: str | Config, *, stop_grace: float = 2.0) -> AsyncIterator[Daemon]:
+async def open_swapd(
+    config: str | Config, *, stop_grace: float = 2.0, watch_config: bool = False
+) -> AsyncIterator[Daemon]:
     """Serve ``config`` on 127.0.0.1 (free port) until the block ends; then stop it all.
 
     Config text without ``startPort`` gets a random free range, so tests in parallel
@@ -70,7 +72,14 @@ async def open_swapd(config: str | Config, *, stop_grace: float = 2.0) -> AsyncI
         config = parse_config(config, file="<test>")
     async with trio.open_nursery() as nursery:
         daemon: Daemon = await nursery.start(
-            partial(serve, config, host="127.0.0.1", port=0, stop_grace=stop_grace)
+            partial(
+                serve,
+                config,
+                host="127.0.0.1",
+                port=0,
+                stop_grace=stop_grace,
+                watch_config=watch_config,
+            )
         )
         try:
             yield daemon

@@ -91,7 +91,7 @@ def register(app: Quart, services: Services) -> None:
         for model_id, stat in sorted(stats.items()):
             if stat.state not in RUNNING:
                 continue
-            spec = services.config.models[model_id]
+            spec = supervisor.runner(model_id).spec  # a model a reload removed may drain
             entries.append(
                 {
                     "model": model_id,

@@ -28,6 +28,7 @@ from swapd.core.routing import Router
 from swapd.errors import SwapdError, Unauthorized
 from swapd.observe.bus import EventBus
 from swapd.observe.telemetry import Telemetry
+from swapd.reload import Reloader
 from swapd.supervise.supervisor import Supervisor
 from swapd.web import cors, problems
 from swapd.web.auth import WWW_AUTHENTICATE, KeyChecker
@@ -55,10 +56,16 @@ class Services:
     keys: KeyChecker = attrs.field(init=False)
     started_at: float = attrs.field(factory=time.time)
     max_body_bytes: int = 512 * 1024 * 1024
+    reloader: Reloader | None = None  # None: no file to reload from
 
     def __attrs_post_init__(self) -> None:
-        self.router = Router(self.config)
-        self.keys = KeyChecker(self.config.api_keys)
+        self.use_config(self.config)
+
+    def use_config(self, config: Config) -> None:
+        """Switch every per-request lookup to ``config`` at once (a reload)."""
+        self.config = config
+        self.router = Router(config)
+        self.keys = KeyChecker(config.api_keys)
 
 
 def json_response(status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -165,10 +172,12 @@ def create_app(services: Services) -> Quart:
         log.exception("unexpected error while handling %s %s", request.method, request.path)
         return json_response(500, problems.openai_error(500, "internal error in swapd"))
 
-    from swapd.web import admin_api, inference, observe_api
+    from swapd.web import admin_api, config_api, inference, observe_api, ui_routes
 
     inference.register(app, services)
     admin_api.register(app, services)
     observe_api.register(app, services)
+    config_api.register(app, services)
+    ui_routes.register(app, services)
     app.asgi_app = _CleanupMiddleware(app.asgi_app)  # type: ignore[method-assign, assignment]
     return app

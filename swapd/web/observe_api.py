@@ -10,8 +10,11 @@
 - ``GET /api/events``: server-sent events in llama-swap's framing
   (``event:message`` / ``data:{"type": T, "data": "<JSON text>"}``) with types
   ``modelStatus`` (every model and its state), ``logData`` (proxy and upstream log
-  text), ``metrics`` (token-metrics records) and ``inflight``. On connect: the log
-  histories, the model list, all stored metrics, the in-flight count; then live
+  text), ``metrics`` (token-metrics records) and ``inflight``; swapd adds
+  ``configReload`` (``{"state": "start", "trigger"}``, then ``{"state": "end", "ok",
+  "error", "added", "removed", "changed", "updated", "unchanged", ...}``, followed by a
+  fresh ``modelStatus``) and ``modelPreloaded`` (``{"model", "success", "error"}``).
+  On connect: the log histories, the model list, all stored metrics, the in-flight count; then live
   changes, and a ``: keep-alive`` comment every 15 s of silence. A client too slow to
   keep up (its bounded queue overflows) is disconnected rather than fed a gap; it
   reconnects and starts from a fresh snapshot.
@@ -27,12 +30,13 @@ import trio
 from quart import Quart, Response, redirect, request
 from werkzeug.wrappers.response import Response as Redirect
 
-from swapd.core.events import ModelStateChanged
+from swapd.core.events import ModelPreloaded, ModelStateChanged
 from swapd.errors import BadRequest
 from swapd.observe.bus import Subscription
 from swapd.observe.logs import MUX, PROXY, UPSTREAM
 from swapd.observe.metrics import render_prometheus
 from swapd.observe.telemetry import MetricsRecorded
+from swapd.reload import ConfigReloaded, ConfigReloadStarted
 from swapd.web.app import Services, json_response
 
 __all__ = ["register"]
@@ -141,6 +145,13 @@ def register(app: Quart, services: Services) -> None:
             elif isinstance(event, MetricsRecorded):
                 queue.put(_sse("metrics", [event.record.as_json()]))
                 queue.put(_sse("inflight", in_flight()))
+            elif isinstance(event, ConfigReloadStarted):
+                queue.put(_sse("configReload", {"state": "start", "trigger": event.trigger}))
+            elif isinstance(event, ConfigReloaded):
+                queue.put(_sse("configReload", {"state": "end", **event.result.as_json()}))
+                queue.put(_sse("modelStatus", model_status()))
+            elif isinstance(event, ModelPreloaded):
+                queue.put(_sse("modelPreloaded", event.as_json()))
 
         def on_log(source: str) -> Any:
             return lambda data: queue.put(
