@@ -25,9 +25,12 @@ from typing import Any, Final
 
 import attrs
 
+from swapd.observe.metrics import decode_content
+
 __all__ = [
     "REDACTED",
     "Capture",
+    "CaptureRecorder",
     "CaptureStatistics",
     "CaptureStore",
     "canonical_header_name",
@@ -191,3 +194,59 @@ class CaptureStore:
             skipped=self._skipped,
             evicted=self._evicted,
         )
+
+
+class CaptureRecorder:
+    """Collects one exchange while its response streams through, within ``limit`` bytes.
+
+    The response body is kept as it arrived (encoded) and decoded once at the end, so the
+    relay does no per-chunk work beyond a list append. A body past the limit is dropped
+    at once: that capture could never be stored anyway."""
+
+    def __init__(
+        self,
+        limit: int,
+        *,
+        req_path: str,
+        req_headers: Iterable[tuple[str, str]],
+        req_body: bytes | None,
+        resp_headers: Iterable[tuple[str, str]],
+    ) -> None:
+        self._limit = limit
+        self._req_path = req_path
+        self._req_headers = list(req_headers)
+        self._req_body = req_body
+        self._resp_headers = list(resp_headers)
+        self._chunks: list[bytes] = []
+        self._size = len(req_body or b"")
+        self.overflowed = self._size > limit
+
+    def feed(self, chunk: bytes) -> None:
+        if self.overflowed:
+            return
+        self._size += len(chunk)
+        if self._size > self._limit:
+            self.overflowed = True
+            self._chunks.clear()
+        else:
+            self._chunks.append(chunk)
+
+    def build(self) -> Capture | None:
+        """The capture (id -1: the metrics record gives it one), or None if it cannot fit
+        or its compressed body is corrupt."""
+        if self.overflowed:
+            return None
+        encoding = ""
+        headers = []
+        for name, value in self._resp_headers:
+            if name.lower() == "content-encoding":
+                encoding = value
+            else:
+                headers.append((name, value))
+        body = decode_content(b"".join(self._chunks), encoding, self._limit)
+        if body is None:
+            return None
+        capture = Capture.build(
+            -1, self._req_path, self._req_headers, self._req_body, headers, body
+        )
+        return capture if capture.size <= self._limit else None

@@ -20,6 +20,7 @@ Deliberate differences from llama-swap (reference section 14, items 20-22):
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import math
 import re
@@ -46,6 +47,7 @@ __all__ = [
     "START_SECONDS_BUCKETS",
     "SwapdMetrics",
     "TokenMetrics",
+    "decode_content",
     "UsageTap",
     "render_prometheus",
 ]
@@ -195,6 +197,21 @@ class _Decoder:
 def _is_zlib_header(cmf: int, flg: int) -> bool:
     """RFC 1950: method 8, window <= 32 KiB, check bits, and no preset dictionary."""
     return cmf & 0x0F == 8 and cmf >> 4 <= 7 and ((cmf << 8) | flg) % 31 == 0 and not flg & 0x20
+
+
+def decode_content(data: bytes, encoding: str, limit: int) -> bytes | None:
+    """``data`` decoded per its Content-Encoding; None if it is corrupt or decodes to more
+    than ``limit`` bytes (a compression bomb must not fill memory)."""
+    decoder = _Decoder(encoding)
+    out = bytearray()
+    try:
+        for piece in itertools.chain(decoder.feed(data), decoder.close()):
+            out += piece
+            if len(out) > limit:
+                return None
+    except _DecodeError:
+        return None
+    return bytes(out)
 
 
 # --------------------------------------------------------------------------------------------

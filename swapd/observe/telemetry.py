@@ -15,6 +15,7 @@ from swapd.config.model import Config
 from swapd.core.events import ModelStateChanged, RequestQueued
 from swapd.core.states import ModelState
 from swapd.observe.bus import EventBus
+from swapd.observe.captures import CaptureRecorder, CaptureStore
 from swapd.observe.logs import LogHub
 from swapd.observe.metrics import MetricsStore, SwapdMetrics, TokenMetrics, UsageTap
 
@@ -44,6 +45,7 @@ class Telemetry:
             else LogHub.from_config(config, stdout=stdout)
         )
         self.store = MetricsStore(config.metrics_max_in_memory)
+        self.captures = CaptureStore(config.capture_buffer * 1024 * 1024)
         self.prometheus = SwapdMetrics(known_states=[s.value for s in ModelState])
         self._known = set(config.models)
         for model_id in config.models:
@@ -85,8 +87,11 @@ class Telemetry:
         started: float,
         first_byte_at: float | None,
         ended: float,
+        capture: CaptureRecorder | None = None,
     ) -> TokenMetrics | None:
-        """Record one forwarded request; returns its token metrics when it had any."""
+        """Record one forwarded request; returns its token metrics when it had any.
+
+        A capture is kept only with a metrics record (its ID is the record's)."""
         record = None
         if tap is not None:
             record = tap.finish(
@@ -97,7 +102,12 @@ class Telemetry:
                 ended=ended,
             )
         if record is not None:
+            captured = capture.build() if capture is not None else None
+            if captured is not None:
+                record = attrs.evolve(record, has_capture=True)
             record = self.store.add(record)
+            if captured is not None:
+                self.captures.add(attrs.evolve(captured, id=record.id))
             self.bus.publish(MetricsRecorded(record))
         self.prometheus.observe_request(model, status, record, ended - started)
         return record

@@ -29,6 +29,7 @@ from werkzeug.wrappers.response import Response as Redirect
 from swapd.core.routing import Route
 from swapd.core.states import ModelState
 from swapd.errors import BadRequest, ModelNotFound
+from swapd.observe.captures import CaptureRecorder
 from swapd.observe.metrics import UsageTap
 from swapd.supervise.supervisor import Lease
 from swapd.web import bodies, problems
@@ -160,13 +161,22 @@ def register(app: Quart, services: Services) -> None:
 
 
 def _metered(
-    services: Services, route: Route, exchange: Exchange, started: float, *, path: str
+    services: Services,
+    route: Route,
+    exchange: Exchange,
+    started: float,
+    *,
+    path: str,
+    sent_headers: list[tuple[str, str]],
+    sent_body: bytes | AsyncIterator[bytes] | None,
 ) -> AsyncIterator[bytes]:
-    """The upstream body, passed on untouched while a tap reads token usage from it.
+    """The upstream body, passed on untouched while a tap reads token usage from it (and,
+    with ``captureBuffer``, a recorder keeps the exchange).
 
     Built while the request context exists: Quart iterates the body after the handler
     returned, where ``request`` is no longer available."""
     tap = None
+    capture = None
     if request.method == "POST" and exchange.status == 200:
         headers = {name.lower(): value for name, value in exchange.headers}
         tap = UsageTap(
@@ -174,6 +184,15 @@ def _metered(
             content_encoding=headers.get("content-encoding", ""),
             path=path,
         )
+        captures = services.telemetry.captures
+        if captures.enabled:
+            capture = CaptureRecorder(
+                captures.capacity,
+                req_path=path,
+                req_headers=sent_headers,
+                req_body=sent_body if isinstance(sent_body, bytes) else None,
+                resp_headers=exchange.headers,
+            )
     model = route.target if route.kind == "local" else route.requested
 
     async def relay() -> AsyncIterator[bytes]:
@@ -184,6 +203,8 @@ def _metered(
                     first_byte_at = trio.current_time()
                 if tap is not None:
                     tap.feed(chunk)
+                    if capture is not None:
+                        capture.feed(chunk)
                 yield chunk
         finally:
             services.telemetry.request_finished(
@@ -193,6 +214,7 @@ def _metered(
                 started=started,
                 first_byte_at=first_byte_at,
                 ended=trio.current_time(),
+                capture=capture,
             )
 
     return relay()
@@ -286,7 +308,15 @@ async def _forward(
         max_connections=pool,
     )
     register_cleanup(exchange.aclose)
-    metered = _metered(services, route, exchange, started, path=target.split("?", 1)[0])
+    metered = _metered(
+        services,
+        route,
+        exchange,
+        started,
+        path=target.split("?", 1)[0],
+        sent_headers=headers,
+        sent_body=content,
+    )
     response = Response(metered, status=exchange.status, headers=Headers(exchange.headers))
     response.timeout = None
     return response
