@@ -8,6 +8,7 @@
     │   ├── BadRequest           400  malformed body, missing model
     │   ├── Unauthorized         401  missing or wrong API key
     │   ├── ModelNotFound        404  no model, alias or peer by that name
+    │   ├── Conflict             409  the model's state forbids it (sleeping a busy model)
     │   ├── PayloadTooLarge      413  body over the configured limit
     │   ├── QueueFull            429  the model's wait queue is full
     │   └── ModelUnavailable     503  the model is stopping or swapd is shutting down
@@ -29,6 +30,7 @@ __all__ = [
     "BadRequest",
     "ConfigError",
     "ConfigProblem",
+    "Conflict",
     "ModelNotFound",
     "ModelUnavailable",
     "PayloadTooLarge",
@@ -120,6 +122,13 @@ class ModelNotFound(RequestError):
     http_status = 404
     api_error_type = "invalid_request_error"
     api_error_code = "model_not_found"
+
+
+class Conflict(RequestError):
+    """The model is not in a state that allows the operation (e.g. sleeping a busy model)."""
+
+    http_status = 409
+    api_error_code = "conflict"
 
 
 class PayloadTooLarge(RequestError):

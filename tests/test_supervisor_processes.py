@@ -122,6 +122,36 @@ async def test_sleep_and_wake_over_http_keep_the_process() -> None:
             assert again.json()["choices"][0]["message"]["content"] == "hi from a"
 
 
+async def test_explicit_sleep_and_wake_routes() -> None:
+    sleepy = "sleepEndpoints: [{endpoint: /sleep}]\nwakeEndpoints: [{endpoint: /wake_up}]"
+    config = "models:\n" + model("a", "--sleep-mode", extra=sleepy) + model("plain")
+    with trio.fail_after(30):
+        async with open_swapd(config) as swapd, httpx.AsyncClient(base_url=swapd.url) as client:
+            not_ready = await client.post("/api/models/sleep/a")
+            assert not_ready.status_code == 409
+            assert "is stopped, not ready" in not_ready.json()["error"]["message"]
+            assert (await client.post("/api/models/load/a")).status_code == 200
+            pid = (await client.get("/running")).json()["running"][0]["pid"]
+
+            reply = await client.post("/api/models/sleep/a")
+            assert reply.status_code == 200
+            assert reply.json()["state"] == "asleep"
+            [entry] = (await client.get("/running")).json()["running"]
+            assert (entry["state"], entry["pid"]) == ("asleep", pid)
+            async with httpx.AsyncClient(base_url=entry["proxy"]) as direct:
+                assert (await direct.get("/is_sleeping")).json()["is_sleeping"] is True
+
+            reply = await client.post("/api/models/wake/a")
+            assert reply.status_code == 200
+            [entry] = (await client.get("/running")).json()["running"]
+            assert (entry["state"], entry["pid"]) == ("ready", pid)  # woken, not restarted
+
+            no_sleep = await client.post("/api/models/sleep/plain")
+            assert no_sleep.status_code == 409
+            assert "no sleep mode" in no_sleep.json()["error"]["message"]
+            assert (await client.post("/api/models/sleep/nope")).status_code == 404
+
+
 async def test_failed_wake_falls_back_to_a_cold_start() -> None:
     sleepy = "sleepEndpoints: [{endpoint: /sleep}]\nwakeEndpoints: [{endpoint: /wake_up}]"
     config = (

@@ -33,7 +33,7 @@ from swapd.config.model import Config, ModelConfig
 from swapd.core import policy
 from swapd.core.events import ModelStateChanged, RequestQueued
 from swapd.core.states import RUNNING, ModelState
-from swapd.errors import ModelNotFound, ModelUnavailable, QueueFull, StartFailed
+from swapd.errors import Conflict, ModelNotFound, ModelUnavailable, QueueFull, StartFailed
 from swapd.observe.bus import EventBus
 from swapd.supervise.instance import Launcher
 from swapd.supervise.runner import Runner
@@ -127,6 +127,7 @@ class Supervisor:
         self._slots: dict[str, _Slot] = {}
         self._nursery: trio.Nursery | None = None
         self._changed = trio.Event()
+        self._moved = trio.Event()  # set (and replaced) whenever a runner changes state
         self._closing = False
         self._tickets = 0
         self._set_groups(config)
@@ -308,6 +309,31 @@ class Supervisor:
         for event in stopped:
             await event.wait()
 
+    async def sleep(self, model_id: str) -> None:
+        """Put an idle, ready model to sleep now; return once it is asleep.
+
+        Raises Conflict when the model cannot sleep (no sleep mode), is not ready, or
+        has requests in flight or waiting. A failed sleep stops the model instead; its
+        state then says ``stopped`` and its ``last_error`` why."""
+        slot = self._slots.get(model_id)
+        if slot is None or slot.removed:
+            raise ModelNotFound(f"model '{model_id}' is not in the config")
+        runner = slot.runner
+        if not runner.spec.sleep_enabled:
+            raise Conflict(f"model '{model_id}' has no sleep mode configured")
+        if runner.state is S.ASLEEP:
+            return
+        if runner.state is not S.READY:
+            raise Conflict(f"model '{model_id}' is {runner.state.value}, not ready")
+        if slot.in_flight or slot.queue:
+            raise Conflict(
+                f"model '{model_id}' is busy ({slot.in_flight} in flight, "
+                f"{len(slot.queue)} waiting); try again when it is idle"
+            )
+        runner.sleep("requested")
+        while runner.state is S.SLEEP_PENDING:
+            await self._moved.wait()
+
     def kill_all(self) -> None:
         """SIGKILL every model's process group now (a second Ctrl-C)."""
         for slot in self._slots.values():
@@ -400,6 +426,8 @@ class Supervisor:
                 slot.retry_at = trio.current_time() + backoff
                 self._fail_queue(slot, error)
         self.bus.publish(change)
+        self._moved.set()
+        self._moved = trio.Event()
         self._kick()
 
     def _fail_queue(self, slot: _Slot, error: BaseException) -> None:

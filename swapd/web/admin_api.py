@@ -5,6 +5,9 @@
   each with its ``status`` (the model's state); metadata under ``meta.llamaswap``.
 - ``GET /running``: models with a process, with state, command, proxy and TTL.
 - ``POST /api/models/load/<model>``: start a model now; answers once it is ready.
+- ``POST /api/models/sleep/<model>``: put an idle ready model to sleep (``sleepMode``);
+  409 if it has no sleep mode, is not ready, or is busy. ``POST /api/models/wake/<model>``
+  wakes it (or starts it); answers once it is ready.
 - ``POST /api/models/unload/<model>``, ``POST /api/models/unload``, ``GET /unload``:
   stop one or all models now (in-flight requests are cut off).
 - ``GET /health`` (no auth), ``GET /api/version``, ``GET /`` → ``/ui/``.
@@ -113,6 +116,17 @@ def register(app: Quart, services: Services) -> None:
         await supervisor.load(model_id)
         return json_response(200, {"msg": "ok", "model": model_id, "state": "ready"})
 
+    async def sleep(model: str) -> Response:
+        model_id = local_model(model)
+        await supervisor.sleep(model_id)
+        state = supervisor.runner(model_id).state.value
+        return json_response(200, {"msg": "ok", "model": model_id, "state": state})
+
+    async def wake(model: str) -> Response:
+        model_id = local_model(model)
+        await supervisor.load(model_id)  # a request wakes an asleep model, or starts it
+        return json_response(200, {"msg": "ok", "model": model_id, "state": "ready"})
+
     async def unload_one(model: str) -> Response:
         await supervisor.unload(local_model(model))
         return Response("OK", content_type="text/plain; charset=utf-8")
@@ -141,6 +155,8 @@ def register(app: Quart, services: Services) -> None:
     app.add_url_rule("/running", "running", running, methods=["GET"])
     app.add_url_rule("/api/models/load/<path:model>", "load", load, methods=["POST"])
     app.add_url_rule("/api/models/unload/<path:model>", "unload-one", unload_one, methods=["POST"])
+    app.add_url_rule("/api/models/sleep/<path:model>", "sleep", sleep, methods=["POST"])
+    app.add_url_rule("/api/models/wake/<path:model>", "wake", wake, methods=["POST"])
     app.add_url_rule("/api/models/unload", "unload-all", unload_all_json, methods=["POST"])
     app.add_url_rule("/unload", "unload-all-text", unload_all_text, methods=["GET"])
     app.add_url_rule("/health", "health", health, methods=["GET"])

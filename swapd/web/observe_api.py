@@ -1,6 +1,9 @@
 """Observability routes: token metrics, Prometheus, logs.
 
 - ``GET /api/metrics``: stored token-metrics records, oldest first (``[]`` when none).
+- ``GET /api/captures/<id>``: the request/response capture of metrics record ``id``
+  (``captureBuffer`` > 0): headers (credentials redacted), bodies base64, the response
+  body decompressed. 400 for a non-numeric ID, 404 when not (or no longer) kept.
 - ``GET /metrics``: Prometheus text exposition (per-model state, requests, tokens,
   speeds, swaps and their durations, queue depth, crashes).
 - ``GET /logs``: the terminal's log history as text (browsers are sent to the UI).
@@ -37,6 +40,7 @@ from swapd.observe.logs import MUX, PROXY, UPSTREAM
 from swapd.observe.metrics import render_prometheus
 from swapd.observe.telemetry import MetricsRecorded
 from swapd.reload import ConfigReloaded, ConfigReloadStarted
+from swapd.web import problems
 from swapd.web.app import Services, json_response
 
 __all__ = ["register"]
@@ -65,6 +69,14 @@ def register(app: Quart, services: Services) -> None:
 
     async def token_metrics() -> Response:
         return json_response(200, [r.as_json() for r in telemetry.store.records()])
+
+    async def capture(capture_id: str) -> Response:
+        if not capture_id.isdigit():
+            return json_response(400, problems.openai_error(400, "invalid capture ID"))
+        found = telemetry.captures.get(int(capture_id))
+        if found is None:
+            return json_response(404, problems.openai_error(404, "capture not found"))
+        return json_response(200, found.as_json())
 
     async def prometheus() -> Response:
         for stat in services.supervisor.statistics():
@@ -104,18 +116,40 @@ def register(app: Quart, services: Services) -> None:
         return response
 
     def model_status() -> list[dict[str, Any]]:
+        """llama-swap's fields, then swapd's for the UI: ``group``, ``ttl`` (seconds, 0:
+        never), ``idleDeadline`` (epoch seconds when TTL unloads the idle model, else
+        null), ``pid``, ``port``, ``inFlight``, ``waiting``, ``lastError``, ``sleepable``."""
+        import time
+        from urllib.parse import urlsplit
+
         stats = {s.model: s for s in services.supervisor.statistics()}
+        to_epoch = time.time() - trio.current_time()
         entries = []
         for model_id in sorted(services.config.models):
             spec = services.config.models[model_id]
+            stat = stats[model_id]
+            try:
+                port = spec.port or urlsplit(spec.proxy).port
+            except ValueError:
+                port = None
+            deadline = stat.idle_deadline
             entries.append(
                 {
                     "id": model_id,
                     "name": spec.name,
                     "description": spec.description,
-                    "state": stats[model_id].state.value,
+                    "state": stat.state.value,
                     "unlisted": spec.unlisted,
                     "peerID": "",
+                    "group": stat.group,
+                    "ttl": max(spec.ttl, 0),
+                    "idleDeadline": None if deadline is None else round(deadline + to_epoch, 3),
+                    "pid": stat.pid,
+                    "port": port,
+                    "inFlight": stat.in_flight,
+                    "waiting": stat.waiting,
+                    "lastError": stat.last_error,
+                    "sleepable": spec.sleep_enabled,
                 }
             )
         for peer_id, peer in sorted(services.config.peers.items()):
@@ -212,6 +246,7 @@ def register(app: Quart, services: Services) -> None:
 
     app.add_url_rule("/api/events", "events", events, methods=["GET"])
     app.add_url_rule("/api/metrics", "token-metrics", token_metrics, methods=["GET"])
+    app.add_url_rule("/api/captures/<capture_id>", "capture", capture, methods=["GET"])
     app.add_url_rule("/metrics", "prometheus", prometheus, methods=["GET"])
     app.add_url_rule("/logs", "logs", logs, methods=["GET"])
     app.add_url_rule("/logs/stream", "logs-stream", stream, methods=["GET"])
