@@ -331,7 +331,10 @@ class Supervisor:
                 f"{len(slot.queue)} waiting); try again when it is idle"
             )
         runner.sleep("requested")
-        while runner.state is S.SLEEP_PENDING:
+        await self._wait_while(runner, S.SLEEP_PENDING)
+
+    async def _wait_while(self, runner: Runner, state: ModelState) -> None:
+        while runner.state is state:
             await self._moved.wait()
 
     def kill_all(self) -> None:
