@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 import trio
-from quart import Quart, Response, request
+from quart import Quart, Response, has_request_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -113,6 +113,10 @@ class _CleanupMiddleware:
                         await result
 
 
+def _current_path() -> str:
+    return request.path if has_request_context() else websocket.path
+
+
 def _is_anthropic(path: str) -> bool:
     return path.startswith("/v1/messages")
 
@@ -150,9 +154,18 @@ def create_app(services: Services) -> Quart:
             raise Unauthorized("unauthorized: invalid or missing API key")
         return None
 
+    @app.before_websocket
+    async def guard_websocket() -> None:
+        # Browsers cannot set headers on a WebSocket: the key may come as ?api_key=.
+        headers = list(websocket.headers.items())
+        if "api_key" in websocket.args:
+            headers.append(("x-api-key", websocket.args["api_key"]))
+        if not services.keys.allows(headers):
+            raise Unauthorized("unauthorized: invalid or missing API key")
+
     @app.errorhandler(SwapdError)
     async def swapd_error(exc: SwapdError) -> Response:
-        return error_response(exc, request.path)
+        return error_response(exc, _current_path())
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
@@ -162,14 +175,14 @@ def create_app(services: Services) -> Quart:
         )
         body = (
             problems.anthropic_error(status, message)
-            if _is_anthropic(request.path)
+            if _is_anthropic(_current_path())
             else problems.openai_error(status, message)
         )
         return json_response(status, body)
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
-        log.exception("unexpected error while handling %s %s", request.method, request.path)
+        log.exception("unexpected error while handling %s", _current_path())
         return json_response(500, problems.openai_error(500, "internal error in swapd"))
 
     from swapd.web import admin_api, config_api, inference, observe_api, ui_routes

@@ -21,16 +21,20 @@
   changes, and a ``: keep-alive`` comment every 15 s of silence. A client too slow to
   keep up (its bounded queue overflows) is disconnected rather than fed a gap; it
   reconnects and starts from a fresh snapshot.
+- ``GET /api/events/ws``: the same feed over a WebSocket, one text message per event
+  (the JSON envelope of an SSE ``data:`` line). The API key may be given as
+  ``?api_key=`` since browsers cannot set headers on a WebSocket.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import trio
-from quart import Quart, Response, redirect, request
+from quart import Quart, Response, redirect, request, websocket
 from werkzeug.wrappers.response import Response as Redirect
 
 from swapd.core.events import ModelPreloaded, ModelStateChanged
@@ -57,11 +61,14 @@ EVENT_QUEUE = 512  # events a client may fall behind by before it is disconnecte
 KEEP_ALIVE = 15.0
 
 
-def _sse(kind: str, data: object) -> bytes:
-    """llama-swap's framing: the inner data is JSON text inside a JSON string."""
+def _envelope(kind: str, data: object) -> str:
+    """llama-swap's envelope: the inner data is JSON text inside a JSON string."""
     inner = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    outer = json.dumps({"type": kind, "data": inner}, ensure_ascii=False, separators=(",", ":"))
-    return b"event:message\ndata:" + outer.encode() + b"\n\n"
+    return json.dumps({"type": kind, "data": inner}, ensure_ascii=False, separators=(",", ":"))
+
+
+def _sse(kind: str, data: object) -> bytes:
+    return b"event:message\ndata:" + _envelope(kind, data).encode() + b"\n\n"
 
 
 def register(app: Quart, services: Services) -> None:
@@ -169,68 +176,67 @@ def register(app: Quart, services: Services) -> None:
     def in_flight() -> dict[str, int]:
         return {"total": sum(s.in_flight for s in services.supervisor.statistics())}
 
-    async def events() -> Response:
-        queue: Subscription[bytes] = Subscription(EVENT_QUEUE)
+    @contextlib.contextmanager
+    def event_feed() -> Iterator[tuple[list[tuple[str, object]], Subscription[tuple[str, object]]]]:
+        """The snapshot a new client starts from, and the queue of what follows it."""
+        queue: Subscription[tuple[str, object]] = Subscription(EVENT_QUEUE)
 
         def on_bus(event: object) -> None:
             if isinstance(event, ModelStateChanged):
-                queue.put(_sse("modelStatus", model_status()))
-                queue.put(_sse("inflight", in_flight()))
+                queue.put(("modelStatus", model_status()))
+                queue.put(("inflight", in_flight()))
             elif isinstance(event, MetricsRecorded):
-                queue.put(_sse("metrics", [event.record.as_json()]))
-                queue.put(_sse("inflight", in_flight()))
+                queue.put(("metrics", [event.record.as_json()]))
+                queue.put(("inflight", in_flight()))
             elif isinstance(event, ConfigReloadStarted):
-                queue.put(_sse("configReload", {"state": "start", "trigger": event.trigger}))
+                queue.put(("configReload", {"state": "start", "trigger": event.trigger}))
             elif isinstance(event, ConfigReloaded):
-                queue.put(_sse("configReload", {"state": "end", **event.result.as_json()}))
-                queue.put(_sse("modelStatus", model_status()))
+                queue.put(("configReload", {"state": "end", **event.result.as_json()}))
+                queue.put(("modelStatus", model_status()))
             elif isinstance(event, ModelPreloaded):
-                queue.put(_sse("modelPreloaded", event.as_json()))
+                queue.put(("modelPreloaded", event.as_json()))
 
-        def on_log(source: str) -> Any:
+        def on_log(source: str) -> Callable[[bytes], None]:
             return lambda data: queue.put(
-                _sse("logData", {"data": data.decode("utf-8", "replace"), "source": source})
+                ("logData", {"data": data.decode("utf-8", "replace"), "source": source})
             )
 
+        logs = telemetry.logs
+        with (
+            services.bus.watch(on_bus),
+            logs.watch(PROXY, on_log(PROXY)),
+            logs.watch(UPSTREAM, on_log(UPSTREAM)),
+        ):
+            # The snapshot is taken with no checkpoint after the watchers are in place,
+            # so the live events that follow continue it without a gap.
+            snapshot: list[tuple[str, object]] = [
+                (
+                    "logData",
+                    {"data": logs.history(PROXY).decode("utf-8", "replace"), "source": PROXY},
+                ),
+                (
+                    "logData",
+                    {"data": logs.history(UPSTREAM).decode("utf-8", "replace"), "source": UPSTREAM},
+                ),
+                ("modelStatus", model_status()),
+                ("metrics", [r.as_json() for r in telemetry.store.records()]),
+                ("inflight", in_flight()),
+            ]
+            yield snapshot, queue
+
+    async def events() -> Response:
         async def body() -> AsyncIterator[bytes]:
-            logs = telemetry.logs
-            with (
-                services.bus.watch(on_bus),
-                logs.watch(PROXY, on_log(PROXY)),
-                logs.watch(UPSTREAM, on_log(UPSTREAM)),
-            ):
-                # The snapshot is taken with no checkpoint after the watchers are in
-                # place, so the live events that follow continue it without a gap.
-                yield b"".join(
-                    [
-                        _sse(
-                            "logData",
-                            {
-                                "data": logs.history(PROXY).decode("utf-8", "replace"),
-                                "source": PROXY,
-                            },
-                        ),
-                        _sse(
-                            "logData",
-                            {
-                                "data": logs.history(UPSTREAM).decode("utf-8", "replace"),
-                                "source": UPSTREAM,
-                            },
-                        ),
-                        _sse("modelStatus", model_status()),
-                        _sse("metrics", [r.as_json() for r in telemetry.store.records()]),
-                        _sse("inflight", in_flight()),
-                    ]
-                )
+            with event_feed() as (snapshot, queue):
+                yield b"".join(_sse(kind, data) for kind, data in snapshot)
                 while True:
                     with trio.move_on_after(KEEP_ALIVE) as idle:
-                        item = await queue.receive()
+                        kind, data = await queue.receive()
                     if idle.cancelled_caught:
                         yield b": keep-alive\n\n"
                         continue
                     if queue.dropped:
                         return  # fell behind: the client reconnects and gets a snapshot
-                    yield item
+                    yield _sse(kind, data)
 
         response = Response(
             body(),
@@ -244,7 +250,23 @@ def register(app: Quart, services: Services) -> None:
         response.timeout = None
         return response
 
+    async def events_ws() -> None:
+        """The same feed over a WebSocket: one text message per event, each the JSON
+        envelope an SSE ``data:`` line carries. A client too slow to keep up is closed
+        with 1013 (try again later)."""
+        await websocket.accept()
+        with event_feed() as (snapshot, queue):
+            for kind, data in snapshot:
+                await websocket.send(_envelope(kind, data))
+            while True:
+                kind, data = await queue.receive()
+                if queue.dropped:
+                    await websocket.close(1013, "too slow: reconnect for a fresh snapshot")
+                    return
+                await websocket.send(_envelope(kind, data))
+
     app.add_url_rule("/api/events", "events", events, methods=["GET"])
+    app.add_websocket("/api/events/ws", "events-ws", events_ws)
     app.add_url_rule("/api/metrics", "token-metrics", token_metrics, methods=["GET"])
     app.add_url_rule("/api/captures/<capture_id>", "capture", capture, methods=["GET"])
     app.add_url_rule("/metrics", "prometheus", prometheus, methods=["GET"])
