@@ -1,0 +1,119 @@
+// The live picture of swapd, fed by one /api/events stream for the whole page.
+//
+// Pages read `store` and `subscribe()` to hear what changed: 'models', 'metrics' (with
+// the new records, or `reset` after a reconnect's snapshot), 'log' ({source, text,
+// reset}), 'inflight', 'connection', 'configReload', 'modelPreloaded'.
+import {openEventStream} from './sse.js';
+
+const MAX_LOG = 256 * 1024; // characters kept per log source
+const MAX_METRICS = 1000;
+
+export const store = {
+  connection: 'connecting',
+  models: [], // modelStatus entries: local models first (sorted), then peers'
+  modelsAt: 0, // when the list arrived (ms), for countdowns
+  metrics: [], // token-metrics records, oldest first
+  logs: {proxy: '', upstream: ''},
+  inflight: 0,
+  requestEnded: {}, // model -> epoch seconds of its last finished request (seen live)
+  snapshot: false, // the current connection's snapshot has arrived
+};
+
+const listeners = new Set();
+
+export function subscribe(fn) {
+  listeners.add(fn);
+  return () => listeners.delete(fn);
+}
+
+function emit(kind, detail = null) {
+  for (const fn of [...listeners]) {
+    try {
+      fn(kind, detail);
+    } catch (error) {
+      console.error(error);
+    }
+  }
+}
+
+export function localModels() {
+  return store.models.filter((m) => !m.peerID);
+}
+
+export function peerModels() {
+  return store.models.filter((m) => m.peerID);
+}
+
+export function modelById(id) {
+  return store.models.find((m) => m.id === id && !m.peerID);
+}
+
+let fresh = new Set(); // kinds whose first message on this connection is a snapshot
+
+function onMessage({data}) {
+  let kind;
+  let payload;
+  try {
+    const outer = JSON.parse(data);
+    kind = outer.type;
+    payload = typeof outer.data === 'string' ? JSON.parse(outer.data) : outer.data;
+  } catch {
+    return;
+  }
+  const snapshot = fresh.delete(kind);
+  switch (kind) {
+    case 'modelStatus':
+      store.models = Array.isArray(payload) ? payload : [];
+      store.modelsAt = Date.now();
+      emit('models');
+      break;
+    case 'logData': {
+      const source = payload.source;
+      const reset = fresh.delete(`log:${source}`);
+      const text = (reset ? '' : store.logs[source] || '') + payload.data;
+      store.logs[source] = text.length > MAX_LOG ? text.slice(text.indexOf('\n', text.length - MAX_LOG) + 1) : text;
+      emit('log', {source, text: payload.data, reset});
+      break;
+    }
+    case 'metrics': {
+      const records = Array.isArray(payload) ? payload : [];
+      if (snapshot) {
+        store.metrics = records.slice(-MAX_METRICS);
+      } else {
+        store.metrics.push(...records);
+        if (store.metrics.length > MAX_METRICS) store.metrics.splice(0, store.metrics.length - MAX_METRICS);
+        const now = Date.now() / 1000;
+        for (const record of records) store.requestEnded[record.model] = now;
+      }
+      emit('metrics', {records, reset: snapshot});
+      break;
+    }
+    case 'inflight':
+      store.inflight = payload.total ?? 0;
+      if (snapshot) {
+        store.snapshot = true;
+        emit('snapshot');
+      }
+      emit('inflight');
+      break;
+    default:
+      emit(kind, payload);
+  }
+}
+
+let stream = null;
+
+export function startEvents() {
+  if (stream) return;
+  stream = openEventStream('/api/events', {
+    onOpen: () => {
+      fresh = new Set(['modelStatus', 'metrics', 'inflight', 'log:proxy', 'log:upstream']);
+      store.snapshot = false;
+    },
+    onEvent: onMessage,
+    onStatus: (status) => {
+      store.connection = status;
+      emit('connection', status);
+    },
+  });
+}

@@ -1,0 +1,50 @@
+// Small shared widgets: state badges, spinners, toasts, cards, empty states.
+import {h} from './dom.js';
+
+// State names as llama-swap sends them, and how the UI words them.
+const STATE_LABELS = {
+  sleepPending: 'going to sleep',
+  asleep: 'asleep',
+};
+const BUSY_STATES = new Set(['starting', 'stopping', 'sleepPending', 'waking']);
+
+export function stateBadge(state) {
+  const name = state || 'unknown';
+  return h(
+    'span',
+    {class: ['badge', `state-${name}`], dataset: {state: name}},
+    BUSY_STATES.has(name) ? h('span', {class: 'badge-pulse', 'aria-hidden': 'true'}) : null,
+    STATE_LABELS[name] || name,
+  );
+}
+
+export function spinner(label = '') {
+  return h('span', {class: 'spinner', role: 'status', 'aria-label': label || 'working'});
+}
+
+export function card(title, actions, ...body) {
+  return h(
+    'section',
+    {class: 'card'},
+    title || actions ? h('header', {class: 'card-head'}, h('h2', null, title), h('div', {class: 'card-actions'}, actions)) : null,
+    body,
+  );
+}
+
+export function empty(text) {
+  return h('div', {class: 'empty'}, text);
+}
+
+export function pageHead(title, subtitle, ...extra) {
+  return h('div', {class: 'page-head'}, h('div', null, h('h1', null, title), subtitle ? h('p', {class: 'muted'}, subtitle) : null), h('div', {class: 'page-tools'}, extra));
+}
+
+/** A message that fades after a few seconds (errors stay a little longer). */
+export function toast(message, kind = 'info') {
+  const box = document.getElementById('toasts');
+  if (!box) return;
+  const el = h('div', {class: ['toast', `toast-${kind}`], role: kind === 'error' ? 'alert' : 'status'}, message);
+  el.addEventListener('click', () => el.remove());
+  box.append(el);
+  setTimeout(() => el.remove(), kind === 'error' ? 8000 : 4000);
+}
