@@ -7,7 +7,8 @@ runs.
 SIGHUP (and ``--watch-config``, and ``POST /api/config/reload``) reloads the config file
 through ``reload.Reloader``; ``_LiveConfig`` is what a reload switches over.
 
-Shutdown order: stop accepting and drain HTTP (bounded), then stop every model in
+Shutdown order: stop accepting, answer requests still waiting for a model with 503 +
+``Retry-After``, let requests in flight finish (bounded), then stop every model in
 parallel (bounded), then the lifeline closes. A second SIGINT/SIGTERM kills every model
 process group at once.
 """
@@ -159,6 +160,7 @@ async def _run(
         if running.watch_config and source is not None:
             nursery.start_soon(watch_config_file, reloader)
         app = create_app(services)
+        nursery.start_soon(_refuse_new_at_shutdown, shutdown, supervisor)
         async with trio.open_nursery() as web:
             urls = await web.start(serve_http, app, host, port, shutdown)
             log.info("swapd listening on %s", ", ".join(urls))
@@ -199,6 +201,13 @@ class _LiveConfig:
     def preload(self, config: Config) -> None:
         for model_id in config.hooks.on_startup.preload:
             self.nursery.start_soon(_preload, self.services.supervisor, model_id)
+
+
+async def _refuse_new_at_shutdown(shutdown: trio.Event, supervisor: Supervisor) -> None:
+    # While hypercorn drains, a request still waiting for a model gets a clean 503
+    # instead of being cut when the drain ends.
+    await shutdown.wait()
+    supervisor.refuse_new()
 
 
 def _reload_source(config: Config) -> str | None:

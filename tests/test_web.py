@@ -453,3 +453,80 @@ async def test_every_json_inference_route_reaches_the_model() -> None:
                 files={"image": ("a.png", b"\x89PNG fake", "image/png")},
             )
             assert edit.status_code == 200, edit.text
+
+
+async def test_a_full_queue_answers_429_with_retry_after() -> None:
+    config = (
+        "maxQueuedRequests: 2\n"
+        "models:\n  slow:\n"
+        f"    cmd: {upstream_cmd('--model', 'slow', '--start-delay', '1.5')}\n"
+        "    proxy: http://127.0.0.1:${PORT}\n"
+    )
+    body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
+    with trio.fail_after(30):
+        async with (
+            open_swapd(config) as swapd,
+            httpx.AsyncClient(base_url=swapd.url, timeout=20) as client,
+            trio.open_nursery() as nursery,
+        ):
+            replies: list[httpx.Response] = []
+
+            async def send() -> None:
+                replies.append(await client.post("/v1/chat/completions", json=body))
+
+            for _ in range(2):
+                nursery.start_soon(send)
+            supervisor = swapd.services.supervisor
+            while supervisor.statistics()[0].waiting < 2:  # noqa: ASYNC110 - in-process state
+                await trio.sleep(0.01)
+            full = await client.post("/v1/chat/completions", json=body)
+            anthropic = await client.post(
+                "/v1/messages", json={"model": "slow", "max_tokens": 5, "messages": []}
+            )
+        # the two queued requests were served once the model was up
+        assert [r.status_code for r in replies] == [200, 200]
+    assert full.status_code == 429
+    assert full.headers["retry-after"] == "1"
+    assert full.json()["error"]["type"] == "rate_limit_error"
+    assert "too many requests are waiting for model 'slow'" in full.json()["error"]["message"]
+    assert anthropic.status_code == 429
+    assert anthropic.json()["type"] == "error"
+    assert anthropic.json()["error"]["type"] == "rate_limit_error"
+
+
+async def test_requests_waiting_at_shutdown_get_503_while_in_flight_ones_finish() -> None:
+    config = (
+        "models:\n  a:\n"
+        f"    cmd: {upstream_cmd('--model', 'a', '--chunks', '10', '--chunk-delay', '0.1')}\n"
+        "    proxy: http://127.0.0.1:${PORT}\n"
+        "  b:\n"
+        f"    cmd: {upstream_cmd('--model', 'b')}\n"
+        "    proxy: http://127.0.0.1:${PORT}\n"
+    )
+    stream_body = {"model": "a", "stream": True, "messages": []}
+    with trio.fail_after(30):
+        async with (
+            open_swapd(config) as swapd,
+            httpx.AsyncClient(base_url=swapd.url, timeout=20) as client,
+            client.stream("POST", "/v1/chat/completions", json=stream_body) as stream,
+            trio.open_nursery() as nursery,
+        ):
+            chunks = stream.aiter_raw()
+            received = await anext(chunks)
+            waiting: list[httpx.Response] = []
+
+            async def wait_for_b() -> None:  # b must wait: a is busy in the same swap group
+                waiting.append(await client.post("/v1/chat/completions", json={"model": "b"}))
+
+            nursery.start_soon(wait_for_b)
+            supervisor = swapd.services.supervisor
+            while not any(s.waiting for s in supervisor.statistics()):  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            swapd.stop()
+            async for chunk in chunks:
+                received += chunk
+    assert received.rstrip().endswith(b"data: [DONE]")  # the stream in flight finished
+    [refused] = waiting
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "5"
+    assert refused.json()["error"]["message"] == "swapd is shutting down"

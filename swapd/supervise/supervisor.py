@@ -169,10 +169,15 @@ class Supervisor:
         await self._nursery.start(runner.run)
         self._slots[model_id] = _Slot(runner=runner, group=self._group_of[model_id])
 
-    async def _stop_everything(self) -> None:
+    def refuse_new(self) -> None:
+        """Shutting down: fail waiting requests and refuse new ones (503 with Retry-After)
+        at once, while requests in flight finish."""
         self._closing = True
         for slot in self._slots.values():
             self._fail_queue(slot, ModelUnavailable("swapd is shutting down", retry_after=5))
+
+    async def _stop_everything(self) -> None:
+        self.refuse_new()
         with trio.move_on_after(self._shutdown_timeout):
             async with trio.open_nursery() as nursery:
                 for slot in self._slots.values():
