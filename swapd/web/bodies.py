@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import collapse_rfc2231_value
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "extract_model",
@@ -245,8 +244,6 @@ def rewrite_json_body(
 
 # --- multipart/form-data -----------------------------------------------------------------
 
-_PADDING = re.compile(rb"[ \t]*")
-
 
 @dataclass(frozen=True, slots=True)
 class _Field:
@@ -269,13 +266,23 @@ def _boundary(content_type: str) -> bytes:
     return boundary.encode("ascii")
 
 
-def _after_delimiter(body: bytes, i: int) -> tuple[bool, int, bytes] | None:
+class ByteSource(Protocol):
+    """What the multipart scanner reads: ``bytes``, or a mapped file (``upload.py``)."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: slice, /) -> bytes: ...
+    def find(self, sub: bytes, start: int = ..., end: int = ..., /) -> int: ...
+    def startswith(self, prefix: bytes, start: int = ..., end: int = ..., /) -> bool: ...
+
+
+def _after_delimiter(body: ByteSource, i: int) -> tuple[bool, int, bytes] | None:
     """Just after ``--boundary`` at ``i``: ``(closing, next part start, line ending)``, or
     ``None`` when these bytes only start with the boundary text and are content."""
     if body.startswith(b"--", i):
         return True, i + 2, b""
-    padding = _PADDING.match(body, i)
-    j = padding.end() if padding else i
+    j = i
+    while body.startswith(b" ", j) or body.startswith(b"\t", j):
+        j += 1
     if body.startswith(b"\r\n", j):
         return False, j + 2, b"\r\n"
     if body.startswith(b"\n", j):
@@ -283,8 +290,12 @@ def _after_delimiter(body: bytes, i: int) -> tuple[bool, int, bytes] | None:
     return None
 
 
-def _model_fields(content_type: str, body: bytes) -> tuple[bytes, list[_Field]]:
-    """The boundary and every ``model`` value field (not file) of a form, in body order."""
+def _model_fields(
+    content_type: str, body: ByteSource, *, partial: bool = False
+) -> tuple[bytes, list[_Field]]:
+    """The boundary and every ``model`` value field (not file) of a form, in body order.
+
+    ``partial``: ``body`` is the start of a form; the fields of its complete parts."""
     dash = b"--" + _boundary(content_type)
     candidates = [0] if body.startswith(dash) else []
     search = 0
@@ -306,6 +317,8 @@ def _model_fields(content_type: str, body: bytes) -> tuple[bytes, list[_Field]]:
         search = start
         while True:
             end = body.find(delimiter, search)
+            if end < 0 and partial:
+                return dash, fields
             if end < 0:
                 raise ValueError("multipart body has no closing boundary")
             after = _after_delimiter(body, end + len(delimiter))
@@ -319,7 +332,7 @@ def _model_fields(content_type: str, body: bytes) -> tuple[bytes, list[_Field]]:
     return dash, fields
 
 
-def _model_field(body: bytes, start: int, end: int, nl: bytes) -> _Field | None:
+def _model_field(body: ByteSource, start: int, end: int, nl: bytes) -> _Field | None:
     """The part ``body[start:end]`` as a ``model`` value field, else ``None``."""
     if body.startswith(nl, start, end):
         return None  # no headers, so no name

@@ -37,6 +37,7 @@ from swapd.web.app import Services, register_cleanup
 from swapd.web.auth import strip_credentials
 from swapd.web.forward import Exchange, request_headers
 from swapd.web.loading import loading_stream
+from swapd.web.upload import read_upload
 
 __all__ = ["JSON_ROUTES", "MULTIPART_ROUTES", "register"]
 
@@ -94,25 +95,25 @@ def register(app: Quart, services: Services) -> None:
         return await _forward(services, route, body)
 
     async def multipart_inference() -> Response:
-        body = await request.get_data(cache=False)
-        assert isinstance(body, bytes)
         content_type = request.headers.get("content-type", "")
         try:
-            form_model = bodies.parse_multipart_model(content_type, body)
+            upload = await read_upload(content_type, request.body)
         except ValueError as exc:
             raise BadRequest(f"error parsing multipart form: {exc}") from None
+        register_cleanup(upload.close)
+        form_model = upload.model
         name = request.args.get("model") or form_model
         if not name:
             raise BadRequest("missing or invalid 'model' parameter in form data")
         route = _resolve(services, name)
-        headers_override: str | None = None
+        new_name = None
         if route.kind == "local":
             new_name = services.config.models[route.target].use_model_name or name
-            if form_model is not None and new_name != form_model:
-                headers_override, body = bodies.rewrite_multipart_model(
-                    content_type, body, new_name
-                )
-        return await _forward(services, route, body, content_type=headers_override)
+        try:
+            body = upload.body(new_name if form_model is not None else None)
+        except ValueError as exc:
+            raise BadRequest(f"cannot rewrite the form's model field: {exc}") from None
+        return await _forward(services, route, body)
 
     async def query_inference() -> Response:
         name = request.args.get("model")
@@ -278,7 +279,6 @@ async def _forward(
     content: bytes | AsyncIterator[bytes] | None,
     *,
     path: str | None = None,
-    content_type: str | None = None,
 ) -> Response:
     started = trio.current_time()
     headers = _client_headers(services)
@@ -294,9 +294,6 @@ async def _forward(
         if peer.api_key:
             headers = strip_credentials(headers)
             headers += [("authorization", f"Bearer {peer.api_key}"), ("x-api-key", peer.api_key)]
-    if content_type is not None:
-        headers = [(n, v) for n, v in headers if n.lower() != "content-type"]
-        headers.append(("content-type", content_type))
     upstream_headers = request_headers(headers, client_ip=request.remote_addr)
     target = _target(path)
     exchange = await services.forwarder.open(
