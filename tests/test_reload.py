@@ -324,3 +324,58 @@ async def test_preload_reports_success_and_failure_as_events(tmp_path: Path) -> 
     assert preloads["good"].success is True
     assert preloads["bad"].success is False
     assert "exited" in (preloads["bad"].error or "")
+
+
+def test_sighup_reloads_a_running_daemon(tmp_path: Path) -> None:
+    """swapd as users run it: edit the file, ``kill -HUP``, the new model is served and
+    the running one keeps its process."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    base = free_port_base()
+    config = ConfigFile(tmp_path / "swapd.yaml", f"startPort: {base + 1}\n")
+    config.write(model_yaml("a"), together=("a",))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "swapd",
+            "--config",
+            str(config.path),
+            "--listen",
+            f"127.0.0.1:{base}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{base}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.post(f"{url}/api/models/load/a", timeout=20).raise_for_status()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "swapd did not come up"
+                time.sleep(0.1)
+        pid = httpx.get(f"{url}/running").json()["running"][0]["pid"]
+
+        config.write(model_yaml("a") + model_yaml("b"), together=("a", "b"))
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{url}/api/config").json()["last_reload"] is None:
+            assert time.monotonic() < deadline, "no reload after SIGHUP"
+            time.sleep(0.05)
+        last = httpx.get(f"{url}/api/config").json()["last_reload"]
+        assert (last["ok"], last["trigger"], last["added"]) == (True, "SIGHUP", ["b"])
+        reply = httpx.post(f"{url}/v1/chat/completions", json=chat("b"), timeout=20)
+        assert reply.status_code == 200
+        running = {r["model"]: r["pid"] for r in httpx.get(f"{url}/running").json()["running"]}
+        assert running["a"] == pid
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=30)
+    assert b"received SIGHUP, reloading the configuration" in output
+    assert b"configuration reloaded (SIGHUP): added b" in output
