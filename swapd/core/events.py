@@ -8,7 +8,7 @@ import attrs
 
 from swapd.core.states import ModelState
 
-__all__ = ["BusEvent", "ModelPreloaded", "ModelStateChanged", "RequestQueued"]
+__all__ = ["BusEvent", "ModelPreloaded", "ModelRestart", "ModelStateChanged", "RequestQueued"]
 
 
 @attrs.frozen(kw_only=True)
@@ -63,4 +63,25 @@ class ModelPreloaded:
         return {"model": self.model, "success": self.success, "error": self.error}
 
 
-BusEvent = ModelStateChanged | RequestQueued | ModelPreloaded
+@attrs.frozen(kw_only=True)
+class ModelRestart:
+    """A kept model crashed: a restart is ``scheduled`` in ``delay`` s, or swapd ``gaveUp``."""
+
+    kind = "modelRestart"
+    model: str
+    state: str  # "scheduled" | "gaveUp"
+    crashes: int  # within the restart window
+    delay: float | None = None
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "state": self.state,
+            "crashes": self.crashes,
+            "delay": self.delay,
+            "error": self.error,
+        }
+
+
+BusEvent = ModelStateChanged | RequestQueued | ModelPreloaded | ModelRestart

@@ -31,7 +31,8 @@ import trio
 from swapd.config.diff import ConfigDiff
 from swapd.config.model import Config, ModelConfig
 from swapd.core import policy
-from swapd.core.events import ModelStateChanged, RequestQueued
+from swapd.core.events import ModelRestart, ModelStateChanged, RequestQueued
+from swapd.core.restart import CrashHistory
 from swapd.core.states import RUNNING, ModelState
 from swapd.errors import Conflict, ModelNotFound, ModelUnavailable, QueueFull, StartFailed
 from swapd.observe.bus import EventBus
@@ -86,6 +87,8 @@ class _Slot:
     # A reload changed the process settings: restart with this spec once idle.
     next_spec: ModelConfig | None = None
     removed: bool = False  # a reload removed the model: stop it once idle, then forget it
+    crashes: CrashHistory = attrs.field(factory=CrashHistory)  # kept models only
+    restart: trio.CancelScope | None = None  # a scheduled restart (an unload cancels it)
 
     @property
     def retiring(self) -> bool:
@@ -103,6 +106,8 @@ class ModelStatistics:
     launches: int
     last_error: str | None
     idle_deadline: float | None  # when TTL will unload it, in trio time
+    crashes: int = 0  # recent crashes of a kept model (see core/restart.py)
+    gave_up: bool = False  # a kept model crashed too often; not restarted until asked for
 
 
 class Supervisor:
@@ -268,6 +273,11 @@ class Supervisor:
         slot = self._slots.get(model_id)
         if slot is None or slot.removed:
             raise ModelNotFound(f"model '{model_id}' is not in the config")
+        if slot.crashes.gave_up:  # asked for again: try afresh
+            slot.crashes.reset()
+        return await self._acquire(slot, model_id)
+
+    async def _acquire(self, slot: _Slot, model_id: str) -> Lease:
         self._check_admissible(slot)
         if len(slot.queue) >= self._queue_limit:
             raise QueueFull(
@@ -306,7 +316,10 @@ class Supervisor:
         targets = [model_id] if model_id is not None else list(self._slots)
         stopped = []
         for target in targets:
-            runner = self._slots[target].runner
+            slot = self._slots[target]
+            if slot.restart is not None:
+                slot.restart.cancel(reason="unloaded")  # an unload is meant to last
+            runner = slot.runner
             runner.stop("unloaded")
             # Wait for *this* stop only: a request may start the model again meanwhile.
             stopped.append(runner.stopped)
@@ -433,10 +446,52 @@ class Supervisor:
                 backoff = min(BACKOFF_FIRST * 2 ** (slot.failures - 1), BACKOFF_MAX)
                 slot.retry_at = trio.current_time() + backoff
                 self._fail_queue(slot, error)
+            if change.new is S.STOPPED and error is not None and self._kept(change.model):
+                self._crashed(slot, error)
         self.bus.publish(change)
         self._moved.set()
         self._moved = trio.Event()
         self._kick()
+
+    # --- keeping persistent and preloaded models up ------------------------------------
+
+    def _kept(self, model_id: str) -> bool:
+        """Brought up without a request, so swapd brings it back after a crash."""
+        group = self._groups.get(self._group_of.get(model_id, ""))
+        persistent = group is not None and group.persistent
+        return persistent or model_id in self.config.hooks.on_startup.preload
+
+    def _crashed(self, slot: _Slot, error: StartFailed) -> None:
+        if self._closing or slot.retiring or self._nursery is None:
+            return
+        model_id = slot.runner.model_id
+        delay = slot.crashes.crashed(trio.current_time())
+        count = slot.crashes.count
+        if delay is None:
+            self.bus.publish(
+                ModelRestart(model=model_id, state="gaveUp", crashes=count, error=str(error))
+            )
+            return
+        delay = max(delay, slot.retry_at - trio.current_time())
+        self.bus.publish(
+            ModelRestart(
+                model=model_id, state="scheduled", crashes=count, delay=delay, error=str(error)
+            )
+        )
+        self._nursery.start_soon(self._restart, slot, delay)
+
+    async def _restart(self, slot: _Slot, delay: float) -> None:
+        with trio.CancelScope() as slot.restart:
+            await trio.sleep(delay)
+            if self._slots.get(slot.runner.model_id) is not slot or slot.crashes.gave_up:
+                return
+            if slot.runner.state is not S.STOPPED:
+                return  # a request started it meanwhile
+            try:
+                lease = await self._acquire(slot, slot.runner.model_id)
+            except (StartFailed, ModelUnavailable, QueueFull):
+                return  # a failed start is counted as a crash by _runner_changed
+            lease.release()
 
     def _fail_queue(self, slot: _Slot, error: BaseException) -> None:
         while slot.queue:
@@ -466,6 +521,8 @@ class Supervisor:
                     launches=runner.launches,
                     last_error=runner.last_error,
                     idle_deadline=slot.last_used + ttl if ttl > 0 and idle else None,
+                    crashes=slot.crashes.count,
+                    gave_up=slot.crashes.gave_up,
                 )
             )
         return result

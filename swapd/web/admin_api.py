@@ -3,7 +3,8 @@
 - ``GET /v1/models``, ``GET /models``: OpenAI-style list of local models (``unlisted``
   hidden; aliases too with ``includeAliasesInList``) and peers' models, sorted by ID,
   each with its ``status`` (the model's state); metadata under ``meta.llamaswap``.
-- ``GET /running``: models with a process, with state, command, proxy and TTL.
+- ``GET /running``: models with a process, with state, command, proxy and TTL; also a
+  persistent or preloaded model swapd gave up restarting (``"state": "failed"``).
 - ``POST /api/models/load/<model>``: start a model now; answers once it is ready.
 - ``POST /api/models/sleep/<model>``: put an idle ready model to sleep (``sleepMode``);
   409 if it has no sleep mode, is not ready, or is busy. ``POST /api/models/wake/<model>``
@@ -92,13 +93,16 @@ def register(app: Quart, services: Services) -> None:
         stats = {s.model: s for s in supervisor.statistics()}
         entries = []
         for model_id, stat in sorted(stats.items()):
-            if stat.state not in RUNNING:
+            if stat.state not in RUNNING and not stat.gave_up:
                 continue
             spec = supervisor.runner(model_id).spec  # a model a reload removed may drain
             entries.append(
                 {
                     "model": model_id,
-                    "state": stat.state.value,
+                    # a kept model that crashed too often is listed as failed
+                    "state": "failed" if stat.gave_up else stat.state.value,
+                    "crashes": stat.crashes,
+                    "lastError": stat.last_error,
                     "cmd": spec.cmd,
                     "proxy": spec.proxy,
                     "ttl": spec.ttl,

@@ -16,7 +16,9 @@
   text), ``metrics`` (token-metrics records) and ``inflight``; swapd adds
   ``configReload`` (``{"state": "start", "trigger"}``, then ``{"state": "end", "ok",
   "error", "added", "removed", "changed", "updated", "unchanged", ...}``, followed by a
-  fresh ``modelStatus``) and ``modelPreloaded`` (``{"model", "success", "error"}``).
+  fresh ``modelStatus``), ``modelPreloaded`` (``{"model", "success", "error"}``) and
+  ``modelRestart`` (a kept model crashed: ``{"model", "state": "scheduled"|"gaveUp",
+  "crashes", "delay", "error"}``).
   On connect: the log histories, the model list, all stored metrics, the in-flight count; then live
   changes, and a ``: keep-alive`` comment every 15 s of silence. A client too slow to
   keep up (its bounded queue overflows) is disconnected rather than fed a gap; it
@@ -37,7 +39,7 @@ import trio
 from quart import Quart, Response, redirect, request, websocket
 from werkzeug.wrappers.response import Response as Redirect
 
-from swapd.core.events import ModelPreloaded, ModelStateChanged
+from swapd.core.events import ModelPreloaded, ModelRestart, ModelStateChanged
 from swapd.errors import BadRequest
 from swapd.observe.bus import Subscription
 from swapd.observe.logs import MUX, PROXY, UPSTREAM
@@ -193,8 +195,8 @@ def register(app: Quart, services: Services) -> None:
             elif isinstance(event, ConfigReloaded):
                 queue.put(("configReload", {"state": "end", **event.result.as_json()}))
                 queue.put(("modelStatus", model_status()))
-            elif isinstance(event, ModelPreloaded):
-                queue.put(("modelPreloaded", event.as_json()))
+            elif isinstance(event, ModelPreloaded | ModelRestart):
+                queue.put((event.kind, event.as_json()))
 
         def on_log(source: str) -> Callable[[bytes], None]:
             return lambda data: queue.put(
