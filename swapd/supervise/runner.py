@@ -61,7 +61,7 @@ class Runner:
         self.launches = 0
         self.last_error: str | None = None
         self._launcher = launcher
-        self._health_timeout = health_timeout
+        self.health_timeout = health_timeout
         self._on_change = on_change
         self._nursery: trio.Nursery | None = None
         self._instance: Instance | None = None
@@ -178,7 +178,7 @@ class Runner:
             self._op = scope
             try:
                 instance = await self._nursery.start(self._life)
-                with trio.fail_after(self._health_timeout):
+                with trio.fail_after(self.health_timeout):
                     await instance.wait_healthy()
             except StartFailed as exc:
                 self._start_failed(exc)
@@ -187,7 +187,7 @@ class Runner:
                 self._start_failed(
                     StartFailed(
                         self.model_id,
-                        f"not healthy after {self._health_timeout:g}s",
+                        f"not healthy after {self.health_timeout:g}s",
                         phase="health",
                         log_tail=self.log_tail()[-5:],
                     )

@@ -216,6 +216,7 @@ class Supervisor:
         self._queue_limit = config.max_queued_requests
         self._launcher.reconfigure(config)
         for model_id, slot in self._slots.items():
+            slot.runner.health_timeout = config.health_check_timeout
             if model_id in config.models:
                 slot.group = self._group_of[model_id]
             elif slot.group not in self._groups:  # draining out of a group that is gone
