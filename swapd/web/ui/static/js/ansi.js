@@ -54,7 +54,7 @@ function styled(text, state) {
   if (state.dim) classes.push('ansi-dim');
   if (state.italic) classes.push('ansi-italic');
   if (state.underline) classes.push('ansi-underline');
-  span.className = classes.join(' ');
+  if (classes.length) span.className = classes.join(' ');
   return span;
 }
 

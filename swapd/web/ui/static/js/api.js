@@ -38,7 +38,9 @@ export async function api(path, init = {}) {
     const used = apiKey();
     const headers = new Headers(init.headers || {});
     if (used) headers.set('Authorization', `Bearer ${used}`);
-    const response = await fetch(path, {...init, headers});
+    // credentials: 'omit' keeps the browser from answering swapd's `WWW-Authenticate: Basic`
+    // with its own login prompt: the key form below asks instead.
+    const response = await fetch(path, {...init, headers, credentials: 'omit'});
     if (response.status !== 401) return response;
     await response.body?.cancel();
     if (apiKey() === used) await askForKey(used ? 'That key was not accepted. Try another one.' : '');

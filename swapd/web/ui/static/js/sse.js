@@ -1,6 +1,6 @@
 // Server-sent events without EventSource (which cannot send an Authorization header),
 // and long-lived text streams that come back after a drop.
-import {api, textChunks} from './api.js';
+import {api, errorMessage, textChunks} from './api.js';
 
 /**
  * An SSE parser (the WHATWG rules): feed it text in any chunking, it calls
@@ -59,7 +59,8 @@ const MAX_DELAY = 15000;
  * doubling up to 15 s; back to 0.5 s once a connection delivered data).
  * `onOpen()` runs on every (re)connection, before its first chunk, so a view can drop
  * what the previous connection showed (swapd replays the history). `onStatus(s)` gets
- * 'connecting', 'open' or 'retrying'. Returns `{close()}`.
+ * 'connecting', 'open', 'retrying', or ('failed', message) after a 4xx answer (then it stops).
+ * Returns `{close()}`.
  */
 export function openStream(path, {onOpen = () => {}, onText, onStatus = () => {}}) {
   const controller = new AbortController();
@@ -70,6 +71,10 @@ export function openStream(path, {onOpen = () => {}, onText, onStatus = () => {}
       onStatus('connecting');
       try {
         const response = await api(path, {signal: controller.signal, headers: {accept: 'text/event-stream, text/plain'}});
+        if (response.status >= 400 && response.status < 500 && response.status !== 429) {
+          onStatus('failed', await errorMessage(response)); // asking again would not help
+          return;
+        }
         if (!response.ok) throw new Error(`${response.status}`);
         onStatus('open');
         onOpen();

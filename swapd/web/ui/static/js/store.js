@@ -3,6 +3,7 @@
 // Pages read `store` and `subscribe()` to hear what changed: 'models', 'metrics' (with
 // the new records, or `reset` after a reconnect's snapshot), 'log' ({source, text,
 // reset}), 'inflight', 'connection', 'configReload', 'modelPreloaded'.
+import {api} from './api.js';
 import {openEventStream} from './sse.js';
 
 const MAX_LOG = 256 * 1024; // characters kept per log source
@@ -84,6 +85,7 @@ function onMessage({data}) {
         if (store.metrics.length > MAX_METRICS) store.metrics.splice(0, store.metrics.length - MAX_METRICS);
         const now = Date.now() / 1000;
         for (const record of records) store.requestEnded[record.model] = now;
+        refreshCountsSoon();
       }
       emit('metrics', {records, reset: snapshot});
       break;
@@ -99,6 +101,32 @@ function onMessage({data}) {
     default:
       emit(kind, payload);
   }
+}
+
+// swapd sends model status and in-flight counts when a model changes state, not when a
+// request ends; so after a request ends (its metrics record arrives), read the counts
+// from /running once, shortly after.
+let refreshTimer = null;
+
+function refreshCountsSoon() {
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(async () => {
+    try {
+      const response = await api('/running');
+      if (!response.ok) return;
+      const running = new Map((await response.json()).running.map((r) => [r.model, r]));
+      for (const model of localModels()) {
+        const entry = running.get(model.id);
+        model.inFlight = entry?.inFlight ?? 0;
+        model.waiting = entry?.waiting ?? 0;
+      }
+      store.inflight = localModels().reduce((total, m) => total + (m.inFlight || 0), 0);
+      emit('models');
+      emit('inflight');
+    } catch {
+      // the event stream reports connection trouble
+    }
+  }, 300);
 }
 
 let stream = null;

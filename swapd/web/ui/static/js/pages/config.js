@@ -83,6 +83,9 @@ export function mount(root) {
       if (response.ok) {
         const result = await response.json();
         toast(`Config reloaded: ${[`${result.added?.length || 0} added`, `${result.removed?.length || 0} removed`, `${result.changed?.length || 0} changed`].join(', ')}`, 'ok');
+      } else if (response.status === 400) {
+        await response.body?.cancel();
+        toast('Config not reloaded: the file has problems (see Last reload). Nothing changed.', 'error');
       } else {
         toast(await errorMessage(response), 'error');
       }

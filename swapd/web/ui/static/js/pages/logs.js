@@ -62,7 +62,8 @@ class LogView {
     // a carriage return redraws the line (progress bars): keep what was drawn last
     const text = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
     const shown = text.slice(text.lastIndexOf('\r') + 1);
-    return h('div', {class: 'log-line'}, ansiToNodes(shown, state), shown === '' ? '\u200b' : null);
+    const level = /^(?:\S+ )?\[(WARN|ERROR)\]/.exec(shown)?.[1]; // swapd's own warnings
+    return h('div', {class: ['log-line', level && `log-${level.toLowerCase()}`]}, ansiToNodes(shown, state), shown === '' ? '\u200b' : null);
   }
 
   draw(raw) {
@@ -192,9 +193,10 @@ export function mount(root, params) {
     stream = openStream(`/logs/stream/${encodeURIComponent(name).replace(/%2F/g, '/')}`, {
       onOpen: () => view.clear(), // a reconnection replays the history
       onText: (text) => view.write(text),
-      onStatus: (s) => {
+      onStatus: (s, message) => {
         conn.dataset.state = s;
         conn.textContent = {open: '● live', connecting: '○ connecting', retrying: '○ reconnecting'}[s] || s;
+        if (message) view.write(`\x1b[31m${message}\x1b[0m\n`);
       },
     });
   }

@@ -36,7 +36,7 @@ function ttlCell(model) {
 
 async function act(model, action) {
   pending.set(model.id, action);
-  rerender();
+  render();
   try {
     const response = await api(`/api/models/${action}/${encodeURIComponent(model.id).replace(/%2F/g, '/')}`, {method: 'POST'});
     if (!response.ok) throw new Error(await errorMessage(response));
@@ -45,7 +45,7 @@ async function act(model, action) {
     toast(`${action} ${model.id}: ${error.message}`, 'error');
   } finally {
     pending.delete(model.id);
-    rerender();
+    render();
   }
 }
 
@@ -54,7 +54,7 @@ function actions(model) {
   const button = (action, label, kind = '') =>
     h(
       'button',
-      {type: 'button', class: ['btn', 'btn-small', kind], disabled: Boolean(busy), dataset: {action}, onclick: () => act(model, action)},
+      {type: 'button', class: ['btn', 'btn-small', kind], disabled: busy === action, dataset: {action}, onclick: () => act(model, action)},
       busy === action ? spinner(label) : null,
       label,
     );
@@ -153,8 +153,6 @@ function summary() {
   const peers = peerModels().length;
   parts.summary.textContent = `${all.length} local · ${running} running · ${store.inflight} in flight${peers ? ` · ${peers} on peers` : ''}`;
 }
-
-const rerender = render;
 
 function tick() {
   for (const [cell, model] of ttlCells.values()) {
