@@ -57,7 +57,11 @@ async def test_snapshot_then_state_changes_in_order() -> None:
             while not any(kind == "metrics" for kind, _ in seen):
                 seen.append(decode(await ws.get_message()))
     states = [data[0]["state"] for kind, data in seen if kind == "modelStatus"]  # type: ignore[index]
-    assert states == ["starting", "ready"]
+    # request counts refresh the status too: the states, without repeats, in order
+    assert [s for i, s in enumerate(states) if i == 0 or states[i - 1] != s] == [
+        "starting",
+        "ready",
+    ]
     [metrics] = [data for kind, data in seen if kind == "metrics"]
     assert metrics[0]["model"] == "m1"  # type: ignore[index]
 
@@ -119,3 +123,34 @@ async def test_a_slow_subscriber_is_dropped_without_slowing_anyone() -> None:
             assert closed.value.reason.code == 1013
     del slow, fast, closed
     gc.collect()  # the client's leaked socket is reported here, under this test's filter
+
+
+async def test_request_counts_refresh_and_the_stream_ends_at_shutdown() -> None:
+    slow = (
+        "models:\n  m1:\n"
+        f"    cmd: {upstream_cmd('--model', 'm1', '--chunks', '10', '--chunk-delay', '0.1')}\n"
+        "    proxy: http://127.0.0.1:${PORT}\n"
+    )
+    with trio.fail_after(30):
+        async with (
+            open_swapd(slow) as swapd,
+            httpx.AsyncClient(base_url=swapd.url, timeout=20) as client,
+            open_websocket_url(ws_url(swapd.url)) as ws,
+        ):
+            for _ in range(5):
+                await ws.get_message()
+            reply = await client.post("/v1/chat/completions", json={"model": "m1", "stream": True})
+            assert reply.status_code == 200  # a second of streaming: seen in flight
+            inflight: list[int] = []
+            while 1 not in inflight or inflight[-1] != 0:  # seen in flight, then done
+                kind, data = decode(await ws.get_message())
+                if kind == "inflight":
+                    inflight.append(data["total"])  # type: ignore[index]
+            swapd.stop()
+            with trio.fail_after(3):  # at once, not after the 5 s drain
+                with pytest.raises(ConnectionClosed) as closed:  # noqa: PT012
+                    while True:
+                        await ws.get_message()
+            assert closed.value.reason.code == 1001
+    del ws, closed
+    gc.collect()

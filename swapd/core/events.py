@@ -8,7 +8,15 @@ import attrs
 
 from swapd.core.states import ModelState
 
-__all__ = ["BusEvent", "ModelPreloaded", "ModelRestart", "ModelStateChanged", "RequestQueued"]
+__all__ = [
+    "BusEvent",
+    "ModelPreloaded",
+    "ModelRestart",
+    "ModelStateChanged",
+    "RequestQueued",
+    "RequestsChanged",
+    "ShuttingDown",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -84,4 +92,31 @@ class ModelRestart:
         }
 
 
-BusEvent = ModelStateChanged | RequestQueued | ModelPreloaded | ModelRestart
+@attrs.frozen(kw_only=True)
+class RequestsChanged:
+    """A request to ``model`` was admitted, finished, or gave up waiting."""
+
+    kind = "requests"
+    model: str
+    in_flight: int
+    waiting: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"model": self.model, "inFlight": self.in_flight, "waiting": self.waiting}
+
+
+@attrs.frozen
+class ShuttingDown:
+    """swapd stopped taking requests; live streams end now."""
+
+    kind = "shutdown"
+
+
+BusEvent = (
+    ModelStateChanged
+    | RequestQueued
+    | RequestsChanged
+    | ModelPreloaded
+    | ModelRestart
+    | ShuttingDown
+)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import attrs
 
 from swapd.config.model import Config
-from swapd.core.events import ModelStateChanged, RequestQueued
+from swapd.core.events import ModelStateChanged, RequestQueued, ShuttingDown
 from swapd.core.states import ModelState
 from swapd.observe.bus import EventBus
 from swapd.observe.captures import CaptureRecorder, CaptureStore
@@ -77,6 +77,8 @@ class Telemetry:
                 self.prometheus.observe_crash(event.model)
         elif isinstance(event, RequestQueued):
             self.prometheus.set_queue_depth(event.model, event.depth)
+        elif isinstance(event, ShuttingDown):
+            self.logs.close()  # live log streams end now, not when the drain times out
 
     def request_finished(
         self,

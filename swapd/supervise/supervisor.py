@@ -31,7 +31,13 @@ import trio
 from swapd.config.diff import ConfigDiff
 from swapd.config.model import Config, ModelConfig
 from swapd.core import policy
-from swapd.core.events import ModelRestart, ModelStateChanged, RequestQueued
+from swapd.core.events import (
+    ModelRestart,
+    ModelStateChanged,
+    RequestQueued,
+    RequestsChanged,
+    ShuttingDown,
+)
 from swapd.core.restart import CrashHistory
 from swapd.core.states import RUNNING, ModelState
 from swapd.errors import Conflict, ModelNotFound, ModelUnavailable, QueueFull, StartFailed
@@ -174,10 +180,17 @@ class Supervisor:
         await self._nursery.start(runner.run)
         self._slots[model_id] = _Slot(runner=runner, group=self._group_of[model_id])
 
+    @property
+    def closing(self) -> bool:
+        """swapd is shutting down: no new requests are taken."""
+        return self._closing
+
     def refuse_new(self) -> None:
         """Shutting down: fail waiting requests and refuse new ones (503 with Retry-After)
         at once, while requests in flight finish."""
-        self._closing = True
+        if not self._closing:
+            self._closing = True
+            self.bus.publish(ShuttingDown())
         for slot in self._slots.values():
             self._fail_queue(slot, ModelUnavailable("swapd is shutting down", retry_after=5))
 
@@ -296,6 +309,7 @@ class Supervisor:
         except BaseException:
             if waiter in slot.queue:
                 slot.queue.remove(waiter)
+                self._requests_changed(slot)
                 self._kick()
             elif waiter.error is None:  # granted in the same instant we were cancelled
                 self._release_slot(slot)
@@ -379,7 +393,15 @@ class Supervisor:
     def _release_slot(self, slot: _Slot) -> None:
         slot.in_flight -= 1
         slot.last_used = trio.current_time()
+        self._requests_changed(slot)
         self._kick()
+
+    def _requests_changed(self, slot: _Slot) -> None:
+        self.bus.publish(
+            RequestsChanged(
+                model=slot.runner.model_id, in_flight=slot.in_flight, waiting=len(slot.queue)
+            )
+        )
 
     # --- carrying out plans -------------------------------------------------------------
 
@@ -417,6 +439,7 @@ class Supervisor:
                 waiter = slot.queue.popleft()
                 slot.in_flight += 1
                 waiter.granted.set()
+            self._requests_changed(slot)
         for model_id in plan.stop:
             self._slots[model_id].runner.stop("swapped out")
         for model_id in plan.cancel:
