@@ -2,11 +2,18 @@
 
 ::
 
-    swapd [--config PATH] [--listen HOST:PORT] [--watch-config]   run the daemon
+    swapd [--config PATH] [--listen ADDR]... [--watch-config]    run the daemon
+          [--tls-cert-file PEM --tls-key-file PEM]
     swapd check-config PATH [--json]                             validate, print the resolved config
     swapd schema [--reference]                                   print the config JSON schema
                                                                  (or the Markdown reference)
+    swapd install-service [--print] [--socket] [--config PATH] [--listen ADDR]...
+                                                                 write the systemd user unit
     swapd --version
+
+``ADDR`` is ``HOST:PORT``, ``:PORT`` (all interfaces), ``[v6]:PORT`` or ``unix:PATH``.
+Sockets passed by systemd socket activation (``LISTEN_FDS``) are served on too, and then
+no default address is added.
 
 llama-swap's single-dash spellings (``-config``, ``-listen``, ``-watch-config``,
 ``-version``, ``-tls-cert-file``, ``-tls-key-file``) are accepted too.
@@ -18,18 +25,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import ssl
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
 from swapd import __version__
 from swapd.config import Config, ConfigError, load_config
 from swapd.config.model import DEFAULT_GROUP
+from swapd.ops.activation import ActivationError, inherited_sockets
 
-__all__ = ["EXIT_CONFIG", "EXIT_OK", "EXIT_USAGE", "main", "parse_listen"]
+if TYPE_CHECKING:
+    from swapd.web.server import TLSFiles
+
+__all__ = ["EXIT_CONFIG", "EXIT_OK", "EXIT_USAGE", "main", "parse_bind", "parse_listen"]
 
 EXIT_OK = 0
 EXIT_CONFIG = 1
@@ -47,9 +60,25 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _listen_arg(text: str) -> tuple[str, int]:
+def parse_bind(text: str) -> str:
+    """A ``--listen`` value → the web server's bind string.
+
+    >>> parse_bind(":8080"), parse_bind("[::1]:9000"), parse_bind("unix:/run/swapd.sock")
+    ('0.0.0.0:8080', '[::1]:9000', 'unix:/run/swapd.sock')
+
+    A relative ``unix:`` path is made absolute (a service has a different directory)."""
+    if text.startswith("unix:"):
+        path = text.removeprefix("unix:")
+        if not path:
+            raise ValueError(f"invalid listen address {text!r}: expected unix:PATH")
+        return f"unix:{os.path.abspath(path)}"
+    host, port = parse_listen(text)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _listen_arg(text: str) -> str:
     try:
-        return parse_listen(text)
+        return parse_bind(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -63,19 +92,10 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", "-config", default="config.yaml", metavar="PATH", help="config file"
     )
-    parser.add_argument(
-        "--listen",
-        "-listen",
-        type=_listen_arg,
-        default=None,
-        metavar="HOST:PORT",
-        help=f"address to serve on (default {DEFAULT_LISTEN}; ':PORT' for all interfaces)",
-    )
+    _add_listen_options(parser, default=[])
     parser.add_argument(
         "--watch-config", "-watch-config", action="store_true", help="reload on file change"
     )
-    parser.add_argument("--tls-cert-file", "-tls-cert-file", metavar="PATH", default="")
-    parser.add_argument("--tls-key-file", "-tls-key-file", metavar="PATH", default="")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     check = commands.add_parser(
         "check-config", help="validate a config file and print it resolved (ports, argv, groups)"
@@ -86,7 +106,61 @@ def _build_parser() -> argparse.ArgumentParser:
     schema.add_argument(
         "--reference", action="store_true", help="print the Markdown configuration reference"
     )
+    install = commands.add_parser(
+        "install-service",
+        help="write the systemd user unit (~/.config/systemd/user/swapd.service)",
+        description="Write a systemd user unit that runs this swapd with --config PATH "
+        "(made absolute). Then: systemctl --user daemon-reload && "
+        "systemctl --user enable --now swapd.service",
+    )
+    # SUPPRESS: given after the command they replace the values given before it.
+    install.add_argument(
+        "--config",
+        "-config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="the config file the service runs (validated, made absolute)",
+    )
+    _add_listen_options(install, default=argparse.SUPPRESS)
+    install.add_argument(
+        "--watch-config", action="store_true", default=argparse.SUPPRESS, help="reload on change"
+    )
+    install.add_argument(
+        "--print", action="store_true", help="print the unit(s) instead of writing them"
+    )
+    install.add_argument(
+        "--socket",
+        action="store_true",
+        help="also write swapd.socket: systemd binds --listen and starts swapd on first use",
+    )
     return parser
+
+
+def _add_listen_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    parser.add_argument(
+        "--listen",
+        "-listen",
+        type=_listen_arg,
+        action="append",
+        default=default,
+        metavar="ADDR",
+        help=f"address to serve on, repeatable: HOST:PORT, ':PORT' (all interfaces), "
+        f"[v6]:PORT or unix:PATH (default {DEFAULT_LISTEN})",
+    )
+    parser.add_argument(
+        "--tls-cert-file",
+        "-tls-cert-file",
+        metavar="PATH",
+        default=argparse.SUPPRESS if default is argparse.SUPPRESS else "",
+        help="serve HTTPS with this PEM certificate (chain); needs --tls-key-file",
+    )
+    parser.add_argument(
+        "--tls-key-file",
+        "-tls-key-file",
+        metavar="PATH",
+        default=argparse.SUPPRESS if default is argparse.SUPPRESS else "",
+        help="the PEM private key of --tls-cert-file",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,7 +186,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if args.command == "install-service":
+        return _install_service(args)
     return _run_daemon(args)
+
+
+def _tls_files(args: argparse.Namespace) -> TLSFiles | None:
+    """The TLS files, absolute, after checking they load (a clear error now rather than a
+    failed listener later); raises ``ValueError``."""
+    if not args.tls_cert_file:
+        return None
+    from swapd.web.server import TLSFiles  # not at the top: it imports the web stack
+
+    tls = TLSFiles(os.path.abspath(args.tls_cert_file), os.path.abspath(args.tls_key_file))
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            tls.certfile, tls.keyfile
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(
+            f"cannot use TLS certificate {tls.certfile} with key {tls.keyfile}: {exc}"
+        ) from None
+    return tls
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
@@ -123,10 +218,65 @@ def _run_daemon(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    try:
+        tls = _tls_files(args)
+        inherited = inherited_sockets()  # systemd socket activation
+    except (ValueError, ActivationError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     import swapd.daemon
 
-    listen = args.listen or parse_listen(DEFAULT_LISTEN)
-    return swapd.daemon.main(config, listen=listen, watch_config=args.watch_config)
+    binds = [sock.bind for sock in inherited] + args.listen
+    if not binds:
+        binds = [parse_bind(DEFAULT_LISTEN)]
+    return swapd.daemon.main(config, binds=binds, tls=tls, watch_config=args.watch_config)
+
+
+def _install_service(args: argparse.Namespace) -> int:
+    from swapd.ops.service import (
+        ServiceSpec,
+        install,
+        render_service,
+        render_socket,
+        swapd_command,
+        unit_directory,
+    )
+
+    config_path = os.path.abspath(args.config)
+    try:
+        load_config(config_path)
+        tls = _tls_files(args)
+    except ConfigError as exc:
+        print(f"Error loading config: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ValueError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    spec = ServiceSpec(
+        command=swapd_command(),
+        config=config_path,
+        binds=tuple(args.listen),
+        tls=tls,
+        watch_config=args.watch_config,
+        socket=args.socket,
+        path=os.environ.get("PATH"),
+    )
+    try:
+        if args.print:
+            sys.stdout.write(render_service(spec))
+            if spec.socket:
+                sys.stdout.write("\n# --- swapd.socket ---\n" + render_socket(spec))
+            return EXIT_OK
+        written = install(spec, unit_directory())
+    except (ValueError, OSError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    unit = "swapd.socket" if spec.socket else "swapd.service"
+    for path in written:
+        print(f"wrote {path}")
+    print(f"next: systemctl --user daemon-reload && systemctl --user enable --now {unit}")
+    print("logs: journalctl --user -u swapd -f")
+    return EXIT_OK
 
 
 def _check_config(path: str, *, as_json: bool) -> int:

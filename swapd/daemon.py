@@ -20,6 +20,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
+from functools import partial
 
 import attrs
 import httpx
@@ -32,12 +34,14 @@ from swapd.errors import SwapdError
 from swapd.observe.bus import EventBus
 from swapd.observe.logs import HubHandler
 from swapd.observe.telemetry import Telemetry
+from swapd.ops.notify import Notifier
 from swapd.reload import Reloader, watch_config_file
 from swapd.supervise.instance import ProcessLauncher
 from swapd.supervise.lifeline import new_instance_marker, open_lifeline, sweep_orphans
 from swapd.supervise.supervisor import Supervisor
 from swapd.web.app import Services, create_app
 from swapd.web.forward import Forwarder
+from swapd.web.server import TLSFiles, tcp_bind
 from swapd.web.server import serve as serve_http
 
 __all__ = ["Daemon", "main", "serve"]
@@ -54,6 +58,7 @@ class Daemon:
     services: Services
     shutdown: trio.Event
     reloader: Reloader
+    notifier: Notifier = attrs.field(factory=Notifier)  # sd_notify (disabled: no-op)
 
     @property
     def url(self) -> str:
@@ -68,6 +73,9 @@ async def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8080,
+    binds: Sequence[str] = (),
+    tls: TLSFiles | None = None,
+    notifier: Notifier | None = None,
     stop_grace: float = 10.0,
     handle_signals: bool = False,
     watch_config: bool = False,
@@ -76,7 +84,12 @@ async def serve(
     """Run swapd until ``Daemon.stop()`` (or a signal, with ``handle_signals``).
 
     ``config.source`` names the file a reload reads (none for a config built in memory).
+    It listens on ``binds`` (``web.server`` bind strings: TCP, ``unix:PATH``, ``fd://N``)
+    if given, else on ``host:port``; HTTPS with ``tls``. ``notifier`` reports readiness,
+    reloads, shutdown and watchdog pings to systemd (see ``ops.notify``).
     """
+    binds = list(binds) or [tcp_bind(host, port)]
+    notifier = notifier or Notifier()
     for orphan in sweep_orphans():
         log.warning("killed process group %d left over by a crashed swapd", orphan.pgid)
     bus: EventBus[object] = EventBus()
@@ -94,10 +107,12 @@ async def serve(
             # a second Ctrl-C still arrives while the models are being stopped.
             if handle_signals:
                 guard.start_soon(_watch_signals, shutdown, running)
+            await guard.start(notifier.run, bus, shutdown)  # pings until swapd has stopped
             await _run(
                 config,
-                host,
-                port,
+                binds,
+                tls,
+                notifier,
                 stop_grace,
                 bus,
                 telemetry,
@@ -116,8 +131,9 @@ async def serve(
 
 async def _run(
     config: Config,
-    host: str,
-    port: int,
+    binds: list[str],
+    tls: TLSFiles | None,
+    notifier: Notifier,
     stop_grace: float,
     bus: EventBus[object],
     telemetry: Telemetry,
@@ -162,10 +178,11 @@ async def _run(
         app = create_app(services)
         nursery.start_soon(_refuse_new_at_shutdown, shutdown, supervisor)
         async with trio.open_nursery() as web:
-            urls = await web.start(serve_http, app, host, port, shutdown)
+            urls = await web.start(partial(serve_http, app, binds, shutdown, tls=tls))
             log.info("swapd listening on %s", ", ".join(urls))
+            notifier.ready()  # the config is loaded and every listener is bound
             live.preload(config)
-            task_status.started(Daemon(urls, services, shutdown, reloader))
+            task_status.started(Daemon(urls, services, shutdown, reloader, notifier))
         # hypercorn has drained (bounded by its graceful timeout); now the models go.
         nursery.cancel_scope.cancel(reason="swapd is shutting down")
 
@@ -272,25 +289,39 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def main(config: Config, *, listen: tuple[str, int], watch_config: bool = False) -> int:
-    """Run the daemon in the foreground; returns the exit status.
+def main(
+    config: Config,
+    *,
+    binds: Sequence[str],
+    tls: TLSFiles | None = None,
+    watch_config: bool = False,
+) -> int:
+    """Run the daemon in the foreground on ``binds``; returns the exit status.
 
     swapd's own log lines go through the log hub (installed by ``serve``), which writes
-    them to stdout as ``logToStdout`` says and keeps them for ``/logs``."""
+    them to stdout as ``logToStdout`` says and keeps them for ``/logs``. Under systemd
+    (``$NOTIFY_SOCKET``) it reports readiness and pings the watchdog."""
     # Per-request library logs would sit on the hot path and drown swapd's own events.
     for noisy in ("httpx", "httpcore", "hypercorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    host, port = listen
     failures: list[str] = []
-    try:
-        trio.run(
-            lambda: serve(
-                config, host=host, port=port, handle_signals=True, watch_config=watch_config
+    with Notifier.from_environ() as notifier:
+        try:
+            trio.run(
+                partial(
+                    serve,
+                    config,
+                    binds=binds,
+                    tls=tls,
+                    notifier=notifier,
+                    handle_signals=True,
+                    watch_config=watch_config,
+                )
             )
-        )
-    except* OSError as group:  # the listener could not bind (port taken, no permission)
-        failures.extend(str(e) for e in _leaves(group))
+        except* OSError as group:  # a listener could not bind (port taken, no permission)
+            failures.extend(str(e) for e in _leaves(group))
     if failures:
-        print(f"Error: cannot listen on {host}:{port}: {'; '.join(failures)}", file=sys.stderr)  # noqa: T201
+        where = ", ".join(binds)
+        print(f"Error: cannot listen on {where}: {'; '.join(failures)}", file=sys.stderr)  # noqa: T201
         return 1
     return 0
