@@ -530,3 +530,27 @@ async def test_requests_waiting_at_shutdown_get_503_while_in_flight_ones_finish(
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "5"
     assert refused.json()["error"]["message"] == "swapd is shutting down"
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    ],
+    ids=["connection-close", "http-1.0", "error-reply"],
+)
+async def test_the_connection_closes_when_the_client_asks(request_head: bytes) -> None:
+    with trio.fail_after(30):
+        async with open_swapd(config()) as swapd:
+            port = int(swapd.url.rsplit(":", 1)[1])
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(request_head)
+                data = b""
+                with trio.fail_after(5):  # swapd closes at once; it used to wait for the client
+                    while chunk := await stream.receive_some():
+                        data += chunk
+    assert data.startswith((b"HTTP/1.1 200", b"HTTP/1.1 400"))

@@ -103,6 +103,8 @@ class _CleanupMiddleware:
             return
         cleanups: list[Callable[[], Awaitable[None] | None]] = []
         scope[CLEANUP_KEY] = cleanups
+        if _closes_after(scope):
+            receive, send = _EndAfterResponse.wrap(receive, send)
         try:
             await self.app(scope, receive, send)
         finally:
@@ -111,6 +113,56 @@ class _CleanupMiddleware:
                     result = fn()
                     if result is not None:
                         await result
+
+
+def _closes_after(scope: dict[str, Any]) -> bool:
+    """The client asked to close the connection after this response."""
+    if scope.get("http_version") == "1.0":
+        return True
+    return any(
+        name == b"connection" and b"close" in value.lower() for name, value in scope["headers"]
+    )
+
+
+class _EndAfterResponse:
+    """Lets Quart return once the response is sent, so hypercorn closes the connection.
+
+    Quart keeps the request open until it hears ``http.disconnect``; hypercorn closes a
+    ``Connection: close`` connection only once the app returned. Each waits for the other
+    and the client hangs (measured: a bare ASGI app closes at once, a QuartTrio app never).
+    Only such requests pay for this wrapper."""
+
+    def __init__(self, receive: Any, send: Any) -> None:
+        self._receive = receive
+        self._send = send
+        self._sent = trio.Event()
+
+    @classmethod
+    def wrap(cls, receive: Any, send: Any) -> tuple[Any, Any]:
+        bridge = cls(receive, send)
+        return bridge.receive, bridge.send
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self._send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self._sent.set()
+
+    async def receive(self) -> dict[str, Any]:
+        received: dict[str, Any] = {"type": "http.disconnect"}
+        async with trio.open_nursery() as nursery:
+
+            async def take() -> None:
+                nonlocal received
+                received = await self._receive()
+                nursery.cancel_scope.cancel()
+
+            async def sent() -> None:
+                await self._sent.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(take)
+            nursery.start_soon(sent)
+        return received
 
 
 def _current_path() -> str:
