@@ -98,51 +98,35 @@ async def serve(
     _set_log_level(config)
     for name in _LOGGERS:
         logging.getLogger(name).addHandler(handler)
-    forwarder = Forwarder()
-    shutdown = trio.Event()
-    running = _Running(watch_config=watch_config)
+    wiring = _Wiring(
+        binds=binds,
+        tls=tls,
+        notifier=notifier,
+        stop_grace=stop_grace,
+        watch_config=watch_config,
+        bus=bus,
+        telemetry=telemetry,
+        forwarder=Forwarder(),
+    )
     try:
         async with trio.open_nursery() as guard:
             # Signals are watched outside the nursery that is cancelled at shutdown, so
             # a second Ctrl-C still arrives while the models are being stopped.
             if handle_signals:
-                guard.start_soon(_watch_signals, shutdown, running)
-            await guard.start(notifier.run, bus, shutdown)  # pings until swapd has stopped
-            await _run(
-                config,
-                binds,
-                tls,
-                notifier,
-                stop_grace,
-                bus,
-                telemetry,
-                forwarder,
-                shutdown,
-                running,
-                task_status,
-            )
+                guard.start_soon(_watch_signals, wiring)
+            await guard.start(notifier.run, bus, wiring.shutdown)  # pings until stopped
+            await _run(config, wiring, task_status)
             guard.cancel_scope.cancel(reason="swapd stopped")
     finally:
-        await forwarder.aclose()
+        await wiring.forwarder.aclose()
         telemetry.logs.close()
         for name in _LOGGERS:
             logging.getLogger(name).removeHandler(handler)
 
 
-async def _run(
-    config: Config,
-    binds: list[str],
-    tls: TLSFiles | None,
-    notifier: Notifier,
-    stop_grace: float,
-    bus: EventBus[object],
-    telemetry: Telemetry,
-    forwarder: Forwarder,
-    shutdown: trio.Event,
-    running: _Running,
-    task_status: trio.TaskStatus[Daemon],
-) -> None:
+async def _run(config: Config, wiring: _Wiring, task_status: trio.TaskStatus[Daemon]) -> None:
     """Everything that runs until shutdown: lifeline, supervisor, HTTP server."""
+    bus, telemetry, shutdown = wiring.bus, wiring.telemetry, wiring.shutdown
     async with (
         contextlib.AsyncExitStack() as stack,
         open_lifeline() as lifeline,
@@ -155,43 +139,52 @@ async def _run(
             on_output=telemetry.logs.write_model_line,
             lifeline=lifeline,
             marker=new_instance_marker(),
-            stop_grace=stop_grace,
+            stop_grace=wiring.stop_grace,
         )
-        supervisor = Supervisor(config, launcher, bus=bus)
-        running.supervisor = supervisor
+        supervisor = wiring.supervisor = Supervisor(config, launcher, bus=bus)
         stack.enter_context(bus.watch(_log_event))
         stack.enter_context(bus.watch(telemetry.on_event))
         await nursery.start(supervisor.run)
         services = Services(
             config=config,
             supervisor=supervisor,
-            forwarder=forwarder,
+            forwarder=wiring.forwarder,
             bus=bus,
             telemetry=telemetry,
         )
         live = _LiveConfig(services, launcher, nursery)
         source = _reload_source(config)
-        reloader = running.reloader = Reloader(source, live, bus.publish)
+        reloader = wiring.reloader = Reloader(source, live, bus.publish)
         services.reloader = reloader
-        if running.watch_config and source is not None:
+        if wiring.watch_config and source is not None:
             nursery.start_soon(watch_config_file, reloader)
         app = create_app(services)
         nursery.start_soon(_refuse_new_at_shutdown, shutdown, supervisor)
         async with trio.open_nursery() as web:
-            urls = await web.start(partial(serve_http, app, binds, shutdown, tls=tls))
+            urls = await web.start(partial(serve_http, app, wiring.binds, shutdown, tls=wiring.tls))
             log.info("swapd listening on %s", ", ".join(urls))
-            notifier.ready()  # the config is loaded and every listener is bound
+            wiring.notifier.ready()  # the config is loaded and every listener is bound
             live.preload(config)
-            task_status.started(Daemon(urls, services, shutdown, reloader, notifier))
+            task_status.started(Daemon(urls, services, shutdown, reloader, wiring.notifier))
         # hypercorn has drained (bounded by its graceful timeout); now the models go.
         nursery.cancel_scope.cancel(reason="swapd is shutting down")
 
 
-@attrs.define(eq=False)
-class _Running:
-    """What the signal handler acts on, filled in as the daemon comes up."""
+@attrs.define(eq=False, kw_only=True)
+class _Wiring:
+    """What ``serve`` sets up for ``_run``: its options and the parts that outlive a run;
+    ``supervisor`` and ``reloader`` are filled in as the daemon comes up (the signal
+    handler acts on them)."""
 
-    watch_config: bool = False
+    binds: list[str]
+    tls: TLSFiles | None
+    notifier: Notifier
+    stop_grace: float
+    watch_config: bool
+    bus: EventBus[object]
+    telemetry: Telemetry
+    forwarder: Forwarder
+    shutdown: trio.Event = attrs.field(factory=trio.Event)
     supervisor: Supervisor | None = None
     reloader: Reloader | None = None
 
@@ -260,27 +253,29 @@ async def _preload(supervisor: Supervisor, model_id: str) -> None:
         supervisor.bus.publish(ModelPreloaded(model=model_id, success=True))
 
 
-async def _watch_signals(shutdown: trio.Event, running: _Running) -> None:
+async def _watch_signals(wiring: _Wiring) -> None:
+    shutdown = wiring.shutdown
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as reloads:  # a reload never delays a SIGTERM
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    if running.reloader is not None and not shutdown.is_set():
+                    if wiring.reloader is not None and not shutdown.is_set():
                         log.info("received SIGHUP, reloading the configuration")
-                        reloads.start_soon(running.reloader.reload, "SIGHUP")
+                        reloads.start_soon(wiring.reloader.reload, "SIGHUP")
                     continue
-                _on_stop_signal(signum, shutdown, running)
+                _on_stop_signal(signum, wiring)
 
 
-def _on_stop_signal(signum: int, shutdown: trio.Event, running: _Running) -> None:
+def _on_stop_signal(signum: int, wiring: _Wiring) -> None:
+    shutdown = wiring.shutdown
     name = signal.Signals(signum).name
     if not shutdown.is_set():
         log.info("received %s, shutting down", name)
         shutdown.set()
     else:
         log.warning("received %s again, killing every model now", name)
-        if running.supervisor is not None:
-            running.supervisor.kill_all()
+        if wiring.supervisor is not None:
+            wiring.supervisor.kill_all()
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
