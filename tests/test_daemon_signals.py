@@ -4,39 +4,23 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
+from swapd.testing.process import run_swapd
 from swapd.testing.server import free_port_base, upstream_cmd
 
 
-def start_swapd(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen[bytes], str]:
-    base = free_port_base()
+def write_config(tmp_path: Path, *flags: str) -> Path:
     config = tmp_path / "config.yaml"
     config.write_text(
-        f"startPort: {base + 1}\nmodels:\n"
+        f"startPort: {free_port_base()}\nmodels:\n"
         f"  m:\n    cmd: {upstream_cmd('--model', 'm', *flags)}\n"
         "    proxy: http://127.0.0.1:${PORT}\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "swapd", "--config", str(config), "--listen", f"127.0.0.1:{base}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{base}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("swapd did not come up")
+    return config
 
 
 def model_pid(url: str) -> int:
@@ -54,24 +38,25 @@ def gone(pid: int) -> bool:
 
 
 def test_sigterm_stops_swapd_and_its_models(tmp_path: Path) -> None:
-    proc, url = start_swapd(tmp_path)
-    pid = model_pid(url)
-    proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0
+    with run_swapd(write_config(tmp_path)) as swapd:
+        pid = model_pid(swapd.url)
+        swapd.proc.send_signal(signal.SIGTERM)
+        swapd.proc.wait(timeout=30)
+    assert swapd.proc.returncode == 0
     assert gone(pid)
-    assert b"received SIGTERM, shutting down" in output
+    assert b"received SIGTERM, shutting down" in swapd.output
 
 
 def test_a_second_signal_kills_a_model_that_ignores_sigterm(tmp_path: Path) -> None:
-    proc, url = start_swapd(tmp_path, "--ignore-sigterm")  # the daemon's stop grace is 10 s
-    pid = model_pid(url)
-    started = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.5)
-    assert proc.poll() is None  # still waiting for the stubborn model
-    proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=30)
+    # the daemon's stop grace is 10 s
+    with run_swapd(write_config(tmp_path, "--ignore-sigterm")) as swapd:
+        pid = model_pid(swapd.url)
+        started = time.monotonic()
+        swapd.proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert swapd.proc.poll() is None  # still waiting for the stubborn model
+        swapd.proc.send_signal(signal.SIGINT)
+        swapd.proc.wait(timeout=30)
     assert time.monotonic() - started < 8  # far less than the 10 s grace
     assert gone(pid)
-    assert b"again, killing every model now" in output
+    assert b"again, killing every model now" in swapd.output

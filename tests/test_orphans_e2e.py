@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from swapd.supervise.lifeline import MARKER_NAME, marked_processes
+from swapd.testing.process import run_swapd
 from swapd.testing.server import free_port_base, upstream_cmd
 
 WRAPPER = """\
@@ -93,27 +94,8 @@ def write_config(tmp_path: Path, background: str) -> tuple[Path, int]:
 
 @contextlib.contextmanager
 def swapd_running(config: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "swapd", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            try:
-                return httpx.get(f"{url}/health").status_code == 200
-            except httpx.TransportError:
-                return proc.poll() is not None
-
-        assert wait_until(up, 30)
-        assert proc.poll() is None
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+    with run_swapd(config, port=port) as swapd:
+        yield swapd.proc
 
 
 def load_both(port: int) -> list[int]:

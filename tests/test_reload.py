@@ -8,6 +8,8 @@ as a process in test_daemon_signals.py) and ``--watch-config``.
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 
 import attrs
@@ -19,6 +21,7 @@ from swapd.config import load_config, parse_config
 from swapd.config.diff import diff_configs
 from swapd.core.events import ModelPreloaded
 from swapd.testing import open_swapd, upstream_cmd
+from swapd.testing.process import run_swapd
 from swapd.testing.server import free_port_base
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -329,53 +332,23 @@ async def test_preload_reports_success_and_failure_as_events(tmp_path: Path) -> 
 def test_sighup_reloads_a_running_daemon(tmp_path: Path) -> None:
     """swapd as users run it: edit the file, ``kill -HUP``, the new model is served and
     the running one keeps its process."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    base = free_port_base()
-    config = ConfigFile(tmp_path / "swapd.yaml", f"startPort: {base + 1}\n")
+    config = ConfigFile(tmp_path / "swapd.yaml", f"startPort: {free_port_base()}\n")
     config.write(model_yaml("a"), together=("a",))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "swapd",
-            "--config",
-            str(config.path),
-            "--listen",
-            f"127.0.0.1:{base}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{base}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.post(f"{url}/api/models/load/a", timeout=20).raise_for_status()
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "swapd did not come up"
-                time.sleep(0.1)
-        pid = httpx.get(f"{url}/running").json()["running"][0]["pid"]
+    with run_swapd(config.path) as swapd:
+        httpx.post(f"{swapd.url}/api/models/load/a", timeout=20).raise_for_status()
+        pid = httpx.get(f"{swapd.url}/running").json()["running"][0]["pid"]
 
         config.write(model_yaml("a") + model_yaml("b"), together=("a", "b"))
-        proc.send_signal(signal.SIGHUP)
+        swapd.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 20
-        while httpx.get(f"{url}/api/config").json()["last_reload"] is None:
+        while httpx.get(f"{swapd.url}/api/config").json()["last_reload"] is None:
             assert time.monotonic() < deadline, "no reload after SIGHUP"
             time.sleep(0.05)
-        last = httpx.get(f"{url}/api/config").json()["last_reload"]
+        last = httpx.get(f"{swapd.url}/api/config").json()["last_reload"]
         assert (last["ok"], last["trigger"], last["added"]) == (True, "SIGHUP", ["b"])
-        reply = httpx.post(f"{url}/v1/chat/completions", json=chat("b"), timeout=20)
+        reply = httpx.post(f"{swapd.url}/v1/chat/completions", json=chat("b"), timeout=20)
         assert reply.status_code == 200
-        running = {r["model"]: r["pid"] for r in httpx.get(f"{url}/running").json()["running"]}
-        assert running["a"] == pid
-    finally:
-        proc.terminate()
-        output, _ = proc.communicate(timeout=30)
-    assert b"received SIGHUP, reloading the configuration" in output
-    assert b"configuration reloaded (SIGHUP): added b" in output
+        running = httpx.get(f"{swapd.url}/running").json()["running"]
+        assert {r["model"]: r["pid"] for r in running}["a"] == pid
+    assert b"received SIGHUP, reloading the configuration" in swapd.output
+    assert b"configuration reloaded (SIGHUP): added b" in swapd.output

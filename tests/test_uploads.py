@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,6 +10,7 @@ import pytest
 import trio
 
 from swapd.testing import open_swapd, upstream_cmd
+from swapd.testing.process import run_swapd
 from swapd.testing.server import free_port_base
 
 BOUNDARY = "swapd-test-boundary-7f3a"
@@ -83,24 +81,11 @@ def status_kib(pid: int, field: str) -> int:
 
 
 def test_a_large_upload_does_not_grow_swapd(tmp_path: Path) -> None:
-    base = free_port_base()
     config = tmp_path / "swapd.yaml"
-    config.write_text(config_text(base))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "swapd", "--config", str(config), "--listen", f"127.0.0.1:{base}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{base}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.post(f"{url}/api/models/load/whisper", timeout=20).raise_for_status()
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "swapd did not come up"
-                time.sleep(0.1)
+    config.write_text(config_text(free_port_base()))
+    with run_swapd(config) as swapd:
+        url = swapd.url
+        httpx.post(f"{url}/api/models/load/whisper", timeout=20).raise_for_status()
         # warm up the code path, then measure the peak over a 128 MiB upload
         small = httpx.post(
             f"{url}/v1/audio/transcriptions",
@@ -109,7 +94,7 @@ def test_a_large_upload_does_not_grow_swapd(tmp_path: Path) -> None:
             timeout=60,
         )
         assert small.status_code == 200
-        before = status_kib(proc.pid, "VmRSS")
+        before = status_kib(swapd.pid, "VmRSS")
         size = 128 * MIB
         reply = httpx.post(
             f"{url}/v1/audio/transcriptions",
@@ -119,9 +104,6 @@ def test_a_large_upload_does_not_grow_swapd(tmp_path: Path) -> None:
         )
         assert reply.status_code == 200, reply.text
         assert reply.json()["text"] == f"The length of the file is {size} bytes"
-        peak = status_kib(proc.pid, "VmHWM")
+        peak = status_kib(swapd.pid, "VmHWM")
         # The whole body would be 131,072 KiB; a streamed one costs a few buffers.
         assert peak - before < 48 * 1024, f"swapd grew from {before} KiB to a peak of {peak} KiB"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
