@@ -49,6 +49,13 @@ Flags::
     --chunks N                SSE content chunks per streamed reply (default 10)
     --chunk-delay S           delay between content chunks (default 0)
     --first-chunk-delay S     delay before the first event (default 0)
+    --crash-after-chunks N    exit at once (code --exit-code, no cleanup) right after writing
+                              the Nth part of any streamed reply: a crash mid-stream
+    --refuse-after-healthy    once the health path has answered 200, close the listening
+                              socket: new connections are refused, the process lives on
+    --health-pattern LIST     answers of the health path to successive probes, cycling:
+                              comma-separated statuses or ``drop`` (close the connection
+                              without answering), e.g. ``503,drop,200,503``
 
 Per-request knobs (JSON body field, else request header, else the flag): ``x_chunks`` /
 ``x-chunks``, ``x_delay_ms`` / ``x-delay-ms``, ``x_first_delay_ms`` / ``x-first-delay-ms``.
@@ -154,6 +161,9 @@ class Options:
     chunks: int = 10
     chunk_delay: float = 0.0
     first_chunk_delay: float = 0.0
+    crash_after_chunks: int | None = None
+    refuse_after_healthy: bool = False
+    health_pattern: tuple[str, ...] = ()
 
 
 def _seconds(text: str) -> float:
@@ -168,6 +178,14 @@ def _count(text: str) -> int:
     if not 0 <= value <= MAX_CHUNKS:
         raise argparse.ArgumentTypeError(f"expected 0..{MAX_CHUNKS}, got {text!r}")
     return value
+
+
+def _health_pattern(text: str) -> tuple[str, ...]:
+    answers = tuple(part.strip() for part in text.split(","))
+    for answer in answers:
+        if answer != "drop" and not (answer.isdigit() and 200 <= int(answer) <= 599):
+            raise argparse.ArgumentTypeError(f"expected statuses or 'drop', got {answer!r}")
+    return answers
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -194,6 +212,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--chunks", type=_count, default=10, metavar="N")
     p.add_argument("--chunk-delay", type=_seconds, default=0.0, metavar="S")
     p.add_argument("--first-chunk-delay", type=_seconds, default=0.0, metavar="S")
+    p.add_argument("--crash-after-chunks", type=_count, default=None, metavar="N")
+    p.add_argument("--refuse-after-healthy", action="store_true")
+    p.add_argument("--health-pattern", type=_health_pattern, default=(), metavar="LIST")
     ns = p.parse_args(argv)
     if not ns.health_path.startswith("/"):
         p.error("--health-path must start with /")
@@ -257,6 +278,7 @@ class Drop:
     """Close the connection without answering, after ``delay`` seconds (a crash)."""
 
     delay: float = 0.0
+    why: str = "x_fail_after_chunks"
 
 
 Answer = Reply | StreamReply | Drop
@@ -591,6 +613,8 @@ class Upstream:
         self.ready_at = math.inf  # trio time at which loading ends
         self.ids = itertools.count(1)
         self.grandchild: subprocess.Popen[bytes] | None = None
+        self.health_probes = 0
+        self.stop_accepting: Callable[[], None] | None = None  # --refuse-after-healthy
         self.routes = dict(ROUTES)
         if opts.sleep_mode:
             self.routes.update(SLEEP_ROUTES)
@@ -617,9 +641,9 @@ class Upstream:
         self.disconnects += 1
         say(f"client disconnected after {chunks} chunks on {req.path}")
 
-    def dropped(self, req: Request, chunks: int) -> None:
+    def dropped(self, req: Request, chunks: int, why: str = "x_fail_after_chunks") -> None:
         self.aborts += 1
-        say(f"dropping the connection after {chunks} chunks on {req.path} (x_fail_after_chunks)")
+        say(f"dropping the connection after {chunks} chunks on {req.path} ({why})")
 
     def find(self, method: str, path: str) -> Route | None:
         route = self.routes.get((method if method != "HEAD" else "GET", path))
@@ -691,6 +715,17 @@ def compress(req: Request, reply: Reply) -> Reply:
 def health(up: Upstream, req: Request) -> Answer:
     if up.loading():
         return json_reply({"status": "loading"}, 503)
+    pattern = up.opts.health_pattern
+    if pattern:
+        answer = pattern[up.health_probes % len(pattern)]
+        up.health_probes += 1
+        if answer == "drop":
+            return Drop(why="--health-pattern")
+        if answer != "200":
+            return json_reply({"status": "flapping"}, int(answer))
+    if up.stop_accepting is not None:  # --refuse-after-healthy: this is the last accept
+        up.stop_accepting()
+        up.stop_accepting = None
     return json_reply({"status": "ok"})
 
 
@@ -1228,7 +1263,7 @@ class Connection:
             return await self._send_stream(req, answer)
         if isinstance(answer, Drop):
             if await self._watched(req, functools.partial(trio.sleep, answer.delay)):
-                self.up.dropped(req, 0)
+                self.up.dropped(req, 0, answer.why)
             return False
         if answer.delay > 0:
             return await self._watched(req, functools.partial(self._send_reply, req, answer))
@@ -1259,6 +1294,9 @@ class Connection:
                         await trio.sleep(delay)
                     await self._send(h11.Data(data=data))
                     self.chunks_sent += 1
+                    if self.chunks_sent == self.up.opts.crash_after_chunks:
+                        say(f"demo upstream crashing after {self.chunks_sent} chunks", err=True)
+                        os._exit(self.up.opts.exit_code)
                 if reply.abort:
                     return
             await self._send(h11.EndOfMessage())
@@ -1369,7 +1407,18 @@ async def _serve(up: Upstream) -> None:
     host, port = listeners[0].socket.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     say(f"demo upstream {opts.model} listening on http://{shown}:{port} pid {os.getpid()}")
-    await trio.serve_listeners(functools.partial(_handle, up), listeners)
+    if not opts.refuse_after_healthy:
+        await trio.serve_listeners(functools.partial(_handle, up), listeners)  # never returns
+    # --refuse-after-healthy: connections live in their own nursery, so they outlast the
+    # accept loop that the first healthy answer cancels.
+    async with trio.open_nursery() as connections:
+        with trio.CancelScope() as accepting:
+            up.stop_accepting = accepting.cancel
+            await trio.serve_listeners(
+                functools.partial(_handle, up), listeners, handler_nursery=connections
+            )
+        say(f"demo upstream {opts.model}: healthy once, now refusing connections", err=True)
+        await trio.sleep_forever()
 
 
 async def run(opts: Options) -> int:
