@@ -61,8 +61,17 @@ def _check_api_keys(data: dict[str, Any], problems: Problems) -> None:
             problems.add(("apiKeys", index), f"api key cannot contain spaces: `{key}`")
 
 
+def _has_control(name: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in name)
+
+
 def _check_model(model_id: str, model: dict[str, Any], problems: Problems) -> None:
     here: Path = ("models", model_id)
+    # Names travel in URLs, headers and logs: a control character there is never wanted.
+    if _has_control(model_id):
+        problems.add(here, f"model ID {model_id!r} contains a control character")
+    if _has_control(model.get("useModelName", "")):
+        problems.add((*here, "useModelName"), "useModelName contains a control character")
     if "cmd" in model:
         try:
             model["argv"] = cmdline.split_command(model["cmd"])
@@ -117,6 +126,8 @@ def _check_aliases(models: dict[str, Any], problems: Problems) -> None:
             here = ("models", model_id, "aliases", index)
             if not alias.strip():
                 problems.add(here, "an alias must not be empty")
+            elif _has_control(alias):
+                problems.add(here, f"alias {alias!r} contains a control character")
             elif alias in models:
                 problems.add(here, f"alias '{alias}' is also a model ID; a model ID always wins")
             elif alias in owner:
@@ -182,7 +193,9 @@ def _check_peers(data: dict[str, Any], problems: Problems) -> None:
         if "models" in peer and not peer["models"]:
             problems.add((*here, "models"), "peer models can not be empty")
         for index, name in enumerate(peer.get("models", ())):
-            if name in claimed:
+            if _has_control(name):
+                problems.add((*here, "models", index), f"{name!r} contains a control character")
+            elif name in claimed:
                 problems.warn(
                     (*here, "models", index),
                     f"model {name} is also served by peer {claimed[name]}, which wins",

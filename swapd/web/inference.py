@@ -19,6 +19,7 @@ Routes (POST unless noted):
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import AsyncIterator
 
 import trio
@@ -137,24 +138,30 @@ def register(app: Quart, services: Services) -> None:
         return redirect("/ui/models", 302)
 
     async def upstream(rest: str) -> Response | Redirect:
-        segments = rest.split("/")
+        # Work on the path as the client sent it (still percent-encoded): the remainder
+        # is forwarded byte for byte, so %2F, %3F and non-ASCII survive, and a dot segment,
+        # encoded or not, can be refused before it climbs out of the model's proxy path.
+        raw = _raw_path().removeprefix("/upstream/")
+        segments = raw.split("/")
         model_id = None
         for end in range(1, len(segments) + 1):
-            candidate = "/".join(segments[:end])
+            candidate = "/".join(urllib.parse.unquote(s) for s in segments[:end])
             model_id = services.router.resolve_local(candidate)
             if model_id is not None:
                 break
         if model_id is None:
             raise BadRequest("model id required in path: /upstream/<model>/<path>")
-        remainder = "/".join(segments[end:])
-        if end == len(segments) and not request.path.endswith("/"):
-            target = f"/upstream/{rest}/"
+        remainder = segments[end:]
+        if any(urllib.parse.unquote(s) in (".", "..") for s in remainder):
+            raise BadRequest("'.' and '..' path segments are not allowed in /upstream/ paths")
+        if end == len(segments):
+            target = f"/upstream/{raw}/"
             if request.query_string:
                 target += "?" + request.query_string.decode("latin-1")
             return redirect(target, 301 if request.method in ("GET", "HEAD") else 308)
         route = Route("local", model_id, model_id)
         content = _stream_request_body() if request.method not in ("GET", "HEAD") else None
-        return await _forward(services, route, content, path="/" + remainder)
+        return await _forward(services, route, content, path="/" + "/".join(remainder))
 
     app.add_url_rule("/upstream", "upstream-root", upstream_root, methods=["GET"])
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
@@ -267,8 +274,19 @@ def _client_headers(services: Services) -> list[tuple[str, str]]:
     return strip_credentials(headers) if services.config.api_keys else headers
 
 
+def _raw_path() -> str:
+    """The request path exactly as the client sent it (percent-encoding kept)."""
+    raw = request.scope.get("raw_path")
+    if not raw:
+        return urllib.parse.quote(request.path)
+    path = raw.decode("latin-1")
+    if not path.startswith("/"):  # absolute-form target (http://host/path): the path only
+        path = urllib.parse.urlsplit(path).path or "/"
+    return path
+
+
 def _target(path: str | None) -> str:
-    target = path if path is not None else request.path
+    target = path if path is not None else _raw_path()
     query = request.query_string.decode("latin-1")
     return f"{target}?{query}" if query else target
 

@@ -341,8 +341,6 @@ def http_requests(draw: st.DrawFn, routes: list[tuple[str, list[str]]]) -> dict[
         if "unload" in rule and value in ("m", "al"):
             value = "ghost"  # unloading the model would restart it on every example
         if match.group(1) == "rest":
-            # a non-ASCII forwarded path is a known 500: see the xfail test below
-            value = value.encode("ascii", "ignore").decode()
             if rule.startswith("/upstream/"):
                 value = draw(st.sampled_from(["m", "al", "ghost"])) + "/" + value
         return quote(value, safe="/") or "x"
@@ -582,12 +580,6 @@ async def test_malformed_http_never_gets_a_500() -> None:
     assert len(ran) >= 100
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: swapd forwards the percent-decoded request path (/upstream/<model>/..., "
-    "/sdapi/v1/...); a non-ASCII one makes h11 raise UnicodeEncodeError in "
-    "Forwarder.open: 500 'internal error in swapd'",
-)
 async def test_a_non_ascii_path_is_forwarded_not_a_500() -> None:
     with trio.fail_after(60):
         async with (
