@@ -340,9 +340,8 @@ def http_requests(draw: st.DrawFn, routes: list[tuple[str, list[str]]]) -> dict[
         value = draw(param_values)
         if "unload" in rule and value in ("m", "al"):
             value = "ghost"  # unloading the model would restart it on every example
-        if match.group(1) == "rest":
-            if rule.startswith("/upstream/"):
-                value = draw(st.sampled_from(["m", "al", "ghost"])) + "/" + value
+        if match.group(1) == "rest" and rule.startswith("/upstream/"):
+            value = draw(st.sampled_from(["m", "al", "ghost"])) + "/" + value
         return quote(value, safe="/") or "x"
 
     path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", param, rule)
