@@ -103,10 +103,9 @@ class _CleanupMiddleware:
             return
         cleanups: list[Callable[[], Awaitable[None] | None]] = []
         scope[CLEANUP_KEY] = cleanups
-        if _closes_after(scope):
-            receive, send = _EndAfterResponse.wrap(receive, send)
+        bridge = _EndAfterResponse(scope, receive, send)
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, bridge.receive, bridge.send)
         finally:
             with trio.CancelScope(shield=True):
                 for fn in reversed(cleanups):
@@ -124,31 +123,54 @@ def _closes_after(scope: dict[str, Any]) -> bool:
     )
 
 
+def _has_body(scope: dict[str, Any]) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            return True
+    return False
+
+
+_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
+
+
 class _EndAfterResponse:
-    """Lets Quart return once the response is sent, so hypercorn closes the connection.
+    """Lets Quart return once a response that ends the connection is sent.
 
-    Quart keeps the request open until it hears ``http.disconnect``; hypercorn closes a
-    ``Connection: close`` connection only once the app returned. Each waits for the other
-    and the client hangs (measured: a bare ASGI app closes at once, a QuartTrio app never).
-    Only such requests pay for this wrapper."""
+    Quart keeps a request open until it hears ``http.disconnect``, and hypercorn ends a
+    connection that must close only once the app returned: each waits for the other and
+    the client hangs (measured: a bare ASGI app closes at once, a QuartTrio app never).
+    A connection must close when the client asked (``Connection: close``, HTTP/1.0) or
+    when the response starts before the request body is complete (a 401 or 413 on a POST:
+    the rest of the body can no longer be told from the next request). Then the wrapper
+    says so in the response, and a ``receive`` made from then on also ends when the
+    response has been sent, answering Quart with a disconnect. Other requests only pass
+    through two plain method calls."""
 
-    def __init__(self, receive: Any, send: Any) -> None:
+    def __init__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self._receive = receive
         self._send = send
+        self._close = _closes_after(scope)
+        self._body_done = not _has_body(scope)
         self._sent = trio.Event()
 
-    @classmethod
-    def wrap(cls, receive: Any, send: Any) -> tuple[Any, Any]:
-        bridge = cls(receive, send)
-        return bridge.receive, bridge.send
-
     async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.start" and not self._body_done and not self._close:
+            self._close = True
+            message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
         await self._send(message)
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
+        if kind == "http.response.body" and not message.get("more_body", False):
             self._sent.set()
 
     async def receive(self) -> dict[str, Any]:
-        received: dict[str, Any] = {"type": "http.disconnect"}
+        if not self._close:
+            message: dict[str, Any] = await self._receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                self._body_done = True
+            return message
+        if self._sent.is_set():
+            return _DISCONNECT
+        received = _DISCONNECT
         async with trio.open_nursery() as nursery:
 
             async def take() -> None:
