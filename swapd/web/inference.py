@@ -203,8 +203,13 @@ def _metered(
             )
     model = route.target if route.kind == "local" else route.requested
 
+    event_stream = any(
+        n.lower() == "content-type" and "text/event-stream" in v for n, v in exchange.headers
+    )
+
     async def relay() -> AsyncIterator[bytes]:
         first_byte_at: float | None = None
+        cut = False
         try:
             async for chunk in exchange.body():
                 if first_byte_at is None:
@@ -214,11 +219,18 @@ def _metered(
                     if capture is not None:
                         capture.feed(chunk)
                 yield chunk
+            if not exchange.complete:
+                # The upstream died mid-answer (crash, unload, reset). An event stream
+                # says so and ends as streams end, so no client takes it for a whole
+                # answer; nothing of it counts as a success.
+                cut = True
+                if event_stream:
+                    yield _CUT_STREAM
         finally:
             services.telemetry.request_finished(
                 model,
-                exchange.status,
-                tap,
+                502 if cut else exchange.status,
+                None if cut else tap,
                 started=started,
                 first_byte_at=first_byte_at,
                 ended=trio.current_time(),
@@ -226,6 +238,12 @@ def _metered(
             )
 
     return relay()
+
+
+_CUT_STREAM = (
+    b'\n\ndata: {"error":{"message":"the upstream stopped before it finished its answer",'
+    b'"type":"server_error","code":"upstream_cut"}}\n\ndata: [DONE]\n\n'
+)
 
 
 async def _stream_request_body() -> AsyncIterator[bytes]:

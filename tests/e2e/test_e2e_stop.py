@@ -93,8 +93,10 @@ async def test_unload_mid_stream_is_bounded_and_the_stream_ends_cleanly(llama: A
                 with trio.fail_after(5):
                     events += [line async for line in lines if line.startswith("data: ")]
             assert len(events) < LONG["max_tokens"]  # cut off, not run to the end
-            assert "data: [DONE]" not in events
-            assert all(e.startswith("data: {") for e in events)  # no half-written event
+            # swapd ends the cut stream as streams end, saying it is not a whole answer
+            assert events[-1] == "data: [DONE]"
+            assert '"code":"upstream_cut"' in events[-2]
+            assert all(e.startswith("data: {") for e in events[:-1])  # no half-written event
             assert "".join(tokens).strip()  # real text arrived before the cut
 
             assert await running(admin) == {}
@@ -108,9 +110,9 @@ async def test_unload_mid_stream_is_bounded_and_the_stream_ends_cleanly(llama: A
     r"ignore:Async generator '(openai|httpx2|httpcore2)\.[\w.]+' was garbage"
     r" collected before it had been exhausted:ResourceWarning"
 )
-async def test_openai_sdk_stream_cut_by_an_unload_just_ends(llama: Any) -> None:
-    """What an SDK user sees: the iteration ends, without an exception and without a
-    finish_reason (the answer is incomplete, and says so by not saying why it stopped)."""
+async def test_openai_sdk_stream_cut_by_an_unload_raises_an_api_error(llama: Any) -> None:
+    """What an SDK user sees: the chunks that came, then the SDK raises the error event
+    swapd ends a cut stream with, so the partial answer is never taken for a whole one."""
     config = llama.config({"smollm2": llama.cmd(llama.smollm2, "smollm2")})
     with trio.fail_after(TIMEOUT):
         async with (
@@ -129,11 +131,13 @@ async def test_openai_sdk_stream_cut_by_an_unload_just_ends(llama: Any) -> None:
                 extra_body={"ignore_eos": True},
             )
             chunks = []
-            async with stream:
-                async for chunk in stream:
-                    chunks.append(chunk)
-                    if len(chunks) == 5:
-                        assert (await admin.post("/api/models/unload/smollm2")).status_code == 200
+            with pytest.raises(openai.APIError, match="upstream stopped"):  # noqa: PT012
+                async with stream:
+                    async for chunk in stream:
+                        chunks.append(chunk)
+                        if len(chunks) == 5:
+                            unload = await admin.post("/api/models/unload/smollm2")
+                            assert unload.status_code == 200
             assert 5 <= len(chunks) < LONG["max_tokens"]
             assert not any(c.choices and c.choices[0].finish_reason for c in chunks)
             assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
