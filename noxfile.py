@@ -62,11 +62,13 @@ def browser(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks (not part of the default run): ratios against a direct connection."""
-    _install(session)
-    session.run("python", "benchmarks/swap_latency.py", *session.posargs)
-    session.run("python", "benchmarks/proxy_overhead.py", *session.posargs)
-    session.run("python", "benchmarks/config_scale.py", *session.posargs)
+    """Benchmarks (not part of the default run): direct vs nginx vs swapd, as ratios.
+
+    One command, about 5 minutes (``-- --quick``: about 1). nginx and wrk come from the
+    system (``apt-get install -y nginx wrk``); without them the script says so and measures
+    the rest. Results: benchmarks/results/bench.json and the printed table."""
+    _install(session, "bench")
+    session.run("python", "benchmarks/bench.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -81,3 +83,13 @@ def e2e(session: nox.Session) -> None:
     _install(session, "test")
     session.run("python", "-m", "swapd.testing.llama_server", "prepare")
     session.run("pytest", "tests/e2e", *session.posargs, env={"SWAPD_E2E": "1"})
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """Soak test (not part of the default run): mixed traffic against a swapd process for
+    10 minutes (``-- --minutes 60 --workers 16 --report soak.json``); reports RSS growth,
+    open file descriptors and leaked model processes, and fails on a leak, a hung request
+    or a 500. See docs/reliability.md."""
+    _install(session)
+    session.run("python", "tests/soak.py", *session.posargs)

@@ -193,7 +193,11 @@ def stop_child(child: Child, grace: float = STOP_GRACE) -> None:
 
 @contextlib.contextmanager
 def child_process(
-    name: str, argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None
+    name: str,
+    argv: Sequence[str],
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[Child]:
     """Start ``argv`` in a new session; stop its process group when the block ends."""
     with log.open("wb") as out:
@@ -204,6 +208,7 @@ def child_process(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env=dict(env) if env is not None else None,
+            cwd=cwd,
         )
     child = Child(name, popen, log)
     try:

@@ -281,26 +281,35 @@ class UsageTap:
                 return False
             self._body += data
             return True
-        if (
-            not self._body
-            and not self._line_overflow
-            and data.endswith(b"\n")
-            and b'"usage"' not in data
-            and b'"timings"' not in data
-        ):
-            # Whole lines with no usage in them (the token deltas, nearly every chunk):
-            # nothing to keep, so skip splitting them into lines. Measured ~6% of swapd's
-            # CPU on streams before this.
+        # Only lines holding "usage" or "timings" are parsed. A chunk (relayed chunks hold
+        # several events when the upstream is faster than the client) may complete the
+        # line the last one left open, with a key split across the two, and may leave one
+        # open itself; the whole lines in between are looked at only where a key occurs,
+        # so the token deltas, nearly every line, are never split out.
+        last = data.rfind(b"\n")
+        if last < 0:
+            self._append_line_part(data)
             return True
         start = 0
-        while (nl := data.find(b"\n", start)) >= 0:
-            self._append_line_part(data[start:nl])
+        if self._body or self._line_overflow:
+            start = data.find(b"\n") + 1
+            self._append_line_part(data[: start - 1])
             if not self._line_overflow:
                 self._line(bytes(self._body))
             self._body.clear()
             self._line_overflow = False
-            start = nl + 1
-        self._append_line_part(data[start:])
+        while start < last:
+            usage = data.find(b'"usage"', start, last)
+            timings = data.find(b'"timings"', start, last)
+            hit = usage if timings < 0 or 0 <= usage < timings else timings
+            if hit < 0:
+                break
+            line_start = data.rfind(b"\n", start, hit) + 1 or start
+            line_end = data.find(b"\n", hit)
+            if line_end - line_start <= self._max_line:
+                self._line(data[line_start:line_end])
+            start = line_end + 1
+        self._append_line_part(data[last + 1 :])
         return True
 
     def _append_line_part(self, part: bytes) -> None:
@@ -664,6 +673,14 @@ def _status_class(status: int) -> str:
     return f"{status // 100}xx" if 100 <= status <= 599 else "other"
 
 
+def _histogram(table: dict[str, Histogram], model: str, buckets: Sequence[float]) -> Histogram:
+    """``table[model]``, created on first use."""
+    hist = table.get(model)
+    if hist is None:
+        hist = table[model] = Histogram(buckets)
+    return hist
+
+
 class SwapdMetrics:
     """Accumulates the daemon's Prometheus metrics; :meth:`families` snapshots them.
 
@@ -692,21 +709,21 @@ class SwapdMetrics:
         """One finished request; ``metrics`` is the tap's record (None for non-200)."""
         key = (model, _status_class(status))
         self._requests[key] = self._requests.get(key, 0) + 1
-        self._duration.setdefault(model, Histogram(REQUEST_SECONDS_BUCKETS)).observe(seconds)
+        # get() before building: a Histogram is validated on creation, and this runs for
+        # every forwarded request (setdefault would build one each time to throw away).
+        _histogram(self._duration, model, REQUEST_SECONDS_BUCKETS).observe(seconds)
         if metrics is None:
             return
         self._tokens_in[model] = self._tokens_in.get(model, 0) + max(0, metrics.input_tokens)
         self._tokens_out[model] = self._tokens_out.get(model, 0) + max(0, metrics.output_tokens)
         if metrics.prompt_per_second > 0:
-            hist = self._prompt_speed.setdefault(model, Histogram(RATE_BUCKETS))
-            hist.observe(metrics.prompt_per_second)
+            _histogram(self._prompt_speed, model, RATE_BUCKETS).observe(metrics.prompt_per_second)
         if metrics.tokens_per_second > 0:
-            hist = self._gen_speed.setdefault(model, Histogram(RATE_BUCKETS))
-            hist.observe(metrics.tokens_per_second)
+            _histogram(self._gen_speed, model, RATE_BUCKETS).observe(metrics.tokens_per_second)
 
     def observe_start(self, model: str, seconds: float) -> None:
         """A swap-in: the model was started and became ready after ``seconds``."""
-        self._starts.setdefault(model, Histogram(START_SECONDS_BUCKETS)).observe(seconds)
+        _histogram(self._starts, model, START_SECONDS_BUCKETS).observe(seconds)
 
     def observe_crash(self, model: str) -> None:
         """The upstream exited without being asked to (reference 3.7)."""
