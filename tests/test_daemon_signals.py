@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
 
 import httpx
 
+from swapd.supervise.lifeline import process_alive
 from swapd.testing.process import run_swapd
 from swapd.testing.server import free_port_base, upstream_cmd
 
@@ -29,12 +29,8 @@ def model_pid(url: str) -> int:
 
 
 def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    with open(f"/proc/{pid}/stat") as f:  # a zombie waiting for its reaper counts as gone
-        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    """No such process, or only its zombie is left."""
+    return not process_alive(pid)
 
 
 def test_sigterm_stops_swapd_and_its_models(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import httpx
 import pytest
 import trio
 
+from swapd.supervise.lifeline import process_alive as alive
 from swapd.testing import upstream as demo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,15 +90,6 @@ async def spawn(*args: str, argv: list[str] | None = None) -> AsyncIterator[Chil
             await proc.wait()
             assert proc.stdout is not None
             await proc.stdout.aclose()
-
-
-def alive(pid: int) -> bool:
-    """True unless pid is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 :].split()[0] != b"Z"
 
 
 def sse_payloads(raw: bytes) -> list[tuple[str | None, str]]:

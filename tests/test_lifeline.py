@@ -28,6 +28,7 @@ from swapd.supervise.lifeline import (
     process_start_time,
     sweep_orphans,
 )
+from swapd.supervise.lifeline import process_alive as alive
 from swapd.supervise.procgroup import LineFramer, open_process_group
 
 CHILDREN = Path(__file__).parent / "children"
@@ -36,15 +37,6 @@ TAG = "SWAPD_TEST_TAG"
 
 def child(name: str, *args: str) -> list[str]:
     return [sys.executable, str(CHILDREN / name), *args]
-
-
-def alive(pid: int) -> bool:
-    """True unless pid is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 :].split()[0] != b"Z"
 
 
 @pytest.fixture(autouse=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from swapd.supervise.lifeline import MARKER_NAME, marked_processes
+from swapd.supervise.lifeline import process_alive as alive
 from swapd.testing.process import run_swapd
 from swapd.testing.server import free_port_base, upstream_cmd
 
@@ -33,15 +34,6 @@ exec "$@"
 """
 IN_GROUP = f"{shlex.quote(sys.executable)} -c 'import time; time.sleep(1000)'"
 ESCAPING = f"{shlex.quote(sys.executable)} -c 'import os, time; os.setsid(); time.sleep(1000)'"
-
-
-def alive(pid: int) -> bool:
-    """True unless pid is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 :].split()[0] != b"Z"
 
 
 def children_of(swapd_pid: int) -> dict[int, str]:

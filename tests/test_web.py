@@ -12,6 +12,7 @@ import httpx
 import pytest
 import trio
 
+from swapd.supervise.lifeline import process_alive
 from swapd.testing import open_swapd, upstream_cmd
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -66,11 +67,7 @@ async def test_swapping_stops_the_previous_model() -> None:
 
 def _is_gone(pid: int) -> bool:
     """No such process, or only its zombie is left."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+    return not process_alive(pid)
 
 
 async def test_streaming_is_incremental() -> None:

@@ -56,9 +56,9 @@ if TYPE_CHECKING:
     import trio
 
 __all__ = [
-    "MARKER_NAME",
     "Lifeline",
     "LifelineError",
+    "MARKER_NAME",
     "Orphan",
     "instance_is_gone",
     "live_group_members",
@@ -67,6 +67,7 @@ __all__ = [
     "marked_processes",
     "new_instance_marker",
     "open_lifeline",
+    "process_alive",
     "process_start_time",
     "signal_group",
     "sweep_orphans",
@@ -100,6 +101,12 @@ def _stat_fields(pid: int) -> list[str] | None:
         return None
     # comm (field 2) may contain spaces and parentheses: split after the last ")".
     return raw[raw.rfind(b")") + 2 :].decode("ascii", "replace").split()
+
+
+def process_alive(pid: int) -> bool:
+    """True unless ``pid`` is gone or only its zombie is left."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def _live_processes() -> Iterator[tuple[int, int]]:

@@ -20,6 +20,7 @@ import openai
 import pytest
 import trio
 
+from swapd.supervise.lifeline import process_alive as alive
 from swapd.testing import open_swapd
 from swapd.testing.process import run_swapd
 from swapd.testing.server import free_port_base
@@ -42,14 +43,6 @@ QUESTION = {
     "max_tokens": 24,
     "temperature": 0,
 }
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(") ", 1)[1][0] != "Z"
 
 
 async def running(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:

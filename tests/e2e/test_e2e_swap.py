@@ -7,12 +7,12 @@ SmolLM2 answers a factual question; the tiny random model answers gibberish of e
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
 
+from swapd.supervise.lifeline import process_alive as alive
 from swapd.testing import open_swapd
 
 TIMEOUT = 180
@@ -34,15 +34,6 @@ def chat_body(model: str, question: str, max_tokens: int, **more: Any) -> dict[s
         "temperature": 0,
         **more,
     }
-
-
-def alive(pid: int) -> bool:
-    """A live process (not a zombie)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(") ", 1)[1][0] != "Z"
 
 
 async def running(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:

@@ -19,7 +19,7 @@ import trio
 
 from swapd.core.events import ModelStateChanged
 from swapd.observe.bus import EventBus
-from swapd.supervise.lifeline import marked_processes
+from swapd.supervise.lifeline import marked_processes, process_alive
 from swapd.testing import upstream_cmd
 
 
@@ -33,11 +33,7 @@ def ours(prefix_pid: int | None = None) -> set[int]:
 
 def gone(pid: int) -> bool:
     """No such process, or only its zombie is left."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+    return not process_alive(pid)
 
 
 def processes_running(needle: str) -> list[int]:
