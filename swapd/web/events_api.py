@@ -49,6 +49,7 @@ from swapd.observe.bus import Subscription
 from swapd.observe.logs import PROXY, UPSTREAM
 from swapd.observe.telemetry import MetricsRecorded
 from swapd.reload import ConfigReloaded, ConfigReloadStarted
+from swapd.supervise.supervisor import ModelStatistics
 from swapd.web.app import Services
 
 __all__ = ["model_status", "register"]
@@ -70,9 +71,20 @@ def _sse(kind: str, data: object) -> bytes:
     return b"event:message\ndata:" + _envelope(kind, data).encode() + b"\n\n"
 
 
-def model_status(services: Services) -> list[dict[str, Any]]:
+def _status(services: Services) -> list[Message]:
+    """``modelStatus`` and ``inflight`` from one reading of the supervisor."""
+    stats = services.supervisor.statistics()
+    total = sum(s.in_flight for s in stats)
+    return [("modelStatus", model_status(services, stats)), ("inflight", {"total": total})]
+
+
+def model_status(
+    services: Services, statistics: list[ModelStatistics] | None = None
+) -> list[dict[str, Any]]:
     """Every local model (sorted by ID, unlisted included), then peers' models."""
-    stats = {s.model: s for s in services.supervisor.statistics()}
+    if statistics is None:
+        statistics = services.supervisor.statistics()
+    stats = {s.model: s for s in statistics}
     to_epoch = time.time() - trio.current_time()
     entries: list[dict[str, Any]] = []
     for model_id in sorted(services.config.models):
@@ -119,10 +131,6 @@ def model_status(services: Services) -> list[dict[str, Any]]:
     return entries
 
 
-def _in_flight(services: Services) -> dict[str, int]:
-    return {"total": sum(s.in_flight for s in services.supervisor.statistics())}
-
-
 class _Feed:
     """One client's view: the snapshot it starts from and the queue of what follows."""
 
@@ -133,10 +141,7 @@ class _Feed:
         self._last_refresh = -math.inf
 
     def status(self) -> list[Message]:
-        return [
-            ("modelStatus", model_status(self._services)),
-            ("inflight", _in_flight(self._services)),
-        ]
+        return _status(self._services)
 
     def on_bus(self, event: object) -> None:
         put = self.queue.put
@@ -195,12 +200,13 @@ def _open_feed(services: Services) -> Iterator[tuple[list[Message], _Feed]]:
         history = {
             name: logs.history(name).decode("utf-8", "replace") for name in (PROXY, UPSTREAM)
         }
+        status, inflight = _status(services)
         snapshot: list[Message] = [
             ("logData", {"data": history[PROXY], "source": PROXY}),
             ("logData", {"data": history[UPSTREAM], "source": UPSTREAM}),
-            ("modelStatus", model_status(services)),
+            status,
             ("metrics", [r.as_json() for r in services.telemetry.store.records()]),
-            ("inflight", _in_flight(services)),
+            inflight,
         ]
         if services.supervisor.closing:
             feed.queue.close()
