@@ -185,8 +185,9 @@ def _metered(
     returned, where ``request`` is no longer available."""
     tap = None
     capture = None
+    headers = {name.lower(): value for name, value in exchange.headers}
+    event_stream = "text/event-stream" in headers.get("content-type", "")
     if request.method == "POST" and exchange.status == 200:
-        headers = {name.lower(): value for name, value in exchange.headers}
         tap = UsageTap(
             content_type=headers.get("content-type", ""),
             content_encoding=headers.get("content-encoding", ""),
@@ -202,10 +203,6 @@ def _metered(
                 resp_headers=exchange.headers,
             )
     model = route.target if route.kind == "local" else route.requested
-
-    event_stream = any(
-        n.lower() == "content-type" and "text/event-stream" in v for n, v in exchange.headers
-    )
 
     async def relay() -> AsyncIterator[bytes]:
         first_byte_at: float | None = None
