@@ -259,7 +259,15 @@ def create_app(services: Services) -> Quart:
         log.exception("unexpected error while handling %s", _current_path())
         return json_response(500, problems.openai_error(500, "internal error in swapd"))
 
-    from swapd.web import admin_api, config_api, events_api, inference, observe_api, ui_routes
+    from swapd.web import (
+        admin_api,
+        config_api,
+        events_api,
+        fastpath,
+        inference,
+        observe_api,
+        ui_routes,
+    )
 
     inference.register(app, services)
     admin_api.register(app, services)
@@ -267,5 +275,9 @@ def create_app(services: Services) -> Quart:
     events_api.register(app, services)
     config_api.register(app, services)
     ui_routes.register(app, services)
-    app.asgi_app = _CleanupMiddleware(app.asgi_app)  # type: ignore[method-assign, assignment]
+    # Plain JSON inference POSTs skip Quart (fastpath.py); everything else gets the
+    # cleanup middleware and the app.
+    app.asgi_app = fastpath.FastPath(  # type: ignore[method-assign, assignment]
+        _CleanupMiddleware(app.asgi_app), services, frozenset(inference.JSON_ROUTES)
+    )
     return app

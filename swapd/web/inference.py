@@ -22,7 +22,6 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import AsyncIterator
 
-import trio
 from quart import Quart, Response, current_app, redirect, request
 from werkzeug.datastructures import Headers
 from werkzeug.wrappers.response import Response as Redirect
@@ -30,10 +29,8 @@ from werkzeug.wrappers.response import Response as Redirect
 from swapd.core.routing import Route
 from swapd.core.states import ModelState
 from swapd.errors import BadRequest, ModelNotFound
-from swapd.observe.captures import CaptureRecorder
-from swapd.observe.metrics import UsageTap
 from swapd.supervise.supervisor import Lease
-from swapd.web import bodies, problems
+from swapd.web import bodies, problems, relay
 from swapd.web.app import Services, register_cleanup
 from swapd.web.auth import strip_credentials
 from swapd.web.forward import Exchange, request_headers
@@ -168,81 +165,6 @@ def register(app: Quart, services: Services) -> None:
     app.add_url_rule("/upstream/<path:rest>", "upstream", upstream, methods=methods)
 
 
-def _metered(
-    services: Services,
-    route: Route,
-    exchange: Exchange,
-    started: float,
-    *,
-    path: str,
-    sent_headers: list[tuple[str, str]],
-    sent_body: bytes | AsyncIterator[bytes] | None,
-) -> AsyncIterator[bytes]:
-    """The upstream body, passed on untouched while a tap reads token usage from it (and,
-    with ``captureBuffer``, a recorder keeps the exchange).
-
-    Built while the request context exists: Quart iterates the body after the handler
-    returned, where ``request`` is no longer available."""
-    tap = None
-    capture = None
-    headers = {name.lower(): value for name, value in exchange.headers}
-    event_stream = "text/event-stream" in headers.get("content-type", "")
-    if request.method == "POST" and exchange.status == 200:
-        tap = UsageTap(
-            content_type=headers.get("content-type", ""),
-            content_encoding=headers.get("content-encoding", ""),
-            path=path,
-        )
-        captures = services.telemetry.captures
-        if captures.enabled:
-            capture = CaptureRecorder(
-                captures.capacity,
-                req_path=path,
-                req_headers=sent_headers,
-                req_body=sent_body if isinstance(sent_body, bytes) else None,
-                resp_headers=exchange.headers,
-            )
-    model = route.target if route.kind == "local" else route.requested
-
-    async def relay() -> AsyncIterator[bytes]:
-        first_byte_at: float | None = None
-        cut = False
-        try:
-            async for chunk in exchange.body():
-                if first_byte_at is None:
-                    first_byte_at = trio.current_time()
-                if tap is not None:
-                    tap.feed(chunk)
-                    if capture is not None:
-                        capture.feed(chunk)
-                yield chunk
-            if not exchange.complete:
-                # The upstream died mid-answer (crash, unload, reset). An event stream
-                # says so and ends as streams end, so no client takes it for a whole
-                # answer; nothing of it counts as a success.
-                cut = True
-                if event_stream:
-                    yield _CUT_STREAM
-        finally:
-            services.telemetry.request_finished(
-                model,
-                502 if cut else exchange.status,
-                None if cut else tap,
-                started=started,
-                first_byte_at=first_byte_at,
-                ended=trio.current_time(),
-                capture=capture,
-            )
-
-    return relay()
-
-
-_CUT_STREAM = (
-    b'\n\ndata: {"error":{"message":"the upstream stopped before it finished its answer",'
-    b'"type":"server_error","code":"upstream_cut"}}\n\ndata: [DONE]\n\n'
-)
-
-
 async def _stream_request_body() -> AsyncIterator[bytes]:
     async for chunk in request.body:
         yield chunk
@@ -313,40 +235,16 @@ async def _forward(
     *,
     path: str | None = None,
 ) -> Response:
-    started = trio.current_time()
-    headers = _client_headers(services)
-    pool = 64
-    if route.kind == "local":
-        lease = await services.supervisor.acquire(route.target)
-        register_cleanup(lease.release)
-        base = lease.proxy
-        pool = services.config.models[route.target].effective_concurrency_limit
-    else:
-        peer = services.config.peers[route.target]
-        base = peer.proxy
-        if peer.api_key:
-            headers = strip_credentials(headers)
-            headers += [("authorization", f"Bearer {peer.api_key}"), ("x-api-key", peer.api_key)]
-    upstream_headers = request_headers(headers, client_ip=request.remote_addr)
-    target = _target(path)
-    exchange = await services.forwarder.open(
-        base,
-        request.method,
-        target,
-        upstream_headers,
-        content,
-        max_connections=pool,
-    )
-    register_cleanup(exchange.aclose)
-    metered = _metered(
+    exchange, body = await relay.forward(
         services,
         route,
-        exchange,
-        started,
-        path=target.split("?", 1)[0],
-        sent_headers=headers,
-        sent_body=content,
+        request.method,
+        _target(path),
+        _client_headers(services),
+        request.remote_addr,
+        content,
+        register_cleanup,
     )
-    response = Response(metered, status=exchange.status, headers=Headers(exchange.headers))
+    response = Response(body, status=exchange.status, headers=Headers(exchange.headers))
     response.timeout = None
     return response

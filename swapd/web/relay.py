@@ -1,0 +1,153 @@
+"""One forwarded exchange, whoever serves it: lease, upstream request, metered body.
+
+Shared by the Quart inference routes (``inference.py``) and the ASGI fast path
+(``fastpath.py``), so the relay has one implementation: take a lease on a local model (the
+wait for a load happens here) or use a peer, open the upstream exchange, and pass its body
+on untouched while a tap reads token usage (and, with ``captureBuffer``, a recorder keeps
+the exchange). Nothing here reads Quart's request context: the caller hands in the
+method, target, headers and client address, and a ``register_cleanup`` that runs its
+callbacks, shielded, when the request is completely over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import TYPE_CHECKING
+
+import trio
+
+from swapd.core.routing import Route
+from swapd.observe.captures import CaptureRecorder
+from swapd.observe.metrics import UsageTap
+from swapd.web.auth import strip_credentials
+from swapd.web.forward import Exchange, request_headers
+
+if TYPE_CHECKING:
+    from swapd.web.app import Services
+
+__all__ = ["Cleanup", "forward"]
+
+Cleanup = Callable[[Callable[[], Awaitable[None] | None]], None]
+
+
+async def forward(
+    services: Services,
+    route: Route,
+    method: str,
+    target: str,
+    client_headers: list[tuple[str, str]],
+    client_ip: str | None,
+    content: bytes | AsyncIterator[bytes] | None,
+    register_cleanup: Cleanup,
+) -> tuple[Exchange, AsyncIterator[bytes]]:
+    """Forward one request; return the exchange (status, headers) and its metered body.
+
+    ``client_headers`` are the client's, without the credentials it used for swapd;
+    ``target`` is the upstream path with its query string."""
+    started = trio.current_time()
+    headers = client_headers
+    pool = 64
+    if route.kind == "local":
+        lease = await services.supervisor.acquire(route.target)
+        register_cleanup(lease.release)
+        base = lease.proxy
+        pool = services.config.models[route.target].effective_concurrency_limit
+    else:
+        peer = services.config.peers[route.target]
+        base = peer.proxy
+        if peer.api_key:
+            headers = strip_credentials(headers)
+            headers += [("authorization", f"Bearer {peer.api_key}"), ("x-api-key", peer.api_key)]
+    upstream_headers = request_headers(headers, client_ip=client_ip)
+    exchange = await services.forwarder.open(
+        base, method, target, upstream_headers, content, max_connections=pool
+    )
+    register_cleanup(exchange.aclose)
+    metered = _metered(
+        services,
+        route,
+        exchange,
+        started,
+        method=method,
+        path=target.split("?", 1)[0],
+        sent_headers=headers,
+        sent_body=content,
+    )
+    return exchange, metered
+
+
+def _metered(
+    services: Services,
+    route: Route,
+    exchange: Exchange,
+    started: float,
+    *,
+    method: str,
+    path: str,
+    sent_headers: list[tuple[str, str]],
+    sent_body: bytes | AsyncIterator[bytes] | None,
+) -> AsyncIterator[bytes]:
+    """The upstream body, passed on untouched while a tap reads token usage from it (and,
+    with ``captureBuffer``, a recorder keeps the exchange)."""
+    tap = None
+    capture = None
+    headers = {name.lower(): value for name, value in exchange.headers}
+    event_stream = "text/event-stream" in headers.get("content-type", "")
+    if method == "POST" and exchange.status == 200:
+        tap = UsageTap(
+            content_type=headers.get("content-type", ""),
+            content_encoding=headers.get("content-encoding", ""),
+            path=path,
+        )
+        captures = services.telemetry.captures
+        if captures.enabled:
+            capture = CaptureRecorder(
+                captures.capacity,
+                req_path=path,
+                req_headers=sent_headers,
+                req_body=sent_body if isinstance(sent_body, bytes) else None,
+                resp_headers=exchange.headers,
+            )
+    model = route.target if route.kind == "local" else route.requested
+
+    async def relay() -> AsyncIterator[bytes]:
+        first_byte_at: float | None = None
+        cut = False
+        try:
+            # aclosing: a relay closed early (client gone, or the server stopped asking
+            # after the last chunk) closes the upstream body at once, not at GC.
+            async with aclosing(exchange.body()) as body:
+                async for chunk in body:
+                    if first_byte_at is None:
+                        first_byte_at = trio.current_time()
+                    if tap is not None:
+                        tap.feed(chunk)
+                        if capture is not None:
+                            capture.feed(chunk)
+                    yield chunk
+            if not exchange.complete:
+                # The upstream died mid-answer (crash, unload, reset). An event stream
+                # says so and ends as streams end, so no client takes it for a whole
+                # answer; nothing of it counts as a success.
+                cut = True
+                if event_stream:
+                    yield _CUT_STREAM
+        finally:
+            services.telemetry.request_finished(
+                model,
+                502 if cut else exchange.status,
+                None if cut else tap,
+                started=started,
+                first_byte_at=first_byte_at,
+                ended=trio.current_time(),
+                capture=capture,
+            )
+
+    return relay()
+
+
+_CUT_STREAM = (
+    b'\n\ndata: {"error":{"message":"the upstream stopped before it finished its answer",'
+    b'"type":"server_error","code":"upstream_cut"}}\n\ndata: [DONE]\n\n'
+)
