@@ -32,6 +32,7 @@ from swapd.reload import Reloader
 from swapd.supervise.supervisor import Supervisor
 from swapd.web import cors, problems
 from swapd.web.auth import WWW_AUTHENTICATE, KeyChecker
+from swapd.web.flow import FlowHTTPConnection, FlowRequest
 from swapd.web.forward import Forwarder
 
 __all__ = ["Services", "create_app", "json_response", "register_cleanup"]
@@ -158,9 +159,16 @@ class _EndAfterResponse:
         if kind == "http.response.start" and not self._body_done and not self._close:
             self._close = True
             message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
-        await self._send(message)
-        if kind == "http.response.body" and not message.get("more_body", False):
-            self._sent.set()
+        if kind != "http.response.body" or message.get("more_body", False):
+            await self._send(message)
+            return
+        # Shielded: with the last message hypercorn hands Quart an ``http.disconnect``,
+        # and Quart cancels the request on it; a cancel landing inside this send (where
+        # hypercorn closes a connection that must close) left the socket open and a
+        # client that reused it hanging. Hypercorn's own socket writes are shielded too.
+        with trio.CancelScope(shield=True):
+            await self._send(message)
+        self._sent.set()
 
     async def receive(self) -> dict[str, Any]:
         if not self._close:
@@ -205,6 +213,9 @@ def error_response(exc: SwapdError, path: str) -> Response:
 def create_app(services: Services) -> Quart:
     """Build the app. Register routes of every group; set limits; install handlers."""
     app = QuartTrio("swapd")
+    # Streamed bodies are read no faster than they are forwarded (flow.py).
+    app.request_class = FlowRequest
+    app.asgi_http_class = FlowHTTPConnection
     app.config.update(
         MAX_CONTENT_LENGTH=services.max_body_bytes,
         BODY_TIMEOUT=None,  # uploads and long prompts may be slow; the client decides
