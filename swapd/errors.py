@@ -13,9 +13,9 @@
     │   ├── QueueFull            429  the model's wait queue is full
     │   └── ModelUnavailable     503  the model is stopping or swapd is shutting down
     └── UpstreamError            the backend's fault (5xx)
-        ├── StartFailed          502  the process could not be started or exited while starting
-        ├── UpstreamUnreachable  502  connecting to or talking with the upstream failed
-        └── UpstreamTimeout      504  the upstream never became healthy in time
+        ├── StartFailed          502  the process could not be started, exited while starting
+        │                             or was not healthy within healthCheckTimeout (as llama-swap)
+        └── UpstreamUnreachable  502  connecting to or talking with the upstream failed
 
 Each class carries its HTTP meaning (``http_status``, ``api_error_type``) so the web layer
 translates errors in one place. This module imports only the standard library.
@@ -40,7 +40,6 @@ __all__ = [
     "SwapdError",
     "Unauthorized",
     "UpstreamError",
-    "UpstreamTimeout",
     "UpstreamUnreachable",
 ]
 
@@ -202,8 +201,3 @@ class StartFailed(UpstreamError):
 
 class UpstreamUnreachable(UpstreamError):
     pass
-
-
-class UpstreamTimeout(UpstreamError):
-    http_status = 504
-    api_error_code = "gateway_timeout"

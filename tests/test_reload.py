@@ -202,6 +202,33 @@ async def test_a_broken_file_changes_nothing(config_file: ConfigFile) -> None:
             assert state["last_reload"]["ok"] is False
 
 
+async def test_the_config_is_shown_without_its_keys(config_file: ConfigFile) -> None:
+    """GET /api/config shows the running file, but not the API keys or a peer's key: one
+    key opens every route, and the config page is what gets screenshotted and pasted."""
+    config_file.head += (
+        "apiKeys: [sk-client-secret-1, sk-client-secret-12]\n"
+        "peers:\n  far:\n    proxy: http://127.0.0.1:9\n    apiKey: sk-peer-secret\n"
+        "    models: [remote]\n"
+    )
+    config_file.write(model_yaml("a"))
+    auth = {"authorization": "Bearer sk-client-secret-12"}
+    with trio.fail_after(30):
+        async with (
+            open_swapd(load_config(config_file.path)) as swapd,
+            httpx.AsyncClient(base_url=swapd.url, timeout=20, headers=auth) as client,
+        ):
+            reply = await client.get("/api/config")
+    assert reply.status_code == 200
+    shown = reply.json()["yaml"]
+    assert "sk-client-secret" not in shown and "sk-peer-secret" not in shown
+    assert "apiKeys: [REDACTED, REDACTED]" in shown
+    assert "apiKey: REDACTED" in shown
+    # everything else as written
+    assert shown.replace("REDACTED", "k") == config_file.path.read_text().replace(
+        "sk-client-secret-12", "k"
+    ).replace("sk-client-secret-1", "k").replace("sk-peer-secret", "k")
+
+
 async def test_a_changed_model_finishes_its_stream_then_restarts(config_file: ConfigFile) -> None:
     config_file.write(model_yaml("a", "--chunks", "20", "--chunk-delay", "0.1"))
     with trio.fail_after(40):

@@ -17,7 +17,6 @@ from swapd.errors import (
     StartFailed,
     SwapdError,
     Unauthorized,
-    UpstreamTimeout,
     UpstreamUnreachable,
 )
 from swapd.web.problems import (
@@ -164,14 +163,6 @@ def test_anthropic_types(status: int, type_: str) -> None:
             502,
             "server_error",
             "bad_gateway",
-            "api_error",
-            [],
-        ),
-        (
-            UpstreamTimeout("not healthy in 120s"),
-            504,
-            "server_error",
-            "gateway_timeout",
             "api_error",
             [],
         ),

@@ -3,6 +3,9 @@
 - ``GET /api/config``: ``{"path", "yaml", "loaded_at", "last_reload"}``: the file the
   running config came from, its text as last loaded (not as it may read now),
   when it was loaded (epoch seconds) and the last reload's result (``null`` before one).
+  The text is shown with the config's secrets (``apiKeys``, peers' ``apiKey``) replaced
+  by ``REDACTED``: one key opens every route, and a browser tab showing the config, a
+  screenshot or a support paste should not hand it on.
 - ``POST /api/config/reload``: reload the file now (the same path as SIGHUP and
   ``--watch-config``). 200 with the result (``ok``, ``at``, ``trigger``, ``error``,
   ``added``, ``removed``, ``changed``, ``updated``, ``unchanged``); a broken file changes
@@ -14,10 +17,22 @@ from __future__ import annotations
 
 from quart import Quart, Response
 
+from swapd.config.model import Config
 from swapd.web import problems
 from swapd.web.app import Services, json_response
 
-__all__ = ["register"]
+__all__ = ["REDACTED", "redact_secrets", "register"]
+
+REDACTED = "REDACTED"
+
+
+def redact_secrets(text: str, config: Config) -> str:
+    """``text`` with every API key and peer key of ``config`` replaced, longest first (a
+    key may contain another)."""
+    secrets = {*config.api_keys, *(peer.api_key for peer in config.peers.values())}
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 def register(app: Quart, services: Services) -> None:
@@ -28,7 +43,7 @@ def register(app: Quart, services: Services) -> None:
             200,
             {
                 "path": reloader.path if reloader is not None else None,
-                "yaml": reloader.text if reloader is not None else "",
+                "yaml": redact_secrets(reloader.text, services.config) if reloader else "",
                 "loaded_at": reloader.loaded_at if reloader is not None else services.started_at,
                 "last_reload": last.as_json() if last is not None else None,
             },
