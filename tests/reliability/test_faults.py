@@ -439,39 +439,42 @@ async def test_slowloris_clients_neither_starve_others_nor_outstay_the_idle_time
     assert all(s.in_flight == 0 and s.waiting == 0 for s in stats)
 
 
-@pytest.mark.xfail(
-    strict=False,  # passes when the body arrives before Quart's receiver blocks: timing
-    reason="bug: after a response sent before the request body arrived (401 here), "
-    "swapd neither reads on nor closes the keep-alive connection: a client that sends its "
-    "next request on it anyway may hang (hypercorn + quart-trio). The response now says "
-    "'Connection: close', so clients that honour it (httpx, browsers) do not reuse it",
-)
 async def test_a_request_refused_before_its_body_arrived_never_hangs_the_connection() -> None:
     """A client whose POST is refused before its body arrived (a wrong API key, here)
-    sends the body and its next request on the same keep-alive connection, as httpx and
-    browsers do: it must get an answer, or see the connection closed."""
+    sends the body and its next request on the same keep-alive connection anyway: it must
+    get an answer, or see the connection closed. The response says ``Connection: close``
+    and swapd closes it. Repeated: the hang this guards against was a race (a cancel
+    landing inside hypercorn's close), seen in about one connection in three."""
     config = f"apiKeys: [sk-good]\nmodels:\n{model_yaml('m')}"
-    with trio.fail_after(30):
+    answers = []
+    with trio.fail_after(60):
         async with open_swapd(config) as swapd:
             host, port = swapd.url.removeprefix("http://").rsplit(":", 1)
-            stream = await trio.open_tcp_stream(host, int(port))
-            async with stream:
-                await stream.send_all(
-                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
-                    b"Authorization: Bearer wrong\r\n\r\n"
-                )
-                first = b""
-                while not first.endswith(b"}}"):
-                    first += await stream.receive_some(65536)
-                await trio.sleep(0.1)  # the body comes a little later, in its own packet
-                next_answer = b"<silence>"
-                with trio.move_on_after(2), contextlib.suppress(trio.BrokenResourceError):
+            for _ in range(12):
+                stream = await trio.open_tcp_stream(host, int(port))
+                async with stream:
                     await stream.send_all(
-                        b"{}GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-good\r\n\r\n"
+                        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                        b"Authorization: Bearer wrong\r\n\r\n"
                     )
-                    next_answer = await stream.receive_some(65536)  # b"" would be a close
-    assert first.startswith(b"HTTP/1.1 401")
-    assert next_answer != b"<silence>"
+                    first = b""
+                    while not first.endswith(b"}}"):
+                        first += await stream.receive_some(65536)
+                    await trio.sleep(0.05)  # the body comes a little later, in its own packet
+                    next_answer = b"<silence>"
+                    with trio.move_on_after(2):
+                        with contextlib.suppress(trio.BrokenResourceError):
+                            await stream.send_all(
+                                b"{}GET /health HTTP/1.1\r\nHost: x\r\n"
+                                b"Authorization: Bearer sk-good\r\n\r\n"
+                            )
+                        with contextlib.suppress(trio.BrokenResourceError):
+                            next_answer = await stream.receive_some(65536)  # b"": closed
+                        if next_answer == b"<silence>":
+                            next_answer = b"<reset>"  # closed, seen as a reset
+                answers.append((first.split(b"\r\n", 1)[0], next_answer))
+    assert all(status == b"HTTP/1.1 401 " for status, _ in answers)
+    assert all(answer != b"<silence>" for _, answer in answers), answers
 
 
 # --- client disconnects at every phase ---------------------------------------------------
