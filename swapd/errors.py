@@ -200,4 +200,8 @@ class StartFailed(UpstreamError):
 
 
 class UpstreamUnreachable(UpstreamError):
-    pass
+    """``connect_failed``: no connection could be made at all (nothing was sent)."""
+
+    def __init__(self, message: str, *, connect_failed: bool = False) -> None:
+        super().__init__(message)
+        self.connect_failed = connect_failed

@@ -10,12 +10,14 @@ early exit.
 
 from __future__ import annotations
 
+import urllib.parse
+
 import httpx
 import trio
 
 from swapd.config.model import ModelConfig
 
-__all__ = ["FIRST_INTERVAL", "MAX_INTERVAL", "health_url", "wait_healthy"]
+__all__ = ["FIRST_INTERVAL", "MAX_INTERVAL", "health_url", "wait_accepting", "wait_healthy"]
 
 FIRST_INTERVAL = 0.01
 MAX_INTERVAL = 0.05
@@ -42,3 +44,23 @@ async def wait_healthy(client: httpx.AsyncClient, url: str) -> None:
                 return
         await trio.sleep(interval)
         interval = min(interval * 1.5, MAX_INTERVAL)
+
+
+async def wait_accepting(url: str) -> None:
+    """Return once a new TCP connection to ``url``'s host and port succeeds; poll until then.
+
+    A new connection on purpose: the health client's pooled keep-alive connection may
+    still be served by a server that has closed its listening socket."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    interval = FIRST_INTERVAL
+    while True:
+        try:
+            stream = await trio.open_tcp_stream(host, port)
+        except OSError:
+            await trio.sleep(interval)
+            interval = min(interval * 1.5, MAX_INTERVAL)
+        else:
+            await trio.aclose_forcefully(stream)
+            return

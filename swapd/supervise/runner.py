@@ -24,14 +24,19 @@ from swapd.config.model import ModelConfig
 from swapd.core.events import ModelStateChanged
 from swapd.core.states import Event, ModelState, apply
 from swapd.errors import StartFailed
+from swapd.supervise import health
 from swapd.supervise.instance import Instance, Launcher
 from swapd.supervise.procgroup import ExitStatus
 from swapd.supervise.sleepwake import SleepWakeFailed
 
-__all__ = ["Runner", "RunnerStatistics"]
+__all__ = ["RECHECK_GRACE", "Runner", "RunnerStatistics"]
 
 S = ModelState
 E = Event
+
+#: How long a ready model that refused a connection has to pass its health check again
+#: before it is stopped (a server restarting its listener gets this long).
+RECHECK_GRACE = 2.0
 
 
 @attrs.frozen(kw_only=True)
@@ -71,6 +76,7 @@ class Runner:
         self._settled = trio.Event()  # set whenever the state is stopped/shutdown
         self._settled.set()
         self._pending_error: StartFailed | None = None
+        self._rechecking: Instance | None = None
 
     def __repr__(self) -> str:
         pid = f" pid {self._instance.pid}" if self._instance else ""
@@ -123,6 +129,16 @@ class Runner:
     def wake(self, reason: str) -> None:
         self._move(E.WAKE, reason)
         self._spawn(self._wake_op)
+
+    def recheck(self) -> None:
+        """A request could not connect to this ready model: try new connections to its
+        port and stop it if none succeeds within ``RECHECK_GRACE``, so the next request
+        starts it afresh instead of meeting the same refusal until its TTL."""
+        instance = self._instance
+        if self.state is not S.READY or instance is None or self._rechecking is instance:
+            return
+        self._rechecking = instance
+        self._spawn(self._recheck_op, instance)
 
     def kill(self) -> None:
         """Kill the process group at once; the stop then completes on its own."""
@@ -205,6 +221,16 @@ class Runner:
         self._pending_error = error
         self._move(E.FAILED, f"start failed ({error.phase})")
         self._spawn(self._stop_op, "start failed")
+
+    async def _recheck_op(self, instance: Instance) -> None:
+        try:
+            with trio.move_on_after(RECHECK_GRACE):
+                await health.wait_accepting(self.spec.proxy)
+                return
+        finally:
+            self._rechecking = None
+        if self.state is S.READY and self._instance is instance:
+            self.stop(f"not accepting connections on its port for {RECHECK_GRACE:g}s")
 
     async def _life(self, *, task_status: trio.TaskStatus[Instance]) -> None:
         done = self._life_done = trio.Event()

@@ -336,6 +336,12 @@ class Supervisor:
             and not any(other.queue for other in self._slots.values())
         )
 
+    def recheck(self, model_id: str) -> None:
+        """A request could not connect to ``model_id``: see ``Runner.recheck``."""
+        slot = self._slots.get(model_id)
+        if slot is not None:
+            slot.runner.recheck()
+
     async def load(self, model_id: str) -> None:
         """Make ``model_id`` ready (an explicit load or a preload); no request is sent."""
         lease = await self.acquire(model_id)

@@ -125,10 +125,13 @@ class _UpstreamError(Exception):
     """An exchange failed before the response head: on a ``reused`` keep-alive connection,
     and ``answered`` if any byte of an answer had arrived."""
 
-    def __init__(self, message: str, *, reused: bool, answered: bool) -> None:
+    def __init__(
+        self, message: str, *, reused: bool, answered: bool, connecting: bool = False
+    ) -> None:
         super().__init__(message)
         self.reused = reused
         self.answered = answered
+        self.connecting = connecting  # no connection could be made at all
 
 
 _NETWORK_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
@@ -218,9 +221,11 @@ class _Pool:
                 return _Connection(tls_stream, None)
         except trio.TooSlowError:
             message = f"connect timed out after {self._connect_timeout:g} s"
-            raise _UpstreamError(message, reused=False, answered=False) from None
+            raise _UpstreamError(message, reused=False, answered=False, connecting=True) from None
         except _NETWORK_ERRORS as exc:
-            raise _UpstreamError(_describe(exc), reused=False, answered=False) from None
+            raise _UpstreamError(
+                _describe(exc), reused=False, answered=False, connecting=True
+            ) from None
 
     def release(self, conn: _Connection | None) -> None:
         """Give back a slot, and ``conn`` (ready for a new request) unless it is None."""
@@ -514,7 +519,9 @@ class Forwarder:
             except _UpstreamError as exc:
                 if attempt == 1 and exc.reused and not exc.answered and replayable:
                     continue
-                raise UpstreamUnreachable(f"upstream {base} did not answer: {exc}") from None
+                raise UpstreamUnreachable(
+                    f"upstream {base} did not answer: {exc}", connect_failed=exc.connecting
+                ) from None
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from swapd.core.routing import Route
+from swapd.errors import UpstreamUnreachable
 from swapd.observe.captures import CaptureRecorder
 from swapd.observe.metrics import UsageTap
 from swapd.web.auth import strip_credentials
@@ -60,9 +61,14 @@ async def forward(
             headers = strip_credentials(headers)
             headers += [("authorization", f"Bearer {peer.api_key}"), ("x-api-key", peer.api_key)]
     upstream_headers = request_headers(headers, client_ip=client_ip)
-    exchange = await services.forwarder.open(
-        base, method, target, upstream_headers, content, max_connections=pool
-    )
+    try:
+        exchange = await services.forwarder.open(
+            base, method, target, upstream_headers, content, max_connections=pool
+        )
+    except UpstreamUnreachable as exc:
+        if exc.connect_failed and route.kind == "local":
+            services.supervisor.recheck(route.target)
+        raise
     register_cleanup(exchange.aclose)
     metered = _metered(
         services,

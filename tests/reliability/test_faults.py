@@ -214,6 +214,10 @@ REFUSER = "models:\n" + model_yaml("r", "--refuse-after-healthy")
 
 
 async def test_an_upstream_refusing_connections_after_healthy_is_a_clear_502() -> None:
+    """A ready model whose process lives on but no longer accepts connections: the
+    request gets a clear 502 at once; swapd probes the model's health, stops it when the
+    check fails (within RECHECK_GRACE), and the next request starts it afresh instead of
+    meeting the same refusal until the TTL."""
     with trio.fail_after(40):
         async with (
             open_swapd(REFUSER) as swapd,
@@ -221,9 +225,12 @@ async def test_an_upstream_refusing_connections_after_healthy_is_a_clear_502() -
         ):
             with recording(swapd.services.bus) as log:
                 first = await client.post("/v1/chat/completions", json=chat("r"))
+                [pid] = ours()
+                stopped = lambda: log.transitions("r")[-1] == ("stopping", "stopped")  # noqa: E731
+                await wait_for(stopped, "swapd stopped the refusing model")
+                assert gone(pid)
                 second = await client.post("/v1/chat/completions", json=chat("r"))
-                await wait_for(lambda: idle(swapd), "the requests' leases are released")
-                [pid] = ours()  # it passed its health check: swapd keeps it
+                [pid_again] = ours()
                 unloaded = await client.post("/api/models/unload/r")
                 left = ours()
             text = swapd_log(swapd)
@@ -233,13 +240,19 @@ async def test_an_upstream_refusing_connections_after_healthy_is_a_clear_502() -
         assert message.startswith("upstream http://127.0.0.1:")
         assert "did not answer" in message and "connect" in message
     assert "unexpected error" not in text and "Traceback" not in text
+    assert log.changes("r")[2].reason == "not accepting connections on its port for 2s"
+    assert pid_again != pid  # started afresh
     assert unloaded.status_code == 200
     assert left == set()
-    assert gone(pid)
+    assert gone(pid_again)
     assert log.transitions("r") == [
         ("stopped", "starting"),
         ("starting", "ready"),
-        ("ready", "stopping"),
+        ("ready", "stopping"),  # the failed re-check
+        ("stopping", "stopped"),
+        ("stopped", "starting"),
+        ("starting", "ready"),
+        ("ready", "stopping"),  # the unload (or the second re-check)
         ("stopping", "stopped"),
     ]
 
