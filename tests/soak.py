@@ -52,7 +52,7 @@ MODELS = {
 
 
 def config_text(base: int, version: int = 0) -> str:
-    lines = [f"startPort: {base + 1}", "logToStdout: none", "maxSwapWait: 2", "models:"]
+    lines = [f"startPort: {base + 1}", "logToStdout: proxy", "maxSwapWait: 2", "models:"]
     for name, (_, flags) in MODELS.items():
         lines += [
             f"  {name}:",
@@ -118,11 +118,14 @@ class Traffic:
             async with client.stream(
                 "POST", "/v1/chat/completions", json={**chat, "stream": True}
             ) as reply:
-                received = 0
-                async for _ in reply.aiter_raw():
-                    received += 1
-                    if drop_after is not None and received >= drop_after:
-                        break
+                if reply.status_code == 500:
+                    await reply.aread()  # a short error body, kept for the report
+                else:
+                    received = 0
+                    async for _ in reply.aiter_raw():
+                        received += 1
+                        if drop_after is not None and received >= drop_after:
+                            break
             self.record("stream" if drop_after is None else "stream-dropped", reply)
         elif roll < 0.7:
             body = {"model": model, "input": "soak"}
