@@ -15,6 +15,7 @@ the queue) or the upstream request at once.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import trio
@@ -22,8 +23,11 @@ import trio
 from swapd.errors import SwapdError
 from swapd.supervise.supervisor import Lease, Supervisor
 from swapd.web.forward import Exchange
+from swapd.web.relay import CUT_STREAM
 
 __all__ = ["loading_stream"]
+
+log = logging.getLogger(__name__)
 
 OpenExchange = Callable[[Lease], Awaitable[Exchange]]
 
@@ -61,60 +65,73 @@ async def loading_stream(
     on_done(scope.cancel)
 
     async def produce() -> None:
+        # It runs in the app's nursery, shared by every request: nothing may escape it.
+        # A client that leaves closes the channel before its cleanup cancels this task,
+        # so the next send meets a closed channel; that is the normal end, not an error.
+        with scope:
+            try:
+                await stream_into(send)
+            except* (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            except* Exception:
+                log.exception("the loading stream for %s failed", model_id)
+
+    async def stream_into(send: trio.MemorySendChannel[bytes]) -> None:
         lease: Lease | None = None
         exchange: Exchange | None = None
-        with scope:
-            async with send:
-                try:
-                    started = trio.current_time()
-                    await send.send(_progress("━━━━━\n"))
-                    await send.send(_progress(f"swapd: loading model {model_id}\n"))
-                    failure: SwapdError | None = None
-                    async with trio.open_nursery() as ticker:
+        async with send:
+            try:
+                started = trio.current_time()
+                await send.send(_progress("━━━━━\n"))
+                await send.send(_progress(f"swapd: loading model {model_id}\n"))
+                failure: SwapdError | None = None
+                async with trio.open_nursery() as ticker:
 
-                        async def tick() -> None:
-                            while True:
-                                await trio.sleep(1)
-                                await send.send(_progress("."))
+                    async def tick() -> None:
+                        while True:
+                            await trio.sleep(1)
+                            await send.send(_progress("."))
 
-                        ticker.start_soon(tick)
-                        try:
-                            lease = await supervisor.acquire(model_id)
-                        except SwapdError as exc:
-                            failure = exc
-                        ticker.cancel_scope.cancel()
-                    took = trio.current_time() - started
-                    if failure is not None:
-                        await send.send(_progress(f"\nFailed after {took:.2f}s\n"))
-                        await send.send(_error(str(failure), failure.http_status))
-                        await send.send(DONE)
-                        return
-                    assert lease is not None
-                    await send.send(_progress(f"\nDone! ({took:.2f}s)\n━━━━━\n"))
+                    ticker.start_soon(tick)
                     try:
-                        exchange = await open_exchange(lease)
+                        lease = await supervisor.acquire(model_id)
                     except SwapdError as exc:
-                        await send.send(_error(str(exc), exc.http_status))
-                        await send.send(DONE)
-                        return
-                    if exchange.status != 200:
-                        body = b""
-                        async for chunk in exchange.body():
-                            body += chunk
-                            if len(body) > 2000:
-                                break
-                        text = body.decode("utf-8", "replace")[:2000]
-                        await send.send(_error(f"upstream answered {exchange.status}: {text}", 502))
-                        await send.send(DONE)
-                        return
+                        failure = exc
+                    ticker.cancel_scope.cancel()
+                took = trio.current_time() - started
+                if failure is not None:
+                    await send.send(_progress(f"\nFailed after {took:.2f}s\n"))
+                    await send.send(_error(str(failure), failure.http_status))
+                    await send.send(DONE)
+                    return
+                assert lease is not None
+                await send.send(_progress(f"\nDone! ({took:.2f}s)\n━━━━━\n"))
+                try:
+                    exchange = await open_exchange(lease)
+                except SwapdError as exc:
+                    await send.send(_error(str(exc), exc.http_status))
+                    await send.send(DONE)
+                    return
+                if exchange.status != 200:
+                    body = b""
                     async for chunk in exchange.body():
-                        await send.send(chunk)
-                finally:
-                    with trio.CancelScope(shield=True):
-                        if exchange is not None:
-                            await exchange.aclose()
-                        if lease is not None:
-                            lease.release()
+                        body += chunk
+                        if len(body) > 2000:
+                            break
+                    text = body.decode("utf-8", "replace")[:2000]
+                    await send.send(_error(f"upstream answered {exchange.status}: {text}", 502))
+                    await send.send(DONE)
+                    return
+                async for chunk in exchange.body():
+                    await send.send(chunk)
+                if not exchange.complete:  # the upstream stopped mid-answer: say so
+                    await send.send(CUT_STREAM)
+            finally:
+                with trio.CancelScope(shield=True):
+                    if exchange is not None:
+                        await exchange.aclose()
+                    if lease is not None:
+                        lease.release()
 
     nursery.start_soon(produce)
 

@@ -27,7 +27,7 @@ from swapd.web.forward import Exchange, request_headers
 if TYPE_CHECKING:
     from swapd.web.app import Services
 
-__all__ = ["Cleanup", "forward"]
+__all__ = ["CUT_STREAM", "Cleanup", "forward"]
 
 Cleanup = Callable[[Callable[[], Awaitable[None] | None]], None]
 
@@ -138,7 +138,7 @@ def _metered(
                 # answer; nothing of it counts as a success.
                 cut = True
                 if event_stream:
-                    yield _CUT_STREAM
+                    yield CUT_STREAM
         finally:
             services.telemetry.request_finished(
                 model,
@@ -153,7 +153,7 @@ def _metered(
     return relay()
 
 
-_CUT_STREAM = (
+CUT_STREAM = (
     b'\n\ndata: {"error":{"message":"the upstream stopped before it finished its answer",'
     b'"type":"server_error","code":"upstream_cut"}}\n\ndata: [DONE]\n\n'
 )

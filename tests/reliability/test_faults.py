@@ -17,6 +17,7 @@ mid-stream (tests/test_web.py), a second signal (tests/test_daemon_signals.py).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import re
@@ -48,6 +49,7 @@ from swapd.reload import ConfigReloaded
 from swapd.testing import open_swapd
 from swapd.testing.server import free_port_base
 from swapd.web import server as web_server
+from swapd.web.loading import loading_stream
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -580,6 +582,88 @@ async def test_a_client_leaving_while_its_model_loads_abandons_the_start(
         ("stopping", "stopped"),
     ]
     assert log.changes("b")[1].reason == "start abandoned: nobody waits for it"
+
+
+async def test_clients_leaving_sendloadingstate_streams_never_break_later_ones() -> None:
+    """Clients that stop reading a ``sendLoadingState`` stream mid-answer (a small
+    receive buffer, so swapd's writes and then the stream's producer block) and then
+    leave: the request after them is still answered whole, and the log holds no error.
+    The race the soak found behind this is pinned down in the next test."""
+    config = "sendLoadingState: true\nmodels:\n" + model_yaml("m", "--chunks", "40")
+    request = json.dumps(chat("m", stream=True, x_chunks=50000)).encode()  # ~12 MB
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(request)).encode() + b"\r\n\r\n"
+    )
+    with trio.fail_after(60):
+        async with (
+            open_swapd(config) as swapd,
+            httpx.AsyncClient(base_url=swapd.url, timeout=20) as client,
+        ):
+            host, port = swapd.url.removeprefix("http://").rsplit(":", 1)
+            for _ in range(3):
+                await client.post("/api/models/unload/m")  # so that it loads again
+                sock = trio.socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                await sock.connect((host, int(port)))
+                stream = trio.SocketStream(sock)
+                async with stream:
+                    await stream.send_all(head + request)
+                    seen = b""
+                    while b"Done!" not in seen:
+                        seen += await stream.receive_some(1024)
+                    await trio.sleep(0.5)  # not reading: everything behind it fills up
+            await client.post("/api/models/unload/m")
+            whole = await client.post("/v1/chat/completions", json=chat("m", stream=True))
+            await wait_for(lambda: idle(swapd), "every lease is released")
+            text = swapd_log(swapd)
+    assert whole.status_code == 200
+    assert whole.text.rstrip().endswith("data: [DONE]")
+    assert whole.text.count("chat.completion.chunk") >= 40  # the whole answer
+    assert "Traceback" not in text and "unexpected error" not in text, text[-3000:]
+
+
+async def test_a_loading_stream_whose_reader_left_ends_quietly() -> None:
+    """Found by the soak: when a client leaves a ``sendLoadingState`` stream, Quart closes
+    the stream's body (and so its channel) before the request's cleanup stops the producer.
+    An upstream chunk arriving in between made the producer's send raise, the error
+    escaped into the app's nursery, which every loading stream shares, and from then on
+    every ``sendLoadingState`` request got a 500. Here the body is closed and the cleanup
+    held back while the upstream keeps streaming: the producer must end on its own,
+    release its lease and close the upstream request, and the nursery must see no error."""
+    config = "models:\n" + model_yaml("m", "--chunks", "200", "--chunk-delay", "0.01")
+    with trio.fail_after(30):
+        async with open_swapd(config) as swapd:
+            services = swapd.services
+            await services.supervisor.load("m")
+            body = json.dumps(chat("m", stream=True)).encode()
+
+            async def open_exchange(lease: Any) -> Any:
+                return await services.forwarder.open(
+                    lease.proxy, "POST", "/v1/chat/completions", [], body
+                )
+
+            cancellers: list[Any] = []
+            async with trio.open_nursery() as nursery:
+                stream = await loading_stream(
+                    nursery, services.supervisor, "m", open_exchange, cancellers.append
+                )
+                seen = b""
+                async for chunk in stream:
+                    seen += chunk
+                    if b"chat.completion.chunk" in seen:
+                        break  # the answer is flowing
+                await stream.aclose()  # type: ignore[attr-defined]  # what Quart does
+                await wait_for(lambda: idle(swapd), "the producer released its lease")
+            # the nursery exited without an error; the cleanup was never needed
+            assert len(cancellers) == 1
+            stats = (await _get(swapd.url, "/upstream/m/stats")).json()
+    assert stats["in_flight"] == 0
+
+
+async def _get(base: str, path: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        return await client.get(path)
 
 
 async def test_a_client_leaving_before_the_first_byte_cancels_the_upstream_request() -> None:
