@@ -202,6 +202,6 @@ class StartFailed(UpstreamError):
 class UpstreamUnreachable(UpstreamError):
     """``connect_failed``: no connection could be made at all (nothing was sent)."""
 
-    def __init__(self, message: str, *, connect_failed: bool = False) -> None:
-        super().__init__(message)
+    def __init__(self, message: str = "", *, connect_failed: bool = False) -> None:
+        super().__init__(*((message,) if message else ()))
         self.connect_failed = connect_failed
