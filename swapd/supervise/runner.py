@@ -34,8 +34,8 @@ __all__ = ["RECHECK_GRACE", "Runner", "RunnerStatistics"]
 S = ModelState
 E = Event
 
-#: How long a ready model that refused a connection has to pass its health check again
-#: before it is stopped (a server restarting its listener gets this long).
+#: How long a ready model that refused a connection has to accept a new one before it is
+#: stopped (a server restarting its listener gets this long).
 RECHECK_GRACE = 2.0
 
 
