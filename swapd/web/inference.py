@@ -184,8 +184,8 @@ async def _loading_response(services: Services, route: Route, body: bytes) -> Re
     pool = services.config.models[route.target].effective_concurrency_limit
 
     async def open_exchange(lease: Lease) -> Exchange:
-        return await services.forwarder.open(
-            lease.proxy, "POST", target, headers, body, max_connections=pool
+        return await relay.open_exchange(
+            services, route, lease.proxy, "POST", target, headers, body, pool
         )
 
     nursery = current_app.nursery  # type: ignore[attr-defined]

@@ -27,7 +27,7 @@ from swapd.web.forward import Exchange, request_headers
 if TYPE_CHECKING:
     from swapd.web.app import Services
 
-__all__ = ["CUT_STREAM", "Cleanup", "forward"]
+__all__ = ["CUT_STREAM", "Cleanup", "forward", "open_exchange"]
 
 Cleanup = Callable[[Callable[[], Awaitable[None] | None]], None]
 
@@ -61,14 +61,9 @@ async def forward(
             headers = strip_credentials(headers)
             headers += [("authorization", f"Bearer {peer.api_key}"), ("x-api-key", peer.api_key)]
     upstream_headers = request_headers(headers, client_ip=client_ip)
-    try:
-        exchange = await services.forwarder.open(
-            base, method, target, upstream_headers, content, max_connections=pool
-        )
-    except UpstreamUnreachable as exc:
-        if exc.connect_failed and route.kind == "local":
-            services.supervisor.recheck(route.target)
-        raise
+    exchange = await open_exchange(
+        services, route, base, method, target, upstream_headers, content, pool
+    )
     register_cleanup(exchange.aclose)
     metered = _metered(
         services,
@@ -81,6 +76,28 @@ async def forward(
         sent_body=content,
     )
     return exchange, metered
+
+
+async def open_exchange(
+    services: Services,
+    route: Route,
+    base: str,
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    content: bytes | AsyncIterator[bytes] | None,
+    pool: int,
+) -> Exchange:
+    """Open the upstream exchange; a local model that refuses the connection is re-checked
+    (``Supervisor.recheck``)."""
+    try:
+        return await services.forwarder.open(
+            base, method, target, headers, content, max_connections=pool
+        )
+    except UpstreamUnreachable as exc:
+        if exc.connect_failed and route.kind == "local":
+            services.supervisor.recheck(route.target)
+        raise
 
 
 def _metered(

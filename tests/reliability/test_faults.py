@@ -259,6 +259,23 @@ async def test_an_upstream_refusing_connections_after_healthy_is_a_clear_502() -
     ]
 
 
+async def test_a_refusing_upstream_behind_a_loading_stream_is_rechecked_too() -> None:
+    with trio.fail_after(40):
+        async with (
+            open_swapd("sendLoadingState: true\n" + REFUSER) as swapd,
+            httpx.AsyncClient(base_url=swapd.url, timeout=20) as client,
+        ):
+            with recording(swapd.services.bus) as log:
+                reply = await client.post("/v1/chat/completions", json=chat("r", stream=True))
+                stopped = lambda: log.transitions("r")[-1:] == [("stopping", "stopped")]  # noqa: E731
+                await wait_for(stopped, "swapd stopped the refusing model")
+                left = ours()
+    assert reply.status_code == 200  # the loading stream had started
+    assert "did not answer" in reply.text and reply.text.rstrip().endswith("data: [DONE]")
+    assert log.changes("r")[2].reason == "not accepting connections on its port for 2s"
+    assert left == set()
+
+
 # --- health endpoint flaps --------------------------------------------------------------
 
 
