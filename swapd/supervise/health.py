@@ -51,9 +51,12 @@ async def wait_accepting(url: str) -> None:
 
     A new connection on purpose: the health client's pooled keep-alive connection may
     still be served by a server that has closed its listening socket."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or "127.0.0.1"
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return  # no address to try: nothing to judge the server by
     interval = FIRST_INTERVAL
     while True:
         try:
