@@ -12,17 +12,14 @@ import re
 import secrets
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import trio
+from survivors import child, no_survivors  # noqa: F401 (no_survivors: autouse)
 
 from swapd.supervise.lifeline import (
     instance_is_gone,
-    marked_processes,
     new_instance_marker,
     open_lifeline,
     process_start_time,
@@ -30,31 +27,6 @@ from swapd.supervise.lifeline import (
 )
 from swapd.supervise.lifeline import process_alive as alive
 from swapd.supervise.procgroup import LineFramer, open_process_group
-
-CHILDREN = Path(__file__).parent / "children"
-TAG = "SWAPD_TEST_TAG"
-
-
-def child(name: str, *args: str) -> list[str]:
-    return [sys.executable, str(CHILDREN / name), *args]
-
-
-@pytest.fixture(autouse=True)
-def no_survivors(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Tag every process the test starts (through the env) and fail if one outlives it."""
-    tag = secrets.token_hex(8)
-    monkeypatch.setenv(TAG, tag)
-    yield
-    deadline = time.monotonic() + 5
-    while True:
-        left = [pid for pid, value in marked_processes(TAG).items() if value == tag]
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    for pid in left:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    assert not left, f"processes survived the test: {left}"
 
 
 async def wait_gone(*pids: int) -> None:

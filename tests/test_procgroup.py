@@ -7,19 +7,15 @@ process carrying its env tag alive.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import signal
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
+from survivors import TAG, child, no_survivors  # noqa: F401 (no_survivors: autouse)
 
-from swapd.supervise.lifeline import marked_processes
 from swapd.supervise.lifeline import process_alive as alive
 from swapd.supervise.procgroup import (
     ExitStatus,
@@ -29,31 +25,6 @@ from swapd.supervise.procgroup import (
     live_group_members,
     open_process_group,
 )
-
-CHILDREN = Path(__file__).parent / "children"
-TAG = "SWAPD_TEST_TAG"
-
-
-def child(name: str, *args: str) -> list[str]:
-    return [sys.executable, str(CHILDREN / name), *args]
-
-
-@pytest.fixture(autouse=True)
-def no_survivors(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Tag every process the test starts (through the env) and fail if one outlives it."""
-    tag = secrets.token_hex(8)
-    monkeypatch.setenv(TAG, tag)
-    yield
-    deadline = time.monotonic() + 5
-    while True:
-        left = [pid for pid, value in marked_processes(TAG).items() if value == tag]
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    for pid in left:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    assert not left, f"processes survived the test: {left}"
 
 
 class Output:
