@@ -97,7 +97,8 @@ class Traffic:
         self.rng = rng
         self.outcomes: Counter[str] = Counter()
         self.hangs = 0
-        self.server_errors: list[str] = []
+        self.server_errors: list[str] = []  # swapd's own 500s: a failed run
+        self.upstream_errors: list[str] = []  # 502/503s (a crash, an unload): for the report
         self.reloads = 0
 
     def record(self, kind: str, reply: httpx.Response | None) -> None:
@@ -105,6 +106,8 @@ class Traffic:
         self.outcomes[f"{kind} {status}"] += 1
         if reply is not None and status == 500:
             self.server_errors.append(f"{kind}: {reply.text[:200]}")
+        elif reply is not None and status >= 500 and len(self.upstream_errors) < 20:
+            self.upstream_errors.append(f"{kind} {status}: {reply.text[:200]}")
 
     async def one(self, client: httpx.AsyncClient) -> None:
         rng = self.rng
@@ -118,7 +121,7 @@ class Traffic:
             async with client.stream(
                 "POST", "/v1/chat/completions", json={**chat, "stream": True}
             ) as reply:
-                if reply.status_code == 500:
+                if reply.status_code >= 500:
                     await reply.aread()  # a short error body, kept for the report
                 else:
                     received = 0
@@ -130,6 +133,12 @@ class Traffic:
         elif roll < 0.7:
             body = {"model": model, "input": "soak"}
             self.record("embeddings", await client.post("/v1/embeddings", json=body))
+        elif roll < 0.72:
+            body = {"model": model, "max_tokens": 16, "stream": rng.random() < 0.5}
+            body["messages"] = [{"role": "user", "content": "soak test"}]
+            self.record("anthropic", await client.post("/v1/messages", json=body))
+        elif roll < 0.73:
+            self.record("upstream", await client.get(f"/upstream/{model}/health"))
         elif roll < 0.75:
             reply = await client.post(
                 "/v1/audio/transcriptions",
@@ -231,6 +240,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "reloads": traffic.reloads,
         "hung_requests": traffic.hangs,
         "server_errors": traffic.server_errors[:20],
+        "upstream_errors": traffic.upstream_errors,
         "rss_kib": {"start": first["VmRSS"], "half": half["VmRSS"], "end": last["VmRSS"]},
         "rss_growth_second_half_kib": last["VmRSS"] - half["VmRSS"],
         "peak_rss_kib": max(s["VmHWM"] for s in samples),
