@@ -11,6 +11,7 @@ early exit.
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Awaitable, Callable
 
 import httpx
 import trio
@@ -33,17 +34,15 @@ def health_url(spec: ModelConfig) -> str | None:
 
 async def wait_healthy(client: httpx.AsyncClient, url: str) -> None:
     """Return when ``GET url`` answers exactly 200. Never returns otherwise."""
-    interval = FIRST_INTERVAL
-    while True:
+
+    async def answers_200() -> bool:
         try:
             response = await client.get(url, timeout=_PROBE_TIMEOUT)
         except httpx.HTTPError:
-            pass  # not listening yet, or answering garbage: keep polling
-        else:
-            if response.status_code == 200:
-                return
-        await trio.sleep(interval)
-        interval = min(interval * 1.5, MAX_INTERVAL)
+            return False  # not listening yet, or answering garbage: keep polling
+        return response.status_code == 200
+
+    await _poll(answers_200)
 
 
 async def wait_accepting(url: str) -> None:
@@ -57,13 +56,22 @@ async def wait_accepting(url: str) -> None:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         return  # no address to try: nothing to judge the server by
-    interval = FIRST_INTERVAL
-    while True:
+
+    async def accepts() -> bool:
         try:
             stream = await trio.open_tcp_stream(host, port)
         except OSError:
-            await trio.sleep(interval)
-            interval = min(interval * 1.5, MAX_INTERVAL)
-        else:
-            await trio.aclose_forcefully(stream)
-            return
+            return False
+        await trio.aclose_forcefully(stream)
+        return True
+
+    await _poll(accepts)
+
+
+async def _poll(succeeds: Callable[[], Awaitable[bool]]) -> None:
+    """Call ``succeeds`` until it says yes, FIRST_INTERVAL apart at first, then further
+    apart up to MAX_INTERVAL."""
+    interval = FIRST_INTERVAL
+    while not await succeeds():
+        await trio.sleep(interval)
+        interval = min(interval * 1.5, MAX_INTERVAL)
