@@ -199,12 +199,8 @@ def _current_path() -> str:
     return request.path if has_request_context() else websocket.path
 
 
-def _is_anthropic(path: str) -> bool:
-    return path.startswith("/v1/messages")
-
-
 def error_response(exc: SwapdError, path: str) -> Response:
-    status, body, headers = problems.error_for(exc, anthropic=_is_anthropic(path))
+    status, body, headers = problems.error_for(exc, anthropic=problems.is_anthropic_path(path))
     if isinstance(exc, Unauthorized):
         headers = [*headers, ("WWW-Authenticate", WWW_AUTHENTICATE)]
     return json_response(status, body, headers)
@@ -260,7 +256,7 @@ def create_app(services: Services) -> Quart:
         )
         body = (
             problems.anthropic_error(status, message)
-            if _is_anthropic(_current_path())
+            if problems.is_anthropic_path(_current_path())
             else problems.openai_error(status, message)
         )
         return json_response(status, body)

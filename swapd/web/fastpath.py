@@ -180,7 +180,8 @@ async def _serve(
                 )
             except SwapdError as exc:
                 watcher.cancel()
-                await _send_error(send, *problems.error_for(exc, anthropic=_anthropic(path)))
+                anthropic = problems.is_anthropic_path(path)
+                await _send_error(send, *problems.error_for(exc, anthropic=anthropic))
                 return
             except Exception:
                 log.exception("unexpected error while handling %s", path)
@@ -214,10 +215,6 @@ async def _serve(
                 result = fn()
                 if result is not None:
                     await result
-
-
-def _anthropic(path: str) -> bool:
-    return path.startswith("/v1/messages")
 
 
 async def _send_error(

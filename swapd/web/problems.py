@@ -21,6 +21,7 @@ __all__ = [
     "anthropic_error",
     "close_matches",
     "error_for",
+    "is_anthropic_path",
     "openai_error",
     "unknown_model_message",
 ]
@@ -89,6 +90,11 @@ def anthropic_error(status: int, message: str) -> dict[str, Any]:
     """Anthropic's shape; other 4xx are ``invalid_request_error``, other 5xx ``api_error``."""
     default = "invalid_request_error" if 400 <= status < 500 else "api_error"
     return {"type": "error", "error": {"type": _ANTHROPIC.get(status, default), "message": message}}
+
+
+def is_anthropic_path(path: str) -> bool:
+    """Errors on this path take Anthropic's shape."""
+    return path.startswith("/v1/messages")
 
 
 def error_for(
