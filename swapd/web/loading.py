@@ -70,13 +70,13 @@ async def loading_stream(
         # so the next send meets a closed channel; that is the normal end, not an error.
         with scope:
             try:
-                await stream_into(send)
+                await stream_into()
             except* (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             except* Exception:
                 log.exception("the loading stream for %s failed", model_id)
 
-    async def stream_into(send: trio.MemorySendChannel[bytes]) -> None:
+    async def stream_into() -> None:
         lease: Lease | None = None
         exchange: Exchange | None = None
         async with send:

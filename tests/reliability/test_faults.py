@@ -217,9 +217,9 @@ REFUSER = "models:\n" + model_yaml("r", "--refuse-after-healthy")
 
 async def test_an_upstream_refusing_connections_after_healthy_is_a_clear_502() -> None:
     """A ready model whose process lives on but no longer accepts connections: the
-    request gets a clear 502 at once; swapd probes the model's health, stops it when the
-    check fails (within RECHECK_GRACE), and the next request starts it afresh instead of
-    meeting the same refusal until the TTL."""
+    request gets a clear 502 at once; swapd tries new connections to the model's port,
+    stops it when none succeeds within RECHECK_GRACE, and the next request starts it
+    afresh instead of meeting the same refusal until the TTL."""
     with trio.fail_after(40):
         async with (
             open_swapd(REFUSER) as swapd,
@@ -650,7 +650,10 @@ async def test_a_loading_stream_whose_reader_left_ends_quietly() -> None:
     release its lease and close the upstream request, and the nursery must see no error."""
     config = "models:\n" + model_yaml("m", "--chunks", "200", "--chunk-delay", "0.01")
     with trio.fail_after(30):
-        async with open_swapd(config) as swapd:
+        async with (
+            open_swapd(config) as swapd,
+            httpx.AsyncClient(base_url=swapd.url, timeout=10) as client,
+        ):
             services = swapd.services
             await services.supervisor.load("m")
             body = json.dumps(chat("m", stream=True)).encode()
@@ -674,13 +677,8 @@ async def test_a_loading_stream_whose_reader_left_ends_quietly() -> None:
                 await wait_for(lambda: idle(swapd), "the producer released its lease")
             # the nursery exited without an error; the cleanup was never needed
             assert len(cancellers) == 1
-            stats = (await _get(swapd.url, "/upstream/m/stats")).json()
+            stats = (await client.get("/upstream/m/stats")).json()
     assert stats["in_flight"] == 0
-
-
-async def _get(base: str, path: str) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-        return await client.get(path)
 
 
 async def test_a_client_leaving_before_the_first_byte_cancels_the_upstream_request() -> None:
