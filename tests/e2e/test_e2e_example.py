@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from e2e_support import PARIS_QUESTION
 
 from swapd.testing import open_swapd
 from swapd.testing.server import free_port_base
@@ -53,7 +54,7 @@ async def test_the_llama_server_example_runs_as_is(
                     "messages": [
                         {
                             "role": "user",
-                            "content": "What is the capital of France? Answer in one sentence.",
+                            "content": PARIS_QUESTION,
                         }
                     ],
                     "max_tokens": 24,

@@ -15,6 +15,7 @@ import anthropic
 import openai
 import pytest
 import trio
+from e2e_support import PARIS_QUESTION
 from openai.types.chat import ChatCompletionMessageParam
 
 from swapd.testing import open_swapd
@@ -31,9 +32,7 @@ pytestmark = [
 TIMEOUT = 120  # generous: CPU inference on a shared 2-core machine
 N = 12  # max_tokens for the tiny model
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello model, tell me"}]
-FRANCE: list[ChatCompletionMessageParam] = [
-    {"role": "user", "content": "What is the capital of France? Answer in one sentence."}
-]
+FRANCE: list[ChatCompletionMessageParam] = [{"role": "user", "content": PARIS_QUESTION}]
 
 
 def tiny_and_smollm2(llama: Any) -> str:
@@ -186,9 +185,7 @@ async def test_openai_sync_client_in_a_thread(llama: Any) -> None:
 
 
 async def test_anthropic_messages_create_and_stream(llama: Any) -> None:
-    question: list[anthropic.types.MessageParam] = [
-        {"role": "user", "content": "What is the capital of France? Answer in one sentence."}
-    ]
+    question: list[anthropic.types.MessageParam] = [{"role": "user", "content": PARIS_QUESTION}]
     with trio.fail_after(TIMEOUT):
         async with (
             open_swapd(tiny_and_smollm2(llama)) as swapd,

@@ -15,18 +15,11 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from e2e_support import QUESTION
 
 from swapd.testing import open_swapd
 
 TIMEOUT = 120
-QUESTION = {
-    "model": "smollm2",
-    "messages": [
-        {"role": "user", "content": "What is the capital of France? Answer in one sentence."}
-    ],
-    "max_tokens": 24,
-    "temperature": 0,
-}
 
 
 async def is_sleeping(client: httpx.AsyncClient) -> bool:

@@ -19,6 +19,7 @@ import httpx
 import openai
 import pytest
 import trio
+from e2e_support import QUESTION
 
 from swapd.supervise.lifeline import process_alive as alive
 from swapd.testing import open_swapd
@@ -34,14 +35,6 @@ LONG = {
     "ignore_eos": True,
     "temperature": 0,
     "stream": True,
-}
-QUESTION = {
-    "model": "smollm2",
-    "messages": [
-        {"role": "user", "content": "What is the capital of France? Answer in one sentence."}
-    ],
-    "max_tokens": 24,
-    "temperature": 0,
 }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import trio
+from e2e_support import PARIS_QUESTION
 
 from swapd.supervise.lifeline import process_alive as alive
 from swapd.testing import open_swapd
@@ -51,10 +52,9 @@ async def test_alternating_requests_swap_the_right_model_in(llama: Any) -> None:
             pids: list[int] = []
             answers: dict[str, list[str]] = {"smollm2": [], "tiny": []}
             for model in ["smollm2", "tiny", "smollm2", "tiny"]:
-                question = "What is the capital of France? Answer in one sentence."
                 reply = await client.post(
                     "/v1/chat/completions",
-                    json=chat_body(model, question, 24 if model == "smollm2" else N),
+                    json=chat_body(model, PARIS_QUESTION, 24 if model == "smollm2" else N),
                 )
                 assert reply.status_code == 200, reply.text
                 data = reply.json()
