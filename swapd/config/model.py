@@ -31,8 +31,10 @@ __all__ = [
     "LogLevel",
     "LogToStdout",
     "MacroValue",
+    "MatrixConfig",
     "ModelConfig",
     "PeerConfig",
+    "RoutingConfig",
     "SleepMode",
     "StartupHooks",
     "setting",
@@ -285,6 +287,85 @@ class GroupConfig:
 
 
 @attrs.frozen(kw_only=True)
+class MatrixConfig:
+    """llama-swap's matrix: named sets of models that may run together (docs/routing.md)."""
+
+    vars: Mapping[str, str] = setting(
+        key="vars",
+        factory=dict,
+        doc="Short names for model IDs (not aliases) used in `sets` and `evict_costs`; "
+        "keys: letters, digits, `-` and `.`, at most 32.",
+    )
+    evict_costs: Mapping[str, int] = setting(
+        key="evict_costs",
+        factory=dict,
+        doc="What stopping a model costs the solver (a positive integer; default 1), by var "
+        "or model ID.",
+    )
+    sets: Mapping[str, str] = setting(
+        key="sets",
+        factory=dict,
+        doc="Named expressions over vars and model IDs: `&` together, `|` either, `( )`, "
+        "`+set` inlines another set. Order breaks ties.",
+    )
+
+
+@attrs.frozen(kw_only=True)
+class RouterSettings:
+    groups: Mapping[str, GroupConfig] = setting(
+        key="groups", factory=dict, doc="Swap groups by ID (used with `use: group`)."
+    )
+    matrix: MatrixConfig | None = setting(
+        None, key="matrix", doc="The matrix (used with `use: matrix`)."
+    )
+
+
+@attrs.frozen(kw_only=True)
+class RouterConfig:
+    use: str = setting(
+        "group", key="use", doc="`group` (swap groups) or `matrix` (the matrix solver)."
+    )
+    settings: RouterSettings = setting(
+        key="settings", factory=RouterSettings, doc="Each router's settings."
+    )
+
+
+@attrs.frozen(kw_only=True)
+class FifoSettings:
+    priority: Mapping[str, int] = setting(
+        key="priority",
+        factory=dict,
+        doc="Queue priority by model ID or alias (default 0): higher is served first, equal "
+        "ones in arrival order.",
+    )
+
+
+@attrs.frozen(kw_only=True)
+class SchedulerSettings:
+    fifo: FifoSettings = setting(key="fifo", factory=FifoSettings, doc="The fifo scheduler.")
+
+
+@attrs.frozen(kw_only=True)
+class SchedulerConfig:
+    use: str = setting("fifo", key="use", doc="`fifo`, the only scheduler.")
+    settings: SchedulerSettings = setting(
+        key="settings", factory=SchedulerSettings, doc="Each scheduler's settings."
+    )
+
+
+@attrs.frozen(kw_only=True)
+class RoutingConfig:
+    """llama-swap v250's home of the router (groups or matrix) and the scheduler."""
+
+    router: RouterConfig = setting(
+        key="router", factory=RouterConfig, doc="What may run together (docs/routing.md)."
+    )
+    scheduler: SchedulerConfig = setting(
+        key="scheduler", factory=SchedulerConfig, doc="The order waiting requests are served in."
+    )
+
+
+@attrs.frozen(kw_only=True)
 class PeerConfig:
     """A remote OpenAI-compatible server that serves models this machine lacks."""
 
@@ -390,7 +471,20 @@ class Config:
     )
     models: Mapping[str, ModelConfig] = setting(key="models", factory=dict, doc="Models by ID.")
     groups: Mapping[str, GroupConfig] = setting(
-        key="groups", factory=dict, doc="Swap groups by ID."
+        key="groups",
+        factory=dict,
+        doc="Swap groups by ID (legacy home of `routing.router.settings.groups`).",
+    )
+    matrix: MatrixConfig | None = setting(
+        None,
+        key="matrix",
+        doc="Legacy home of `routing.router.settings.matrix`; not together with `groups`.",
+    )
+    routing: RoutingConfig = setting(
+        key="routing",
+        factory=RoutingConfig,
+        doc="Router (groups or matrix) and scheduler; not together with top-level "
+        "`groups`/`matrix` (docs/routing.md).",
     )
     hooks: Hooks = setting(key="hooks", factory=Hooks, doc="Lifecycle hooks.")
     peers: Mapping[str, PeerConfig] = setting(
@@ -402,6 +496,10 @@ class Config:
 
     # Computed by the loader.
     source: str = derived("")
+    #: The matrix that decides eviction (``routing.router.use: matrix`` or a top-level
+    #: ``matrix``); None when groups decide. ``groups`` then holds every model in
+    #: ``(default)``.
+    active_matrix: MatrixConfig | None = derived()
     warnings: tuple[str, ...] = derived(factory=tuple)
 
     def group_of(self, model_id: str) -> str:

@@ -159,7 +159,14 @@ _SECTIONS = (
     ("`models.<id>`", "ModelConfig"),
     ("`models.<id>.sleepEndpoints[]` / `wakeEndpoints[]`", "Endpoint"),
     ("`models.<id>.filters` / `peers.<id>.filters`", "Filters"),
-    ("`groups.<id>`", "GroupConfig"),
+    ("`groups.<id>` / `routing.router.settings.groups.<id>`", "GroupConfig"),
+    ("`routing` (see [routing.md](routing.md))", "RoutingConfig"),
+    ("`routing.router`", "RouterConfig"),
+    ("`routing.router.settings`", "RouterSettings"),
+    ("`matrix` / `routing.router.settings.matrix`", "MatrixConfig"),
+    ("`routing.scheduler`", "SchedulerConfig"),
+    ("`routing.scheduler.settings`", "SchedulerSettings"),
+    ("`routing.scheduler.settings.fifo`", "FifoSettings"),
     ("`peers.<id>`", "PeerConfig"),
     ("`hooks`", "Hooks"),
     ("`hooks.onStartup`", "StartupHooks"),
@@ -176,6 +183,7 @@ def render_reference() -> str:
         "Generated from `swapd/config/model.py` by `swapd schema --reference`; do not edit.",
         "Macros (`${name}`, `${env.NAME}`, `${MODEL_ID}`, `${PORT}`, `${PID}`) are described in",
         "the README. Legacy spellings are accepted so llama-swap files load unchanged.",
+        "Groups, the matrix and priorities are explained in [routing.md](routing.md).",
         "",
     ]
     for title, class_name in _SECTIONS:

@@ -2,7 +2,8 @@
 
 Runs after ``macros.py`` on the same plain dicts (YAML spellings), so every problem is
 reported with its line. It also derives what later layers need: each model's ``argv``
-and ``stop_argv``, the implicit ``(default)`` group, and the normalised preload list.
+and ``stop_argv``, the normalised preload list, and (in ``routing.py``) the effective groups
+with the implicit ``(default)`` group and the active matrix.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
-from swapd.config import cmdline
-from swapd.config.model import DEFAULT_GROUP
+from swapd.config import cmdline, routing
 from swapd.config.shape import Path, Problems
 
 __all__ = ["check_and_derive", "url_problem"]
@@ -28,7 +28,7 @@ def check_and_derive(data: dict[str, Any], problems: Problems) -> None:
         model.setdefault("sendLoadingState", data.get("sendLoadingState", False))
     _check_aliases(models, problems)
     alias_of = {a: m for m, model in models.items() for a in model.get("aliases", ())}
-    _check_groups(data, models, alias_of, problems)
+    routing.check_routing(data, models, alias_of, problems)
     _check_peers(data, problems)
     _normalise_preload(data, models, alias_of, problems)
     if data.get("profiles"):
@@ -137,46 +137,6 @@ def _check_aliases(models: dict[str, Any], problems: Problems) -> None:
                 )
             else:
                 owner[alias] = model_id
-
-
-def _check_groups(
-    data: dict[str, Any], models: dict[str, Any], alias_of: dict[str, str], problems: Problems
-) -> None:
-    groups: dict[str, Any] = data.setdefault("groups", {})
-    member_of: dict[str, str] = {}
-    if DEFAULT_GROUP in groups:
-        problems.add(("groups", DEFAULT_GROUP), f"the group name {DEFAULT_GROUP} is reserved")
-    for group_id, group in groups.items():
-        seen: set[str] = set()
-        for index, member in enumerate(group.get("members", ())):
-            here = ("groups", group_id, "members", index)
-            if member in seen:
-                problems.add(here, f"duplicate model member {member} found in group: {group_id}")
-                continue
-            seen.add(member)
-            if member not in models:
-                if member in alias_of:
-                    problems.add(
-                        here, f"'{member}' is an alias of '{alias_of[member]}'; list the model ID"
-                    )
-                else:
-                    problems.add(here, f"'{member}' is not a model ID (see models:)")
-                continue
-            if member in member_of:
-                problems.add(
-                    here,
-                    f"model member {member} is used in multiple groups: "
-                    f"{member_of[member]} and {group_id}",
-                )
-                continue
-            member_of[member] = group_id
-    if DEFAULT_GROUP not in groups:
-        groups[DEFAULT_GROUP] = {
-            "swap": True,
-            "exclusive": True,
-            "persistent": False,
-            "members": sorted(m for m in models if m not in member_of),
-        }
 
 
 def _check_peers(data: dict[str, Any], problems: Problems) -> None:

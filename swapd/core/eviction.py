@@ -10,7 +10,8 @@ answers them for whichever router the config chose:
 
 ``GroupRule`` is llama-swap's group router (swap, exclusive, persistent). A matrix router
 (llama-swap v250's ``routing.router.use: matrix``) implements the same protocol in
-``matrix.py``. ``rule_for(config)`` picks the rule; ``priority_of(config, model_id)``
+``matrix.py`` (``Matrix``; its ``choose`` also says which set won, for the log).
+``rule_for(config)`` picks the rule; ``priority_of(config, model_id)``
 gives a model's scheduling priority (higher is served first; 0 by default).
 
 Pure: no trio, no I/O.
@@ -24,8 +25,9 @@ from typing import Protocol
 import attrs
 
 from swapd.config.model import Config, GroupConfig
+from swapd.core.matrix import Matrix, compile_matrix
 
-__all__ = ["EvictionRule", "GroupRule", "priority_of", "rule_for"]
+__all__ = ["EvictionRule", "GroupRule", "matrix_rule", "priority_of", "rule_for"]
 
 
 class EvictionRule(Protocol):
@@ -64,12 +66,39 @@ class GroupRule:
 
 
 def rule_for(config: Config) -> EvictionRule:
-    """The eviction rule ``config`` asks for."""
+    """The eviction rule ``config`` asks for: its matrix when one is active, else its groups."""
+    if config.active_matrix is not None:
+        return matrix_rule(config)
     group_of = {m: gid for gid, g in config.groups.items() for m in g.members}
     return GroupRule(group_of=group_of, groups=dict(config.groups))
 
 
+def matrix_rule(config: Config) -> Matrix:
+    """``config``'s active matrix, compiled (the loader has already checked it).
+
+    Raises ValueError when ``config`` has no active matrix."""
+    spec = config.active_matrix
+    if spec is None:
+        raise ValueError("the config does not use the matrix router")
+    return compile_matrix(
+        vars=spec.vars, sets=spec.sets, evict_costs=spec.evict_costs, models=set(config.models)
+    )
+
+
 def priority_of(config: Config, model_id: str) -> int:
-    """``model_id``'s scheduling priority: higher is served first, equal ones FIFO."""
-    del config, model_id  # routing.scheduler.settings.fifo.priority comes with the routing block
+    """``model_id``'s scheduling priority: higher is served first, equal ones FIFO.
+
+    Read from ``routing.scheduler.settings.fifo.priority``, whose keys may be model IDs or
+    aliases. llama-swap accepts alias keys but looks priorities up by model ID only, so an
+    alias key never applies there; swapd resolves it to its model (the loader rejects two
+    keys naming one model)."""
+    priority = config.routing.scheduler.settings.fifo.priority
+    found = priority.get(model_id)
+    if found is not None:
+        return found
+    model = config.models.get(model_id)
+    if model is not None:
+        for alias in model.aliases:
+            if alias in priority:
+                return priority[alias]
     return 0
