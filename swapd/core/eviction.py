@@ -66,7 +66,10 @@ class GroupRule:
 
 
 def rule_for(config: Config) -> EvictionRule:
-    """The eviction rule ``config`` asks for: its matrix when one is active, else its groups."""
+    """The eviction rule ``config`` asks for: its matrix when one is active, else its groups.
+
+    Building the rule compiles the matrix, and a ``Matrix`` caches its expansions: build it
+    once per config (at start and on reload), not once per plan."""
     if config.active_matrix is not None:
         return matrix_rule(config)
     group_of = {m: gid for gid, g in config.groups.items() for m in g.members}
