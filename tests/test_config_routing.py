@@ -176,6 +176,15 @@ def test_legacy_keys_and_the_new_router_block(legacy: str, router: str) -> None:
     assert problems(text) == [(3, "routing.router", LEGACY_AND_NEW)]
 
 
+def test_an_empty_groups_mapping_is_not_a_legacy_router() -> None:
+    config = load(
+        "groups: {}\nrouting:\n  router:\n    use: matrix\n    settings:\n      matrix:\n"
+        + indent(MATRIX_BODY, 8)
+    )
+    assert config.active_matrix is not None
+    assert list(config.groups) == [DEFAULT_GROUP]
+
+
 def test_top_level_groups_and_matrix_together() -> None:
     text = "groups: {y: {members: [qwen]}}\nmatrix:\n  sets: {t: qwen}\n"
     assert problems(text) == [(2, "matrix", "config cannot use both 'groups' and 'matrix'")]

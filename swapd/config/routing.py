@@ -41,10 +41,11 @@ def check_routing(
     routing: dict[str, Any] = data.get("routing", {})
     router: dict[str, Any] = routing.get("router", {})
     settings: dict[str, Any] = router.get("settings", {})
-    legacy_groups = "groups" in data
+    # An empty `groups: {}` says nothing, as in llama-swap (it counts groups, not keys).
+    legacy_groups = bool(data.get("groups"))
     legacy_matrix = "matrix" in data
     if (legacy_groups or legacy_matrix) and (
-        "use" in router or "groups" in settings or "matrix" in settings
+        "use" in router or settings.get("groups") or "matrix" in settings
     ):
         problems.add(
             _ROUTER,
@@ -75,7 +76,7 @@ def check_routing(
         _check_groups(settings["groups"], (*_SETTINGS, "groups"), models, alias_of, problems)
     if "matrix" in settings:
         _check_matrix(settings["matrix"], (*_SETTINGS, "matrix"), models, alias_of, problems)
-    if legacy_groups:
+    if "groups" in data:
         _check_groups(data["groups"], ("groups",), models, alias_of, problems)
     if legacy_matrix:
         _check_matrix(data["matrix"], ("matrix",), models, alias_of, problems)
