@@ -89,7 +89,7 @@ async def loaded(client: ollama.AsyncClient) -> list[str]:
 
 
 async def wait_unloaded(client: ollama.AsyncClient, model: str) -> None:
-    while model in await loaded(client):
+    while model in await loaded(client):  # noqa: ASYNC110 - polling what a client sees
         await trio.sleep(0.05)
 
 
@@ -215,18 +215,20 @@ async def test_chat_streamed_line_per_event() -> None:
 
 async def test_chat_stream_is_ndjson_and_usage_is_metered() -> None:
     with trio.fail_after(30):
-        async with ollama_swapd(config("m1")) as (swapd, _):
-            async with httpx.AsyncClient(base_url=swapd.url) as http:
-                body = {"model": "m1", "messages": PROMPT}
-                async with http.stream("POST", "/api/chat", json=body) as reply:
-                    assert reply.headers["content-type"] == "application/x-ndjson"
-                    lines = [json.loads(line) async for line in reply.aiter_lines() if line]
-                assert [line["done"] for line in lines] == [False] * CHUNKS + [True]
-                assert all(line["created_at"].endswith("Z") for line in lines)
-                metrics = (await http.get("/api/metrics")).json()
-                (record,) = [m for m in metrics if m["model"] == "m1"]
-                assert record["output_tokens"] == CHUNKS
-                assert record["input_tokens"] == 2
+        async with (
+            ollama_swapd(config("m1")) as (swapd, _),
+            httpx.AsyncClient(base_url=swapd.url) as http,
+        ):
+            body = {"model": "m1", "messages": PROMPT}
+            async with http.stream("POST", "/api/chat", json=body) as reply:
+                assert reply.headers["content-type"] == "application/x-ndjson"
+                lines = [json.loads(line) async for line in reply.aiter_lines() if line]
+            assert [line["done"] for line in lines] == [False] * CHUNKS + [True]
+            assert all(line["created_at"].endswith("Z") for line in lines)
+            metrics = (await http.get("/api/metrics")).json()
+            (record,) = [m for m in metrics if m["model"] == "m1"]
+            assert record["output_tokens"] == CHUNKS
+            assert record["input_tokens"] == 2
 
 
 async def test_generate_streamed_and_not() -> None:
@@ -409,18 +411,20 @@ async def test_api_keys_apply() -> None:
 async def test_client_disconnect_cancels_the_upstream_request() -> None:
     slow = ("--chunk-delay", "0.5")
     with trio.fail_after(30):
-        async with ollama_swapd(config("m1", flags=slow)) as (swapd, _):
-            async with httpx.AsyncClient(base_url=swapd.url) as http:
-                body = {"model": "m1", "messages": PROMPT}
-                async with http.stream("POST", "/api/chat", json=body) as reply:
-                    async for line in reply.aiter_lines():
-                        assert json.loads(line)["done"] is False
-                        break  # leave after the first line of six
-                while True:  # the upstream sees the disconnect, long before it would end
-                    stats = (await http.get("/upstream/m1/stats")).json()
-                    if stats.get("disconnects"):
-                        break
-                    await trio.sleep(0.05)
+        async with (
+            ollama_swapd(config("m1", flags=slow)) as (swapd, _),
+            httpx.AsyncClient(base_url=swapd.url) as http,
+        ):
+            body = {"model": "m1", "messages": PROMPT}
+            async with http.stream("POST", "/api/chat", json=body) as reply:
+                async for line in reply.aiter_lines():
+                    assert json.loads(line)["done"] is False
+                    break  # leave after the first line of six
+            while True:  # the upstream sees the disconnect, long before it would end
+                stats = (await http.get("/upstream/m1/stats")).json()
+                if stats.get("disconnects"):
+                    break
+                await trio.sleep(0.05)
 
 
 async def test_upstream_error_is_relayed_in_ollamas_shape() -> None:
