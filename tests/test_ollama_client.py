@@ -405,6 +405,7 @@ async def test_api_keys_apply() -> None:
             with pytest.raises(ollama.ResponseError) as caught:
                 await anonymous.list()
             assert caught.value.status_code == 401
+            assert "API key" in caught.value.error  # Ollama's shape: the message itself
             await anonymous._client.aclose()
 
 

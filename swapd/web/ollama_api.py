@@ -33,15 +33,16 @@ from contextlib import aclosing
 from typing import Any
 
 import trio
-from quart import Quart, Response, current_app, request
+from quart import Blueprint, Quart, Response, current_app, request
+from werkzeug.exceptions import HTTPException
 
 from swapd.core.keepalive import TtlOverrides, parse_keep_alive
 from swapd.core.routing import Route
-from swapd.errors import SwapdError
+from swapd.errors import SwapdError, Unauthorized
 from swapd.web import bodies, ollama_answer, ollama_models, problems, relay
 from swapd.web.admin_api import model_list
 from swapd.web.app import Services, json_response, register_cleanup
-from swapd.web.auth import strip_credentials
+from swapd.web.auth import WWW_AUTHENTICATE, strip_credentials
 from swapd.web.ollama_answer import StreamTranslator, Timing
 from swapd.web.ollama_translate import (
     Upstream,
@@ -87,11 +88,28 @@ def _ollama_errors(
         except ValueError as exc:
             return _error(400, str(exc))
         except SwapdError as exc:
-            status, body, headers = problems.error_for(exc, anthropic=False)
-            return json_response(status, {"error": str(exc) or body["error"]["message"]}, headers)
+            return _swapd_error(exc)
 
     wrapped.__name__ = handler.__name__
     return wrapped
+
+
+def _swapd_error(exc: SwapdError) -> Response:
+    status, body, headers = problems.error_for(exc, anthropic=False)
+    if isinstance(exc, Unauthorized):
+        headers = [*headers, ("WWW-Authenticate", WWW_AUTHENTICATE)]
+    return json_response(status, {"error": str(exc) or body["error"]["message"]}, headers)
+
+
+async def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    message = "request body too large" if status == 413 else exc.description or exc.name
+    return _error(status, message)
+
+
+async def _guard_error(exc: SwapdError) -> Response:
+    """Errors raised before a handler runs (the API key check) in Ollama's shape too."""
+    return _swapd_error(exc)
 
 
 def _now() -> str:
@@ -169,7 +187,8 @@ class OllamaRoutes:
     ) -> tuple[int, str, AsyncIterator[bytes]]:
         """Forward ``upstream`` through swapd's relay; (status, content type, body)."""
         services = self.services
-        body = json.dumps(upstream.body).encode()
+        # The name that resolved (a ":latest" suffix dropped), as a peer knows it.
+        body = json.dumps({**upstream.body, "model": route.requested}).encode()
         if route.kind == "local":
             spec = services.config.models[route.target]
             body = bodies.rewrite_json_body(
@@ -388,7 +407,13 @@ def _default_keep_alive() -> float | None:
 
 
 def register(app: Quart, services: Services) -> None:
+    """Register the routes on a blueprint, so its error handlers answer in Ollama's shape
+    also for what fails before a handler runs (a missing API key) or while Quart reads the
+    body (too large)."""
     routes = OllamaRoutes(services, _default_keep_alive())
+    blueprint = Blueprint("ollama", __name__)
+    blueprint.register_error_handler(SwapdError, _guard_error)
+    blueprint.register_error_handler(HTTPException, _http_error)
     for path, handler, method in (
         ("/api/tags", routes.tags, "GET"),
         ("/api/ps", routes.ps, "GET"),
@@ -398,14 +423,15 @@ def register(app: Quart, services: Services) -> None:
         ("/api/embed", routes.embed, "POST"),
         ("/api/embeddings", routes.embeddings, "POST"),
     ):
-        app.add_url_rule(path, f"ollama:{path}", _ollama_errors(handler), methods=[method])
+        blueprint.add_url_rule(path, path, _ollama_errors(handler), methods=[method])
     manage = _ollama_errors(routes.manage)
     for path in ("/api/pull", "/api/push", "/api/create", "/api/copy"):
-        app.add_url_rule(path, f"ollama:{path}", manage, methods=["POST"])
-    app.add_url_rule("/api/delete", "ollama:/api/delete", manage, methods=["DELETE"])
-    app.add_url_rule(
-        "/api/blobs/<path:digest>", "ollama:blobs", _blobs(manage), methods=["HEAD", "POST"]
+        blueprint.add_url_rule(path, path, manage, methods=["POST"])
+    blueprint.add_url_rule("/api/delete", "/api/delete", manage, methods=["DELETE"])
+    blueprint.add_url_rule(
+        "/api/blobs/<path:digest>", "blobs", _blobs(manage), methods=["HEAD", "POST"]
     )
+    app.register_blueprint(blueprint)
 
 
 def _blobs(manage: Callable[[], Awaitable[Response]]) -> Callable[[str], Awaitable[Response]]:
