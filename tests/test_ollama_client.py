@@ -8,6 +8,7 @@ Ollama user's program would; raw httpx is used only to look at what the client h
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import math
@@ -437,3 +438,44 @@ async def test_upstream_error_is_relayed_in_ollamas_shape() -> None:
                 async for _ in stream:
                     pass
             assert "upstream" in caught.value.error
+
+
+async def test_capture_shows_the_translated_request() -> None:
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    with trio.fail_after(30):
+        async with (
+            ollama_swapd(config("m1", head="captureBuffer: 5")) as (swapd, client),
+            httpx.AsyncClient(base_url=swapd.url) as http,
+        ):
+            await client.chat(
+                model="m1:latest",
+                messages=[{"role": "user", "content": "what is this", "images": [png]}],
+                options={"temperature": 0.2, "num_predict": 64, "num_ctx": 4096, "top_k": 5},
+                format="json",
+                stream=False,
+            )
+            (record,) = (await http.get("/api/metrics")).json()
+            assert record["has_capture"] is True
+            capture = (await http.get(f"/api/captures/{record['id']}")).json()
+            assert capture["req_path"] == "/v1/chat/completions"
+            sent = json.loads(base64.b64decode(capture["req_body"]))
+            assert sent == {
+                "model": "m1",
+                "temperature": 0.2,
+                "max_tokens": 64,
+                "top_k": 5,
+                "stream": False,
+                "response_format": {"type": "json_object"},
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "what is this"},
+                            {
+                                "type": "image_url",
+                                "image_url": {"url": f"data:image/png;base64,{png}"},
+                            },
+                        ],
+                    }
+                ],
+            }

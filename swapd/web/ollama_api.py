@@ -24,6 +24,7 @@ docs/patches/ollama-keepalive.md); without it the config's TTL applies.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -180,7 +181,12 @@ class OllamaRoutes:
             self.overrides.set(model_id, None)
             await supervisor.unload(model_id)  # checked and stopped with no checkpoint between
 
-        register_cleanup(lambda: nursery.start_soon(unload))
+        def schedule() -> None:
+            # RuntimeError: swapd is shutting down, and everything stops anyway.
+            with contextlib.suppress(RuntimeError):
+                nursery.start_soon(unload)
+
+        register_cleanup(schedule)
 
     async def _send(
         self, route: Route, upstream: Upstream, keep: float | None, timing: Timing
@@ -241,6 +247,7 @@ class OllamaRoutes:
         return await self._generation("generate")
 
     async def _generation(self, kind: ollama_answer.Kind) -> Response:
+        timing = Timing(started=trio.current_time())
         body = await self._body()
         route = self._resolve(body)
         keep = self._keep_alive(body)
@@ -249,7 +256,6 @@ class OllamaRoutes:
         if empty and not body.get("images"):
             return await self._load_or_unload(kind, route, name, keep)
         upstream = chat_request(body) if kind == "chat" else generate_request(body)
-        timing = Timing(started=trio.current_time())
         _, content_type, stream = await self._send(route, upstream, keep, timing)
         think = body.get("think")
         if upstream.stream and "text/event-stream" in content_type:
@@ -294,10 +300,10 @@ class OllamaRoutes:
     # ------------------------------------------------------------------ embeddings
 
     async def embed(self) -> Response:
+        timing = Timing(started=trio.current_time())
         body = await self._body()
         route = self._resolve(body)
         keep = self._keep_alive(body)
-        timing = Timing(started=trio.current_time())
         _, _, stream = await self._send(route, embed_request(body), keep, timing)
         answer = _parse(await _read(stream))
         timing.ended = trio.current_time()
