@@ -39,12 +39,13 @@ from werkzeug.exceptions import HTTPException
 
 from swapd.core.keepalive import TtlOverrides, parse_keep_alive
 from swapd.core.routing import Route
-from swapd.errors import SwapdError, Unauthorized
+from swapd.errors import SwapdError
 from swapd.web import bodies, ollama_answer, ollama_models, problems, relay
 from swapd.web.admin_api import model_list
 from swapd.web.app import Services, json_response, register_cleanup
-from swapd.web.auth import WWW_AUTHENTICATE, strip_credentials
+from swapd.web.auth import strip_credentials
 from swapd.web.ollama_answer import StreamTranslator, Timing
+from swapd.web.ollama_errors import OllamaError, error, guard_error, http_error, ollama_errors
 from swapd.web.ollama_translate import (
     Upstream,
     chat_request,
@@ -64,53 +65,6 @@ MANAGE_MESSAGE = (
     "or delete models. Add the model to swapd's config (a `cmd` that serves it) instead."
 )
 _CLIENT_ONLY = {"content-length", "content-type", "accept-encoding", "transfer-encoding"}
-
-
-class OllamaError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _error(status: int, message: str) -> Response:
-    return json_response(status, {"error": message})
-
-
-def _ollama_errors(
-    handler: Callable[[], Awaitable[Response]],
-) -> Callable[[], Awaitable[Response]]:
-    """Answer errors in Ollama's shape: ``{"error": message}`` with the right status."""
-
-    async def wrapped() -> Response:
-        try:
-            return await handler()
-        except OllamaError as exc:
-            return _error(exc.status, str(exc))
-        except ValueError as exc:
-            return _error(400, str(exc))
-        except SwapdError as exc:
-            return _swapd_error(exc)
-
-    wrapped.__name__ = handler.__name__
-    return wrapped
-
-
-def _swapd_error(exc: SwapdError) -> Response:
-    status, body, headers = problems.error_for(exc, anthropic=False)
-    if isinstance(exc, Unauthorized):
-        headers = [*headers, ("WWW-Authenticate", WWW_AUTHENTICATE)]
-    return json_response(status, {"error": str(exc) or body["error"]["message"]}, headers)
-
-
-async def _http_error(exc: HTTPException) -> Response:
-    status = exc.code or 500
-    message = "request body too large" if status == 413 else exc.description or exc.name
-    return _error(status, message)
-
-
-async def _guard_error(exc: SwapdError) -> Response:
-    """Errors raised before a handler runs (the API key check) in Ollama's shape too."""
-    return _swapd_error(exc)
 
 
 def _now() -> str:
@@ -356,7 +310,7 @@ class OllamaRoutes:
         return json_response(200, {"models": models})
 
     async def manage(self) -> Response:
-        return _error(501, MANAGE_MESSAGE)
+        return error(501, MANAGE_MESSAGE)
 
 
 LOADED = ollama_models.LOADED
@@ -418,8 +372,8 @@ def register(app: Quart, services: Services) -> None:
     body (too large)."""
     routes = OllamaRoutes(services, _default_keep_alive())
     blueprint = Blueprint("ollama", __name__)
-    blueprint.register_error_handler(SwapdError, _guard_error)
-    blueprint.register_error_handler(HTTPException, _http_error)
+    blueprint.register_error_handler(SwapdError, guard_error)
+    blueprint.register_error_handler(HTTPException, http_error)
     for path, handler, method in (
         ("/api/tags", routes.tags, "GET"),
         ("/api/ps", routes.ps, "GET"),
@@ -429,8 +383,8 @@ def register(app: Quart, services: Services) -> None:
         ("/api/embed", routes.embed, "POST"),
         ("/api/embeddings", routes.embeddings, "POST"),
     ):
-        blueprint.add_url_rule(path, path, _ollama_errors(handler), methods=[method])
-    manage = _ollama_errors(routes.manage)
+        blueprint.add_url_rule(path, path, ollama_errors(handler), methods=[method])
+    manage = ollama_errors(routes.manage)
     for path in ("/api/pull", "/api/push", "/api/create", "/api/copy"):
         blueprint.add_url_rule(path, path, manage, methods=["POST"])
     blueprint.add_url_rule("/api/delete", "/api/delete", manage, methods=["DELETE"])
