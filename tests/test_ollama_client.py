@@ -82,7 +82,7 @@ async def ollama_swapd(
         try:
             yield swapd, client
         finally:
-            await client._client.aclose()
+            await client.close()
 
 
 async def loaded(client: ollama.AsyncClient) -> list[str]:
@@ -407,7 +407,7 @@ async def test_api_keys_apply() -> None:
                 await anonymous.list()
             assert caught.value.status_code == 401
             assert "API key" in caught.value.error  # Ollama's shape: the message itself
-            await anonymous._client.aclose()
+            await anonymous.close()
 
 
 async def test_client_disconnect_cancels_the_upstream_request() -> None:
@@ -479,3 +479,13 @@ async def test_capture_shows_the_translated_request() -> None:
                     }
                 ],
             }
+
+
+async def test_sync_client_in_a_thread() -> None:
+    def blocking_chat(url: str) -> str | None:
+        with ollama.Client(host=url, timeout=20) as client:
+            return client.chat(model="m1", messages=PROMPT).message.content
+
+    with trio.fail_after(30):
+        async with open_swapd(config("m1")) as swapd:
+            assert await trio.to_thread.run_sync(blocking_chat, swapd.url) == reply_of("m1")

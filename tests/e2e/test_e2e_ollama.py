@@ -97,7 +97,7 @@ async def test_ollama_chat_generate_embed_on_the_tiny_model(llama: Any) -> None:
             await client.chat(model="tiny", messages=HELLO, options=EXACT, keep_alive=0)
             while "tiny" in await loaded(client):  # noqa: ASYNC110 - what a client sees
                 await trio.sleep(0.1)
-            await client._client.aclose()
+            await client.close()
 
 
 async def test_ollama_smollm2_answers_and_follows_a_schema(llama: Any) -> None:
@@ -135,4 +135,4 @@ async def test_ollama_smollm2_answers_and_follows_a_schema(llama: Any) -> None:
             )
             value = json.loads(shaped.message.content or "")
             assert isinstance(value["capital"], str)
-            await client._client.aclose()
+            await client.close()
