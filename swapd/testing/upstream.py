@@ -69,7 +69,9 @@ Routes (unknown: 404 ``{"error": ...}``; known path, wrong method: 405)::
     GET  <health-path> / GET / / GET /test / GET /pid / GET /env / GET /stats / GET /props
     GET  /v1/models
     ANY  /echo[/...]                      request as JSON (method, path, query, headers, body)
-    POST /v1/chat/completions             chat.completion or SSE chunks + [DONE]
+    POST /v1/chat/completions             chat.completion or SSE chunks + [DONE]; honours
+                                          response_format (JSON reply), tools (a tool
+                                          call) and enable_thinking (reasoning_content)
     POST /v1/completions, /completion, /infill
     POST /v1/responses                    OpenAI Responses (stream too)
     POST /v1/embeddings                   8 floats per input, derived from a hash
@@ -830,10 +832,61 @@ def big(up: Upstream, req: Request) -> Answer:
 # --------------------------------------------------------------------------- handlers: inference
 
 
+def json_shaped(body: dict[str, Any], text: str) -> str | None:
+    """The reply as JSON when ``response_format`` asks for it: ``json_object`` gives
+    ``{"reply": text}``; ``json_schema`` an object with the schema's properties, each a
+    value of its type (strings say ``text``)."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("json_object", "json_schema"):
+        return None
+    schema = (fmt.get("json_schema") or {}).get("schema") if fmt["type"] == "json_schema" else None
+    if not isinstance(schema, dict):
+        return json.dumps({"reply": text})
+    samples = {"integer": 1, "number": 1.5, "boolean": True, "array": [], "object": {}}
+    props = schema.get("properties") or {}
+    return json.dumps({k: samples.get(v.get("type"), text) for k, v in props.items()})
+
+
+def tool_calls_for(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """With ``tools`` (and ``tool_choice`` not ``none``), unless the last message is a tool's
+    answer: one call of the first tool, each parameter of the schema set to a value of its
+    type (strings say ``<name> value``), arguments as a JSON string."""
+    tools = body.get("tools")
+    messages = body.get("messages") or [{}]
+    if not tools or body.get("tool_choice") == "none" or messages[-1].get("role") == "tool":
+        return []
+    function = tools[0].get("function") or {}
+    props = (function.get("parameters") or {}).get("properties") or {}
+    samples = {"integer": 1, "number": 1.5, "boolean": True}
+    arguments = {k: samples.get(v.get("type"), f"{k} value") for k, v in props.items()}
+    name = function.get("name", "tool")
+    return [
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments)},
+        }
+    ]
+
+
+def reasoning_for(body: dict[str, Any]) -> str:
+    """llama-server's ``reasoning_content`` when ``chat_template_kwargs.enable_thinking``."""
+    kwargs = body.get("chat_template_kwargs")
+    thinking = isinstance(kwargs, dict) and kwargs.get("enable_thinking") is True
+    return "Thinking it over before answering." if thinking else ""
+
+
 def chat_completions(up: Upstream, req: Request) -> Answer:
     body = req.json_object()
     gen = plan(up, req, body, body.get("messages"))
     cid, created = up.next_id("chatcmpl"), int(time.time())
+    shaped = json_shaped(body, up.opts.respond)
+    if shaped is not None:
+        gen = replace(gen, pieces=split_reply(shaped, len(gen.pieces)))
+    calls = tool_calls_for(body)
+    reasoning = reasoning_for(body)
+    if calls or reasoning:
+        return chat_extras(gen, cid, created, calls, reasoning)
     if gen.stream:
 
         def chunk(delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
@@ -866,6 +919,65 @@ def chat_completions(up: Upstream, req: Request) -> Answer:
             "x_upstream_model": up.opts.model,
             "x_request_body": req.text(),
             "x_content_length": req.headers.get("content-length"),
+        },
+    )
+
+
+def chat_extras(
+    gen: Gen, cid: str, created: int, calls: list[dict[str, Any]], reasoning: str
+) -> Answer:
+    """A chat reply with tool calls (no text) or with reasoning before its text."""
+    pieces = () if calls else gen.pieces
+    gen = replace(gen, pieces=pieces)
+    finish = "tool_calls" if calls else "stop"
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        base = {"id": cid, "object": "chat.completion.chunk", "created": created}
+        return {**base, "model": gen.model, "choices": [choice]}
+
+    if gen.stream:
+        head = (
+            [sse(chunk({"role": "assistant", "reasoning_content": reasoning}))] if reasoning else []
+        )
+        deltas = [sse(chunk({"content": p})) for p in pieces]
+        for i, call in enumerate(calls):  # name first, then the arguments in two halves
+            fn = call["function"]
+            half = len(fn["arguments"]) // 2
+            start = {"index": i, "id": call["id"], "type": "function"}
+            deltas.append(
+                sse(
+                    chunk(
+                        {
+                            "tool_calls": [
+                                {**start, "function": {"name": fn["name"], "arguments": ""}}
+                            ]
+                        }
+                    )
+                )
+            )
+            deltas.extend(
+                sse(chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]}))
+                for part in (fn["arguments"][:half], fn["arguments"][half:])
+            )
+        final = {**chunk({}, finish), "usage": gen.usage(), "timings": gen.timings()}
+        return paced(gen, head, deltas, [sse(final), DONE])
+    message: dict[str, Any] = {"role": "assistant", "content": gen.text}
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    if calls:
+        message["tool_calls"] = calls
+    choice = {"index": 0, "message": message, "finish_reason": finish}
+    return complete(
+        gen,
+        {
+            "id": cid,
+            "object": "chat.completion",
+            "created": created,
+            "model": gen.model,
+            "choices": [choice],
+            "usage": gen.usage(),
+            "timings": gen.timings(),
         },
     )
 

@@ -273,6 +273,7 @@ def create_app(services: Services) -> Quart:
         fastpath,
         inference,
         observe_api,
+        ollama_api,
         ui_routes,
     )
 
@@ -282,6 +283,7 @@ def create_app(services: Services) -> Quart:
     events_api.register(app, services)
     config_api.register(app, services)
     ui_routes.register(app, services)
+    ollama_api.register(app, services)  # Ollama's /api/* routes
     # Plain JSON inference POSTs skip Quart (fastpath.py); everything else gets the
     # cleanup middleware and the app.
     app.asgi_app = fastpath.FastPath(  # type: ignore[method-assign, assignment]
