@@ -234,6 +234,7 @@ class Supervisor:
             self._changed = trio.Event()
             self._retire()
             plan = policy.plan(self._snapshot())
+            self._count_bound_expirations(plan)
             if not plan.is_empty:
                 self._carry_out(plan)
                 continue
@@ -484,12 +485,14 @@ class Supervisor:
             max_wait=self._max_wait,
         )
 
-    def _carry_out(self, plan: policy.Plan) -> None:
+    def _count_bound_expirations(self, plan: policy.Plan) -> None:
         for model_id in plan.draining:
             slot = self._slots[model_id]
             if not slot.bound_expired:
                 slot.bound_expired = True
                 self.bound_expirations += 1
+
+    def _carry_out(self, plan: policy.Plan) -> None:
         for model_id, count in plan.admit.items():
             slot = self._slots[model_id]
             for _ in range(count):
