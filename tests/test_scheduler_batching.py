@@ -93,7 +93,8 @@ async def test_conflicting_loads_still_take_turns(autojump_clock: trio.testing.M
     async with open_swap_harness(TWO, scripts=scripts) as h:
         h.request("big", at=0.0)
         h.request("small", at=0.0)
-    assert at_once(h) == ["big"]
+    assert len(at_once(h)) == 1  # trio picks which client asks first
+    assert sorted(h.launches) == ["big", "small"]
 
 
 THREE = """
