@@ -7,6 +7,9 @@ run in milliseconds and always the same way.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import trio
 import trio.testing
@@ -162,12 +165,14 @@ async def test_the_bound_still_protects_a_low_priority(
     assert all(o.error is None for o in h.outcomes)
 
 
-# The README scenario (README.md, "Test your own config's swap order"): slow loads.
-async def test_readme_slow_loads(autojump_clock: trio.testing.MockClock) -> None:
-    config = 'models:\n  big: {cmd: "b --port ${PORT}"}\n  small: {cmd: "s --port ${PORT}"}\n'
-    scripts = {"big": Script(start_delay=30), "small": Script(start_delay=5)}
-    async with open_swap_harness(config, scripts=scripts) as h:
-        for i in range(12):  # big, small, big, … 0.1 s apart, 1 s each
-            h.request("big" if i % 2 == 0 else "small", at=i * 0.1, duration=1.0)
-    assert h.launches == ["big", "small"]  # every request joined one of two loads
-    assert h.completion_order == ["big"] * 6 + ["small"] * 6
+def test_the_readme_slow_load_scenario_runs_as_written() -> None:
+    # README.md, "Test your own config's swap order": the snippet itself, run as a test.
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    [snippet] = [b for b in blocks if "def test_readme_slow_loads" in b]
+    namespace: dict[str, object] = {"Script": Script, "open_swap_harness": open_swap_harness}
+    exec(snippet, namespace)  # our own README
+    scenario = namespace["test_readme_slow_loads"]
+    assert callable(scenario)
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    trio.run(scenario, clock, clock=clock)
