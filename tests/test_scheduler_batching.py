@@ -14,6 +14,8 @@ import pytest
 import trio
 import trio.testing
 
+from swapd.config import parse_config
+from swapd.config.diff import diff_configs
 from swapd.config.model import Config
 from swapd.core import eviction
 from swapd.testing.harness import Script, SwapHarness, open_swap_harness
@@ -176,3 +178,46 @@ def test_the_readme_slow_load_scenario_runs_as_written() -> None:
     assert callable(scenario)
     clock = trio.testing.MockClock(autojump_threshold=0)
     trio.run(scenario, clock, clock=clock)
+
+
+FREE = """
+models:
+  A: {cmd: "fake --port ${PORT}"}
+  B: {cmd: "fake --port ${PORT}"}
+groups:
+  free: {swap: false, exclusive: false, members: [A, B]}
+"""
+
+
+async def reload(h: SwapHarness, text: str) -> None:
+    new = parse_config(text, file="<reload>")
+    await h.supervisor.reconfigure(new, diff_configs(h.supervisor.config, new))
+
+
+async def test_a_removed_model_keeps_its_old_conflicts_while_it_finishes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A and B could run together under the old config; removing A mid-request does not
+    # make B wait for it.
+    async with open_swap_harness(FREE) as h:
+        h.request("A", at=0.0, duration=30.0)  # ready at 1, busy until 31
+        await trio.sleep(5)
+        await reload(h, FREE.replace('  A: {cmd: "fake --port ${PORT}"}\n', "").replace("A, ", ""))
+        h.request("B", at=6.0, duration=1.0)
+    b = h.outcomes[1]
+    assert b.granted == pytest.approx(7.0, abs=0.05)
+    first_stop = h.events("stop")[0]
+    assert (first_stop.model, first_stop.at) == ("A", pytest.approx(31.0, abs=0.05))
+
+
+async def test_a_model_the_old_config_did_not_know_waits_for_a_removed_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_swap_harness(FREE) as h:
+        h.request("A", at=0.0, duration=30.0)
+        await trio.sleep(5)
+        await reload(h, FREE.replace("A:", "N:").replace("A,", "N,"))
+        h.request("N", at=6.0, duration=1.0)
+    n = h.outcomes[1]
+    assert n.error is None and n.granted is not None
+    assert n.granted >= 31.0  # after A's request ended and A stopped

@@ -121,17 +121,24 @@ class ModelStatistics:
 
 
 @attrs.frozen
-class _LeavingBlockAll:
-    """The config's eviction rule, plus: a model removed by a reload that still finishes
-    its requests blocks every start until it is gone (it still holds its memory, and the
-    new config says nothing about it)."""
+class _WithLeaving:
+    """The config's eviction rule, plus the models a reload removed that still finish
+    their requests: they keep the conflicts of the config they came from (``before``),
+    and block every model that config did not know, since nothing says they may share."""
 
     rule: eviction.EvictionRule
     known: frozenset[str]
+    before: _WithLeaving | None = None
 
     def blockers(self, target: str, occupying: Set[str]) -> frozenset[str]:
-        known = {m for m in occupying if m in self.known}
-        return self.rule.blockers(target, known) | (frozenset(occupying) - known)
+        if target not in self.known:
+            return frozenset(occupying) - {target}
+        mine = frozenset(m for m in occupying if m in self.known)
+        leaving = frozenset(occupying) - mine
+        result = self.rule.blockers(target, mine)
+        if leaving:
+            result |= leaving if self.before is None else self.before.blockers(target, leaving)
+        return result
 
     def compatible(self, a: str, b: str) -> bool:
         if a in self.known and b in self.known:
@@ -167,14 +174,16 @@ class Supervisor:
         # How often a ready model stopped taking new requests because another model's
         # waiter reached maxSwapWait (each one can cost a launch; see core/policy.py).
         self.bound_expirations = 0
+        self._rule: _WithLeaving | None = None
         self._set_groups(config)
 
-    def _set_groups(self, config: Config) -> None:
+    def _set_groups(self, config: Config, *, leaving: bool = False) -> None:
+        """Take ``config``'s groups, eviction rule and priorities; with ``leaving``, models
+        it removed still run and keep the old rule's conflicts."""
         self._persistent = {gid for gid, g in config.groups.items() if g.persistent}
         self._group_of = {m: gid for gid, g in config.groups.items() for m in g.members}
-        self._rule: eviction.EvictionRule = _LeavingBlockAll(
-            eviction.rule_for(config), frozenset(config.models)
-        )
+        before = self._rule if leaving else None
+        self._rule = _WithLeaving(eviction.rule_for(config), frozenset(config.models), before)
         self._priority = {m: eviction.priority_of(config, m) for m in config.models}
 
     # --- lifetime -----------------------------------------------------------------------
@@ -252,7 +261,8 @@ class Supervisor:
         Returns once new models can take requests; changed and removed models are
         stopped in the background as soon as their in-flight requests end."""
         self.config = config
-        self._set_groups(config)
+        leaving = bool(diff.removed) or any(slot.removed for slot in self._slots.values())
+        self._set_groups(config, leaving=leaving)
         self._max_wait = float(config.max_swap_wait)
         self._queue_limit = config.max_queued_requests
         self._launcher.reconfigure(config)
@@ -478,6 +488,7 @@ class Supervisor:
                 ready_ticket=slot.ready_ticket,
                 priority=self._priority.get(model_id, 0),
             )
+        assert self._rule is not None
         return policy.Snapshot(
             now=trio.current_time(),
             models=models,
