@@ -38,17 +38,21 @@ llama-swap's groups or its matrix; the rest is ours):
 **Worst case for one waiter** (no failed starts or crashes). A request for M that
 arrives at t waits at most
 
-    (t_prio) + sum over k in ahead(M, t) of (L_k + W + D_k + S_k) + L_M
+    t_prio + sum over k in ahead(M, t) of (L_k + W + D_k + S_k) + L_M
 
-where W is ``max_wait``; ahead(M, t) holds the models in M's way at t (its blockers that
-occupy a slot, including M itself if it is draining for someone else) and the models
-incompatible with M that have an older waiter, each counted once, plus, only when M's
-priority is not the highest, the higher-priority models asked for before t + W (t_prio
-is then W, else 0); L_k is k's load (start or wake) time, D_k the time k needs to finish
-the requests it admitted until its bound expired plus those that joined its load or are
-older than the waiter (with a concurrency limit covering them all: its longest request),
-S_k its stop (or sleep) time, and L_M M's own load time. Each model ahead is ready for at
-most W before its bound expires, because the clock starts only when it is ready.
+where W is ``max_wait``; ahead(M, t) holds the models that occupy a slot at t (M itself
+too, if it is draining for someone else) and the models with a waiter older than this
+request, each counted once (only those in M's way, directly or through a model ahead of
+it, cost anything: counting them all is safe); when a higher priority than M's is in
+use, also the higher-priority models asked for before t + W, and then t_prio = W (else
+0). L_k is k's load (start or wake) time, D_k the time k needs to finish the requests it
+admitted until its bound expired plus those that joined its load or are older than the
+waiter (with a concurrency limit covering them all: its longest request), S_k its stop
+(or sleep) time, L_M M's own load time. Why: later requests never go ahead of an older
+one (FIFO between loads; after W not even a higher priority does), so each model ahead
+takes at most one turn; a turn is its load, at most W of being ready before the bound
+of the oldest waiter it holds back expires (the clock starts when it is ready or when
+the waiter came, so never before t), its drain and its stop.
 """
 
 from __future__ import annotations

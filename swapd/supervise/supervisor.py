@@ -13,7 +13,8 @@ Guarantees (tested in tests/test_supervisor*.py and by property tests):
   failures fail its queue, shutdown fails everything, and waits are bounded by the
   caller's own cancellation (a client disconnect removes it from the queue at once);
 - a model is never evicted with requests in flight unless unloaded explicitly;
-- group rules hold at every instant (see ``core/policy.py``);
+- the config's eviction rule (groups, ``core/eviction.py``) holds at every instant, and
+  requests are batched by model within the starvation bound (see ``core/policy.py``);
 - ``run`` never returns with a model process alive;
 - a config reload (``reconfigure``) never cuts a request: models whose process settings
   changed, or that were removed, finish their in-flight requests and are stopped when
