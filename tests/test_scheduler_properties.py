@@ -12,7 +12,8 @@ Supervisor with scripted models (``swapd.testing.harness``). Checked:
   flight. A burst that arrives before any load ends launches each model exactly once;
 - without crashes, no waiter exceeds the worst case stated in ``core/policy.py``: the
   sum over the models asked for up to its arrival of (load + maxSwapWait + longest
-  request + stop), plus its own model's load.
+  request + stop), plus its own model's load; with priorities, plus maxSwapWait and the
+  turns of higher-priority models asked for within maxSwapWait after it.
 """
 
 from __future__ import annotations
@@ -146,7 +147,9 @@ def steady(n: int, *, leaving: bool) -> st.SearchStrategy[list[Req]]:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, *, chaos: bool = False, burst_only: bool = False) -> Scenario:
+def scenarios(
+    draw: st.DrawFn, *, chaos: bool = False, burst_only: bool = False, with_priorities: bool = False
+) -> Scenario:
     n = draw(st.integers(2, 5))
     loads = draw(
         st.lists(
@@ -179,7 +182,9 @@ def scenarios(draw: st.DrawFn, *, chaos: bool = False, burst_only: bool = False)
         else [False] * n
     )
     prio = (
-        draw(st.lists(st.sampled_from([0, 0, 1, 5]), min_size=n, max_size=n)) if chaos else [0] * n
+        draw(st.lists(st.sampled_from([0, 0, 1, 5]), min_size=n, max_size=n))
+        if chaos or with_priorities
+        else [0] * n
     )
     return Scenario(
         layout=draw(st.sampled_from(LAYOUTS)),
@@ -249,11 +254,17 @@ def check_worst_case(scenario: Scenario, h: SwapHarness) -> None:
         if o.granted is None:
             continue
         asked = {p.model for p in h.outcomes if p.arrived <= o.arrived}
+        mine = scenario.priorities[index[o.model]]
+        higher = {
+            p.model
+            for p in h.outcomes
+            if p.arrived < o.arrived + MAX_WAIT and scenario.priorities[index[p.model]] > mine
+        }
         turns = sum(
             scenario.loads[index[k]] + MAX_WAIT + longest + scenario.stops[index[k]] + 0.01
-            for k in asked
+            for k in asked | higher
         )
-        worst = turns + scenario.loads[index[o.model]]
+        worst = turns + scenario.loads[index[o.model]] + (MAX_WAIT if higher else 0.0)
         assert o.granted - o.arrived <= worst, (o, worst)
 
 
@@ -273,6 +284,14 @@ def mock_run(scenario: Scenario) -> SwapHarness:
 @COMMON
 @given(scenario=scenarios())
 def test_realistic_loads_keep_every_promise_and_the_worst_case(scenario: Scenario) -> None:
+    h = mock_run(scenario)
+    check_common(scenario, h)
+    check_worst_case(scenario, h)
+
+
+@COMMON
+@given(scenario=scenarios(with_priorities=True))
+def test_priorities_overtake_for_at_most_the_bound(scenario: Scenario) -> None:
     h = mock_run(scenario)
     check_common(scenario, h)
     check_worst_case(scenario, h)
