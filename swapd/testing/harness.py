@@ -11,6 +11,10 @@ order in which swapd launches models and answers requests, in milliseconds of re
         assert h.launches == ["A", "B"]
         assert h.completion_order == ["A", "A", "B"]
 
+``h.request(model, at=..., duration=..., patience=...)`` schedules one client (with
+``patience``, it leaves if not served in time); each ``Outcome`` says when it was granted
+and finished, its error, whether it left, and the model's state when it arrived.
+
 ``CONFIG`` is ordinary swapd YAML (the ``cmd`` of each model is never run). Everything
 here awaits only trio primitives, never real I/O, so the mock clock can jump safely.
 The harness exits after every scheduled request has ended and the supervisor stopped.
