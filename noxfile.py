@@ -66,9 +66,11 @@ def bench(session: nox.Session) -> None:
 
     One command, about 5 minutes (``-- --quick``: about 1). nginx and wrk come from the
     system (``apt-get install -y nginx wrk``); without them the script says so and measures
-    the rest. Results: benchmarks/results/bench.json and the printed table."""
+    the rest. Results: benchmarks/results/bench.json and the printed table. Then the
+    scheduler benchmark (deterministic, mock clock, a second): benchmarks/scheduler.py."""
     _install(session, "bench")
     session.run("python", "benchmarks/bench.py", *session.posargs)
+    session.run("python", "benchmarks/scheduler.py")
 
 
 @nox.session(python=PYTHON)

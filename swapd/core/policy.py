@@ -5,26 +5,54 @@
 ``Plan``: admit waiting requests, start, wake, sleep or stop models. It never performs
 I/O and takes the time from the snapshot, so it is tested without trio.
 
-Rules (what "conflict" means is llama-swap's, the rest is ours):
+Rules (what "conflict" means comes from the config's eviction rule, ``core/eviction.py``:
+llama-swap's groups or its matrix; the rest is ours):
 
-- **Conflicts.** Model M may not run while a model that conflicts with it *occupies* a
-  slot (starting, ready, waking, going to sleep or stopping; asleep does not occupy).
-  X conflicts with M when they share a ``swap: true`` group, or when M's group is
-  ``exclusive`` and X's group is another, non-``persistent`` group.
-- **Never evict busy or loading.** A conflicting model is stopped (or put to sleep, when
-  it supports sleep) only when it has no request in flight and is not starting or waking.
-- **Batching.** A ready model keeps admitting its own queued requests while another
-  model waits for its slot, but only until the oldest such waiter has waited
-  ``max_wait`` seconds; then the conflicting models admit only requests that arrived
-  before it (FIFO), drain, and are swapped out. So consecutive requests for the loaded
-  model are served together, and a different model never starves.
-- **FIFO between loads.** Models that need loading are considered oldest waiter first;
-  one that cannot load yet holds its place, and no younger model that conflicts with it
-  in either direction may start before it.
+- **Conflicts.** Model M may not run while one of its *blockers* (``rule.blockers``)
+  occupies a slot (starting, ready, waking, going to sleep or stopping; asleep does not
+  occupy).
+- **Never evict busy or loading.** A blocker is stopped (or put to sleep, when it
+  supports sleep) only when it has no request in flight and is not starting or waking.
+- **Joining a load.** Every request that queued for X before X became ready (while X
+  was stopped, starting or waking) *joined* X's load: X serves it, whatever else waits.
+- **Batching, with a starvation bound.** A ready model X keeps admitting its own newer
+  requests while a model M it blocks waits, until M's oldest waiter has been held back by
+  the *ready* X for ``max_wait`` seconds: the deadline is
+  ``max(M's oldest arrival, X's ready_since) + max_wait``; time spent while X was still
+  loading does not count, and while X is starting or waking there is no deadline at all.
+  Past the deadline X admits only requests that joined its load or are older than M's
+  oldest waiter (``ticket < max(M.tickets[0], X.ready_ticket + 1)``), drains, and is
+  swapped out. So a slow load is never wasted on one request (one launch per swap, not
+  one per request), and a waiting model never starves.
+- **Order between loads: priority, then FIFO.** Models that need loading are considered
+  highest ``priority`` first, oldest waiter first among equals; but a model whose oldest
+  waiter has waited ``max_wait`` since it arrived goes before every model that has not,
+  in arrival order, so a higher priority overtakes a lower one for at most ``max_wait``.
+  A model that cannot load yet holds its place: no later model incompatible with it
+  (``not rule.compatible``) may start before it. Loads that do not conflict run at once.
 - **Abandoned starts.** A model still starting with nobody waiting for it is stopped if
   another model is waiting for its slot.
 - **TTL.** A ready (or asleep) model with ``ttl`` > 0, idle and with nobody waiting, is
   stopped ``ttl`` seconds after its last request finished.
+
+**Worst case for one waiter** (no failed starts or crashes). A request for M that
+arrives at t waits at most
+
+    t_prio + sum over k in ahead(M, t) of (L_k + W + D_k + S_k) + L_M
+
+where W is ``max_wait``; ahead(M, t) holds the models that occupy a slot at t (M itself
+too, if it is draining for someone else) and the models with a waiter older than this
+request, each counted once (only those in M's way, directly or through a model ahead of
+it, cost anything: counting them all is safe); when a higher priority than M's is in
+use, also the higher-priority models asked for before t + W, and then t_prio = W (else
+0). L_k is k's load (start or wake) time, D_k the time k needs to finish the requests it
+admitted until its bound expired plus those that joined its load or are older than the
+waiter (with a concurrency limit covering them all: its longest request), S_k its stop
+(or sleep) time, L_M M's own load time. Why: later requests never go ahead of an older
+one (FIFO between loads; after W not even a higher priority does), so each model ahead
+takes at most one turn; a turn is its load, at most W of being ready before the bound
+of the oldest waiter it holds back expires (the clock starts when it is ready or when
+the waiter came, so never before t), its drain and its stop.
 """
 
 from __future__ import annotations
@@ -34,9 +62,10 @@ from collections.abc import Mapping
 
 import attrs
 
+from swapd.core.eviction import EvictionRule
 from swapd.core.states import OCCUPYING, ModelState
 
-__all__ = ["GroupView", "ModelView", "Plan", "Snapshot", "conflicts_with", "plan"]
+__all__ = ["ModelView", "Plan", "Snapshot", "plan"]
 
 S = ModelState
 
@@ -46,7 +75,6 @@ class ModelView:
     """What the policy needs to know about one model, at one instant."""
 
     model_id: str
-    group: str
     state: ModelState = S.STOPPED
     in_flight: int = 0
     limit: int = 10
@@ -58,20 +86,16 @@ class ModelView:
     sleep_enabled: bool = False
     keep_loading: bool = False  # an explicit load or preload wants it even with no waiter
     retry_at: float = 0.0  # after a failed start, no new start before this time
-
-
-@attrs.frozen(kw_only=True)
-class GroupView:
-    swap: bool = True
-    exclusive: bool = True
-    persistent: bool = False
+    ready_since: float | None = None  # when it last became ready (None: not ready)
+    ready_ticket: int = 0  # the last ticket handed out when it became ready: <= joined its load
+    priority: int = 0  # higher is loaded first (see the module docstring)
 
 
 @attrs.frozen(kw_only=True)
 class Snapshot:
     now: float
     models: Mapping[str, ModelView]
-    groups: Mapping[str, GroupView]
+    rule: EvictionRule
     max_wait: float = 10.0
 
 
@@ -86,7 +110,7 @@ class Plan:
     stop: tuple[str, ...] = ()  # swapped out to make room
     cancel: tuple[str, ...] = ()  # starts nobody waits for any more
     expire: tuple[str, ...] = ()  # idle past their TTL
-    draining: frozenset[str] = frozenset()
+    draining: frozenset[str] = frozenset()  # ready models whose bound expired
     wake_at: float = math.inf
 
     @property
@@ -102,45 +126,63 @@ class Plan:
         )
 
 
-def conflicts_with(snapshot: Snapshot, model_id: str, other_id: str) -> bool:
-    """Whether ``other_id`` may not occupy a slot while ``model_id`` runs."""
-    if model_id == other_id:
-        return False
-    mine = snapshot.models[model_id].group
-    theirs = snapshot.models[other_id].group
-    if mine == theirs:
-        return snapshot.groups[mine].swap
-    return snapshot.groups[mine].exclusive and not snapshot.groups[theirs].persistent
-
-
 def _needs_load(view: ModelView) -> bool:
     return view.state in (S.STOPPED, S.ASLEEP)
+
+
+def _overdue(view: ModelView, snapshot: Snapshot) -> bool:
+    return view.oldest_wait is not None and snapshot.now >= view.oldest_wait + snapshot.max_wait
+
+
+def _load_order(view: ModelView, snapshot: Snapshot) -> tuple[int, int, int, str]:
+    """Overdue waiters first in arrival order; then higher priority, then older."""
+    first = view.tickets[0] if view.tickets else -1
+    if _overdue(view, snapshot):
+        return (0, 0, first, view.model_id)
+    return (1, -view.priority, first, view.model_id)
+
+
+def _bound_deadline(waiter: ModelView, blocker: ModelView, max_wait: float) -> float | None:
+    """When ``waiter``'s oldest request has been held back by ``blocker`` long enough; None
+    while ``blocker`` is not ready (loading or leaving: that time does not count)."""
+    if waiter.oldest_wait is None or blocker.state is not S.READY:
+        return None
+    since = blocker.ready_since if blocker.ready_since is not None else waiter.oldest_wait
+    return max(waiter.oldest_wait, since) + max_wait
 
 
 def plan(snapshot: Snapshot) -> Plan:
     """Decide the next actions for ``snapshot``. Pure; see the module docstring."""
     models = snapshot.models
+    rule = snapshot.rule
     now = snapshot.now
     wake_at = math.inf
     occupying = {m for m, v in models.items() if v.state in OCCUPYING}
     wanting = sorted(
         (v for v in models.values() if (v.waiting or v.keep_loading) and _needs_load(v)),
-        key=lambda v: (v.tickets[0] if v.tickets else -1, v.model_id),
+        key=lambda v: _load_order(v, snapshot),
     )
 
-    # A model whose oldest waiter has waited max_wait makes everything in its way admit
-    # only requests older than that waiter, so they drain and can be swapped out.
+    # A waiter held back by a ready blocker for max_wait makes that blocker admit only
+    # what joined its load or is older than the waiter, so it drains and can be swapped out.
     cutoff: dict[str, int] = {}
     for view in wanting:
-        if view.oldest_wait is None or not view.tickets:
+        if not view.tickets:
             continue
-        deadline = view.oldest_wait + snapshot.max_wait
-        in_the_way = {x for x in occupying if conflicts_with(snapshot, view.model_id, x)}
-        if now >= deadline:
-            for x in in_the_way:
-                cutoff[x] = min(cutoff.get(x, view.tickets[0]), view.tickets[0])
-        elif in_the_way:
-            wake_at = min(wake_at, deadline)
+        for x in rule.blockers(view.model_id, occupying):
+            deadline = _bound_deadline(view, models[x], snapshot.max_wait)
+            if deadline is None:
+                continue
+            if now >= deadline:
+                older_than = max(view.tickets[0], models[x].ready_ticket + 1)
+                cutoff[x] = min(cutoff.get(x, older_than), older_than)
+            else:
+                wake_at = min(wake_at, deadline)
+    # A lower priority overtaken now is promoted once its oldest waiter is overdue.
+    if wanting and len({v.priority for v in wanting}) > 1:
+        for view in wanting:
+            if view.oldest_wait is not None and not _overdue(view, snapshot):
+                wake_at = min(wake_at, view.oldest_wait + snapshot.max_wait)
 
     admit: dict[str, int] = {}
     in_flight = {m: v.in_flight for m, v in models.items()}
@@ -160,22 +202,18 @@ def plan(snapshot: Snapshot) -> Plan:
     stop: list[str] = []
     cancel: list[str] = []
     expire: list[str] = []
-    reserved: set[str] = set()  # older loads that are waiting: nobody younger overtakes them
+    reserved: list[str] = []  # earlier loads that are waiting: nobody later overtakes them
     for view in wanting:
         model_id = view.model_id
         if view.retry_at > now:
             wake_at = min(wake_at, view.retry_at)
             continue
-        waiting_ahead = [
-            x
-            for x in sorted(reserved)
-            if conflicts_with(snapshot, model_id, x) or conflicts_with(snapshot, x, model_id)
-        ]
-        blockers = [x for x in sorted(occupying) if conflicts_with(snapshot, model_id, x)]
-        reserved.add(model_id)
-        first = view.tickets[0] if view.tickets else -1
+        waiting_ahead = [x for x in reserved if not rule.compatible(model_id, x)]
+        blockers = sorted(rule.blockers(model_id, occupying))
+        reserved.append(model_id)
         if waiting_ahead:
             continue
+        first = view.tickets[0] if view.tickets else -1
         evictable = all(
             models[x].state is S.READY
             and in_flight[x] == 0

@@ -13,7 +13,8 @@ Guarantees (tested in tests/test_supervisor*.py and by property tests):
   failures fail its queue, shutdown fails everything, and waits are bounded by the
   caller's own cancellation (a client disconnect removes it from the queue at once);
 - a model is never evicted with requests in flight unless unloaded explicitly;
-- group rules hold at every instant (see ``core/policy.py``);
+- the config's eviction rule (groups, ``core/eviction.py``) holds at every instant, and
+  requests are batched by model within the starvation bound (see ``core/policy.py``);
 - ``run`` never returns with a model process alive;
 - a config reload (``reconfigure``) never cuts a request: models whose process settings
   changed, or that were removed, finish their in-flight requests and are stopped when
@@ -24,13 +25,14 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Set
 
 import attrs
 import trio
 
 from swapd.config.diff import ConfigDiff
 from swapd.config.model import Config, ModelConfig
-from swapd.core import policy
+from swapd.core import eviction, policy
 from swapd.core.events import (
     ModelRestart,
     ModelStateChanged,
@@ -95,6 +97,9 @@ class _Slot:
     removed: bool = False  # a reload removed the model: stop it once idle, then forget it
     crashes: CrashHistory = attrs.field(factory=CrashHistory)  # kept models only
     restart: trio.CancelScope | None = None  # a scheduled restart (an unload cancels it)
+    ready_since: float | None = None  # when the runner last became ready
+    ready_ticket: int = 0  # the last ticket handed out then: older requests joined the load
+    bound_expired: bool = False  # the starvation bound cut it off since it became ready
 
     @property
     def retiring(self) -> bool:
@@ -114,6 +119,32 @@ class ModelStatistics:
     idle_deadline: float | None  # when TTL will unload it, in trio time
     crashes: int = 0  # recent crashes of a kept model (see core/restart.py)
     gave_up: bool = False  # a kept model crashed too often; not restarted until asked for
+
+
+@attrs.frozen
+class _WithLeaving:
+    """The config's eviction rule, plus the models a reload removed that still finish
+    their requests: they keep the conflicts of the config they came from (``before``),
+    and block every model that config did not know, since nothing says they may share."""
+
+    rule: eviction.EvictionRule
+    known: frozenset[str]
+    before: _WithLeaving | None = None
+
+    def blockers(self, target: str, occupying: Set[str]) -> frozenset[str]:
+        if target not in self.known:
+            return frozenset(occupying) - {target}
+        mine = frozenset(m for m in occupying if m in self.known)
+        leaving = frozenset(occupying) - mine
+        result = self.rule.blockers(target, mine)
+        if leaving:
+            result |= leaving if self.before is None else self.before.blockers(target, leaving)
+        return result
+
+    def compatible(self, a: str, b: str) -> bool:
+        if a in self.known and b in self.known:
+            return self.rule.compatible(a, b)
+        return a == b
 
 
 class Supervisor:
@@ -141,14 +172,20 @@ class Supervisor:
         self._moved = trio.Event()  # set (and replaced) whenever a runner changes state
         self._closing = False
         self._tickets = 0
+        # How often a ready model stopped taking new requests because another model's
+        # waiter reached maxSwapWait (each one can cost a launch; see core/policy.py).
+        self.bound_expirations = 0
+        self._rule: _WithLeaving | None = None
         self._set_groups(config)
 
-    def _set_groups(self, config: Config) -> None:
-        self._groups = {
-            gid: policy.GroupView(swap=g.swap, exclusive=g.exclusive, persistent=g.persistent)
-            for gid, g in config.groups.items()
-        }
+    def _set_groups(self, config: Config, *, leaving: bool = False) -> None:
+        """Take ``config``'s groups, eviction rule and priorities; with ``leaving``, models
+        it removed still run and keep the old rule's conflicts."""
+        self._persistent = {gid for gid, g in config.groups.items() if g.persistent}
         self._group_of = {m: gid for gid, g in config.groups.items() for m in g.members}
+        before = self._rule if leaving else None
+        self._rule = _WithLeaving(eviction.rule_for(config), frozenset(config.models), before)
+        self._priority = {m: eviction.priority_of(config, m) for m in config.models}
 
     # --- lifetime -----------------------------------------------------------------------
 
@@ -207,6 +244,7 @@ class Supervisor:
             self._changed = trio.Event()
             self._retire()
             plan = policy.plan(self._snapshot())
+            self._count_bound_expirations(plan)
             if not plan.is_empty:
                 self._carry_out(plan)
                 continue
@@ -224,7 +262,8 @@ class Supervisor:
         Returns once new models can take requests; changed and removed models are
         stopped in the background as soon as their in-flight requests end."""
         self.config = config
-        self._set_groups(config)
+        leaving = bool(diff.removed) or any(slot.removed for slot in self._slots.values())
+        self._set_groups(config, leaving=leaving)
         self._max_wait = float(config.max_swap_wait)
         self._queue_limit = config.max_queued_requests
         self._launcher.reconfigure(config)
@@ -232,8 +271,6 @@ class Supervisor:
             slot.runner.health_timeout = config.health_check_timeout
             if model_id in config.models:
                 slot.group = self._group_of[model_id]
-            elif slot.group not in self._groups:  # draining out of a group that is gone
-                self._groups[slot.group] = policy.GroupView(swap=False, exclusive=False)
         for model_id in diff.updated:
             slot = self._slots[model_id]
             if slot.next_spec is not None:
@@ -435,10 +472,10 @@ class Supervisor:
             queue = () if slot.retiring else slot.queue  # they wait for the new process
             oldest = queue[0].arrived if queue else None
             spec = slot.runner.spec
+            state = slot.runner.state
             models[model_id] = policy.ModelView(
                 model_id=model_id,
-                group=slot.group,
-                state=slot.runner.state,
+                state=state,
                 in_flight=slot.in_flight,
                 limit=spec.effective_concurrency_limit,
                 waiting=len(queue),
@@ -448,13 +485,24 @@ class Supervisor:
                 ttl=float(spec.ttl) if spec.ttl > 0 else 0.0,
                 sleep_enabled=spec.sleep_enabled,
                 retry_at=slot.retry_at,
+                ready_since=slot.ready_since if state is S.READY else None,
+                ready_ticket=slot.ready_ticket,
+                priority=self._priority.get(model_id, 0),
             )
+        assert self._rule is not None
         return policy.Snapshot(
             now=trio.current_time(),
             models=models,
-            groups=self._groups,
+            rule=self._rule,
             max_wait=self._max_wait,
         )
+
+    def _count_bound_expirations(self, plan: policy.Plan) -> None:
+        for model_id in plan.draining:
+            slot = self._slots[model_id]
+            if not slot.bound_expired:
+                slot.bound_expired = True
+                self.bound_expirations += 1
 
     def _carry_out(self, plan: policy.Plan) -> None:
         for model_id, count in plan.admit.items():
@@ -483,6 +531,9 @@ class Supervisor:
         slot = self._slots.get(change.model)
         if slot is not None:
             if change.new is S.READY:
+                slot.ready_since = trio.current_time()
+                slot.ready_ticket = self._tickets
+                slot.bound_expired = False
                 slot.failures = 0
                 slot.last_failure = None
                 slot.last_used = trio.current_time()
@@ -505,8 +556,7 @@ class Supervisor:
 
     def _kept(self, model_id: str) -> bool:
         """Brought up without a request, so swapd brings it back after a crash."""
-        group = self._groups.get(self._group_of.get(model_id, ""))
-        persistent = group is not None and group.persistent
+        persistent = self._group_of.get(model_id) in self._persistent
         return persistent or model_id in self.config.hooks.on_startup.preload
 
     def _crashed(self, slot: _Slot, error: StartFailed) -> None:

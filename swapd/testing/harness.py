@@ -11,6 +11,10 @@ order in which swapd launches models and answers requests, in milliseconds of re
         assert h.launches == ["A", "B"]
         assert h.completion_order == ["A", "A", "B"]
 
+``h.request(model, at=..., duration=..., patience=...)`` schedules one client (with
+``patience``, it leaves if not served in time); each ``Outcome`` says when it was granted
+and finished, its error, whether it left, and the model's state when it arrived.
+
 ``CONFIG`` is ordinary swapd YAML (the ``cmd`` of each model is never run). Everything
 here awaits only trio primitives, never real I/O, so the mock clock can jump safely.
 The harness exits after every scheduled request has ended and the supervisor stopped.
@@ -18,6 +22,7 @@ The harness exits after every scheduled request has ended and the supervisor sto
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -26,6 +31,7 @@ import trio
 
 from swapd.config import Config, parse_config
 from swapd.config.model import ModelConfig
+from swapd.core.states import ModelState
 from swapd.errors import StartFailed
 from swapd.supervise.instance import Instance
 from swapd.supervise.procgroup import ExitStatus
@@ -172,6 +178,9 @@ class Outcome:
     granted: float | None = None
     finished: float | None = None
     error: BaseException | None = None
+    left: bool = False  # the client gave up waiting (its ``patience`` ran out)
+    # The model as the request found it: state, requests in flight, requests waiting.
+    found: tuple[ModelState, int, int] | None = None
 
 
 class SwapHarness:
@@ -189,22 +198,38 @@ class SwapHarness:
         self._all_done.set()
 
     def request(
-        self, model: str, *, at: float, duration: float = 0.1, name: str | None = None
+        self,
+        model: str,
+        *,
+        at: float,
+        duration: float = 0.1,
+        name: str | None = None,
+        patience: float | None = None,
     ) -> None:
-        """A client asks for ``model`` at trio time ``at`` and holds it ``duration`` s."""
+        """A client asks for ``model`` at trio time ``at`` and holds it ``duration`` s;
+        with ``patience``, it leaves if not served within that many seconds."""
         outcome = Outcome(name or f"{model}#{len(self.outcomes) + 1}", model, at)
         self.outcomes.append(outcome)
         self._pending += 1
         self._all_done = trio.Event()
-        self._nursery.start_soon(self._client, outcome, duration)
+        self._nursery.start_soon(self._client, outcome, duration, patience)
 
-    async def _client(self, outcome: Outcome, duration: float) -> None:
+    async def _client(self, outcome: Outcome, duration: float, patience: float | None) -> None:
         try:
             await trio.sleep_until(outcome.arrived)
+            stats = {s.model: s for s in self.supervisor.statistics()}
+            if (found := stats.get(outcome.model)) is not None:
+                outcome.found = (found.state, found.in_flight, found.waiting)
+            lease = None
             try:
-                lease = await self.supervisor.acquire(outcome.model)
+                with trio.move_on_after(math.inf if patience is None else patience):
+                    lease = await self.supervisor.acquire(outcome.model)
             except Exception as exc:
                 outcome.error = exc
+                outcome.finished = trio.current_time()
+                return
+            if lease is None:
+                outcome.left = True
                 outcome.finished = trio.current_time()
                 return
             outcome.granted = trio.current_time()
@@ -227,7 +252,7 @@ class SwapHarness:
 
     @property
     def completion_order(self) -> list[str]:
-        done = [o for o in self.outcomes if o.finished is not None and o.error is None]
+        done = [o for o in self.outcomes if o.granted is not None and o.finished is not None]
         return [o.model for o in sorted(done, key=lambda o: (o.finished, o.name))]
 
     def events(self, what: str | None = None) -> list[Record]:
