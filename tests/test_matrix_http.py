@@ -19,22 +19,18 @@ wired, ``policy.Snapshot`` has no ``rule`` field and this module is skipped.
 
 from __future__ import annotations
 
-import attrs
+import logging
+
 import httpx
 import openai
 import pytest
 import trio
 from openai.types.chat import ChatCompletionMessageParam
 
-from swapd.core import policy
 from swapd.supervise.lifeline import process_alive
 from swapd.testing import open_swapd, upstream_cmd
 
 pytestmark = [
-    pytest.mark.skipif(
-        "rule" not in attrs.fields_dict(policy.Snapshot),
-        reason="the swap policy does not consult the eviction rule yet (policy.Snapshot.rule)",
-    ),
     pytest.mark.filterwarnings("ignore::ResourceWarning"),
 ]
 
@@ -87,7 +83,8 @@ async def running(client: httpx.AsyncClient) -> dict[str, int]:
     return {e["model"]: e["pid"] for e in entries}
 
 
-async def test_a_matrix_file_swaps_as_its_sets_say() -> None:
+async def test_a_matrix_file_swaps_as_its_sets_say(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="swapd.supervise.supervisor")
     steps = [
         ("gemma", {"gemma"}),
         ("voxtral", {"gemma", "voxtral"}),
@@ -119,3 +116,8 @@ async def test_a_matrix_file_swaps_as_its_sets_say() -> None:
                     else:
                         assert not process_alive(pid), f"{model} survived {requested}"
                 before = now
+    # One INFO line per committed swap, in llama-swap's format.
+    swaps = [r.getMessage() for r in caplog.records if r.getMessage().startswith("matrix: ")]
+    assert any(
+        line.startswith("matrix: model=big-70b set=solo ") and "cost=" in line for line in swaps
+    ), swaps

@@ -451,8 +451,10 @@ class Config:
         10,
         key="maxSwapWait",
         minimum=0,
-        doc="Seconds a request for another model waits while the loaded one keeps serving "
-        "its own queue; then the loaded model drains and is swapped out.",
+        doc="Seconds a request for another model waits while a loaded, ready model keeps "
+        "admitting newer requests (the clock starts when that model is ready, never during "
+        "a load); then it serves only what joined its load or came earlier, drains and is "
+        "swapped out.",
     )
     max_queued_requests: int = setting(
         256,

@@ -111,6 +111,9 @@ class Plan:
     cancel: tuple[str, ...] = ()  # starts nobody waits for any more
     expire: tuple[str, ...] = ()  # idle past their TTL
     draining: frozenset[str] = frozenset()  # ready models whose bound expired
+    # Models whose evictions were ordered now, with the occupying set the rule judged
+    # (for the matrix router's one log line per committed swap).
+    swaps: Mapping[str, frozenset[str]] = attrs.field(factory=dict)
     wake_at: float = math.inf
 
     @property
@@ -202,6 +205,7 @@ def plan(snapshot: Snapshot) -> Plan:
     stop: list[str] = []
     cancel: list[str] = []
     expire: list[str] = []
+    swaps: dict[str, frozenset[str]] = {}
     reserved: list[str] = []  # earlier loads that are waiting: nobody later overtakes them
     for view in wanting:
         model_id = view.model_id
@@ -224,6 +228,7 @@ def plan(snapshot: Snapshot) -> Plan:
             (wake if view.state is S.ASLEEP else start).append(model_id)
             occupying.add(model_id)
         elif evictable:
+            swaps[model_id] = frozenset(occupying)
             for x in blockers:
                 (sleep if models[x].sleep_enabled else stop).append(x)
         else:
@@ -259,5 +264,6 @@ def plan(snapshot: Snapshot) -> Plan:
         cancel=tuple(dict.fromkeys(cancel)),
         expire=tuple(expire),
         draining=frozenset(cutoff),
+        swaps=swaps,
         wake_at=wake_at,
     )

@@ -24,6 +24,7 @@ Guarantees (tested in tests/test_supervisor*.py and by property tests):
 from __future__ import annotations
 
 import collections
+import logging
 import math
 from collections.abc import Set
 
@@ -40,6 +41,7 @@ from swapd.core.events import (
     RequestsChanged,
     ShuttingDown,
 )
+from swapd.core.matrix import Matrix
 from swapd.core.restart import CrashHistory
 from swapd.core.states import RUNNING, ModelState
 from swapd.errors import Conflict, ModelNotFound, ModelUnavailable, QueueFull, StartFailed
@@ -50,6 +52,7 @@ from swapd.supervise.runner import Runner
 __all__ = ["Lease", "ModelStatistics", "Supervisor"]
 
 S = ModelState
+_log = logging.getLogger(__name__)
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 
@@ -505,6 +508,7 @@ class Supervisor:
                 self.bound_expirations += 1
 
     def _carry_out(self, plan: policy.Plan) -> None:
+        self._log_swaps(plan)
         for model_id, count in plan.admit.items():
             slot = self._slots[model_id]
             for _ in range(count):
@@ -526,6 +530,14 @@ class Supervisor:
             self._slots[model_id].runner.start("requested")
         for model_id in plan.wake:
             self._slots[model_id].runner.wake("requested")
+
+    def _log_swaps(self, plan: policy.Plan) -> None:
+        """The matrix router's INFO line for each swap committed now (llama-swap's format)."""
+        rule = self._rule.rule if self._rule is not None else None
+        if not isinstance(rule, Matrix):
+            return
+        for target, occupying in plan.swaps.items():
+            _log.info("%s", rule.choose(target, occupying).describe())
 
     def _runner_changed(self, change: ModelStateChanged, error: StartFailed | None) -> None:
         slot = self._slots.get(change.model)
