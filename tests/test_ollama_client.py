@@ -391,6 +391,26 @@ async def test_default_keep_alive_from_environment(monkeypatch: pytest.MonkeyPat
             assert await loaded(client) == ["m1"]
 
 
+async def test_keep_alive_duration_replaces_the_configured_ttl() -> None:
+    with trio.fail_after(40):
+        async with ollama_swapd(config("m1", ttl=300)) as (_, client):
+            await client.chat(model="m1", messages=PROMPT, keep_alive="1s")
+            await wait_unloaded(client, "m1")  # long before the configured 300 s
+
+
+async def test_negative_keep_alive_keeps_a_model_with_a_ttl_loaded() -> None:
+    with trio.fail_after(30):
+        async with ollama_swapd(config("m1", ttl=1)) as (swapd, client):
+            await client.chat(model="m1", messages=PROMPT, keep_alive=-1)
+            (stat,) = [s for s in swapd.services.supervisor.statistics() if s.model == "m1"]
+            assert stat.idle_deadline is None  # no TTL applies any more
+            (entry,) = (await client.ps()).models
+            assert entry.expires_at is not None and entry.expires_at.year >= 9999
+            # The next request without keep_alive keeps the override it set last.
+            await client.chat(model="m1", messages=PROMPT, keep_alive="1s")
+            await wait_unloaded(client, "m1")
+
+
 # ----------------------------------------------------------------------------- the rest applies
 
 

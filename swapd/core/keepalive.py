@@ -13,8 +13,8 @@ The result is a number of seconds: ``0.0`` to unload now, ``math.inf`` to keep f
 
 ``TtlOverrides`` records, per model, the keep-alive of the latest Ollama request that named
 it. The supervisor's TTL logic may read it through ``ttl(model_id, configured)``, which
-answers in swapd's TTL convention (``0`` = never unload when idle). See
-docs/patches/ollama-keepalive.md for the supervisor side.
+answers in swapd's TTL convention (``0`` = never unload when idle); the supervisor owns
+one table (``Supervisor.ttl_overrides``) and applies it.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from swapd.core.events import (
     RequestsChanged,
     ShuttingDown,
 )
+from swapd.core.keepalive import TtlOverrides
 from swapd.core.matrix import Matrix
 from swapd.core.restart import CrashHistory
 from swapd.core.states import RUNNING, ModelState
@@ -178,6 +179,9 @@ class Supervisor:
         # How often a ready model stopped taking new requests because another model's
         # waiter reached maxSwapWait (each one can cost a launch; see core/policy.py).
         self.bound_expirations = 0
+        # Per-model TTLs set by Ollama's keep_alive (swapd/web/ollama_api.py writes them;
+        # core/keepalive.py says what the values mean).
+        self.ttl_overrides = TtlOverrides()
         self._rule: _WithLeaving | None = None
         self._set_groups(config)
 
@@ -485,7 +489,7 @@ class Supervisor:
                 oldest_wait=oldest,
                 tickets=tuple(w.ticket for w in queue),
                 last_used=slot.last_used,
-                ttl=float(spec.ttl) if spec.ttl > 0 else 0.0,
+                ttl=self.ttl_overrides.ttl(model_id, float(max(spec.ttl, 0))),
                 sleep_enabled=spec.sleep_enabled,
                 retry_at=slot.retry_at,
                 ready_since=slot.ready_since if state is S.READY else None,
@@ -521,9 +525,9 @@ class Supervisor:
         for model_id in plan.cancel:
             self._slots[model_id].runner.stop("start abandoned: nobody waits for it")
         for model_id in plan.expire:
-            self._slots[model_id].runner.stop(
-                f"idle for its ttl of {self._slots[model_id].runner.spec.ttl}s"
-            )
+            runner = self._slots[model_id].runner
+            ttl = self.ttl_overrides.ttl(model_id, float(max(runner.spec.ttl, 0)))
+            runner.stop(f"idle for its ttl of {ttl:g}s")
         for model_id in plan.sleep:
             self._slots[model_id].runner.sleep("swapped out")
         for model_id in plan.start:
@@ -618,7 +622,7 @@ class Supervisor:
         result = []
         for model_id, slot in self._slots.items():
             runner = slot.runner
-            ttl = runner.spec.ttl
+            ttl = self.ttl_overrides.ttl(model_id, float(max(runner.spec.ttl, 0)))
             idle = slot.in_flight == 0 and not slot.queue and runner.state is S.READY
             result.append(
                 ModelStatistics(

@@ -17,9 +17,10 @@ Routes (errors are Ollama's ``{"error": "..."}`` with the matching status):
 
 ``keep_alive`` (request field, else the ``OLLAMA_KEEP_ALIVE`` environment variable read
 at start): ``0`` unloads the model once the answer is done (if nothing else uses it);
-other values are recorded per model in a ``TtlOverrides`` table (``core/keepalive.py``),
-which the supervisor's TTL logic reads when it has one (``Supervisor.ttl_overrides``; see
-docs/patches/ollama-keepalive.md); without it the config's TTL applies.
+other values are recorded per model in the supervisor's ``TtlOverrides`` table
+(``Supervisor.ttl_overrides``, ``core/keepalive.py``): a positive value replaces the
+model's TTL, a negative one turns it off, for as long as the latest Ollama request to that
+model said so.
 """
 
 from __future__ import annotations
@@ -81,11 +82,8 @@ class OllamaRoutes:
     def __init__(self, services: Services, default_keep_alive: float | None) -> None:
         self.services = services
         self.default_keep_alive = default_keep_alive
-        table = getattr(services.supervisor, "ttl_overrides", None)
-        # The supervisor honours overrides only once it has the table (the patch in
-        # docs/patches/ollama-keepalive.md); until then they are recorded, not applied.
-        self.honoured = isinstance(table, TtlOverrides)
-        self.overrides: TtlOverrides = table if isinstance(table, TtlOverrides) else TtlOverrides()
+        # The supervisor's own table: its TTL logic applies what the routes record here.
+        self.overrides: TtlOverrides = services.supervisor.ttl_overrides
         self.last_answer: dict[str, float] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -296,8 +294,7 @@ class OllamaRoutes:
             spec = self.services.config.models.get(stat.model)
             if stat.state not in LOADED or spec is None:
                 continue
-            configured = float(max(spec.ttl, 0))
-            ttl = self.overrides.ttl(stat.model, configured) if self.honoured else configured
+            configured = ttl = self.overrides.ttl(stat.model, float(max(spec.ttl, 0)))
             expires = ollama_models.expires_at(
                 stat,
                 configured,
