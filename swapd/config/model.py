@@ -31,6 +31,7 @@ __all__ = [
     "LogLevel",
     "LogToStdout",
     "MacroValue",
+    "MemoryConfig",
     "ModelConfig",
     "PeerConfig",
     "SleepMode",
@@ -248,6 +249,20 @@ class ModelConfig:
         key="macros", factory=dict, doc="Model-level macros; override global macros of the name."
     )
 
+    # Memory-aware admission (docs/memory.md).
+    footprint: Mapping[str, str] = setting(
+        key="footprint",
+        factory=dict,
+        doc="Memory this model holds per device (`ram`, `gpu0`, ...) as sizes, e.g. "
+        "`{gpu0: 9GiB, ram: 2GiB}`; omitted: estimated, then measured.",
+    )
+    footprint_learn: bool = setting(
+        True,
+        key="footprintLearn",
+        doc="Replace the declared or estimated footprint by the peak measured while the model "
+        "runs; false trusts `footprint` as written.",
+    )
+
     # Computed by the loader.
     port: int | None = derived()
     argv: tuple[str, ...] = derived(factory=tuple)
@@ -312,6 +327,19 @@ class Hooks:
         aliases=("on_startup",),
         factory=StartupHooks,
         doc="Actions run when swapd starts or reloads its config.",
+    )
+
+
+@attrs.frozen(kw_only=True)
+class MemoryConfig:
+    """Memory budgets per device for memory-aware admission (docs/memory.md)."""
+
+    budgets: Mapping[str, str] = setting(
+        key="budgets",
+        factory=dict,
+        doc="How much of each device (`ram`, `gpu0`, ...) loaded models may fill: a size "
+        "(`22GiB`, `512MiB`, `4GB`) or a share of its capacity (`80%`). A device without a "
+        "budget is not limited.",
     )
 
 
@@ -398,6 +426,9 @@ class Config:
     )
     profiles: Mapping[str, Any] = setting(
         key="profiles", factory=dict, doc="Removed in llama-swap; accepted and ignored."
+    )
+    memory: MemoryConfig = setting(
+        key="memory", factory=MemoryConfig, doc="Memory budgets (swapd's own; docs/memory.md)."
     )
 
     # Computed by the loader.
