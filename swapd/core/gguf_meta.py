@@ -108,8 +108,14 @@ def _unpack(stream: BinaryIO, fmt: str) -> object:
     return struct.unpack("<" + fmt, _read(stream, struct.calcsize("<" + fmt)))[0]
 
 
+def _integer(stream: BinaryIO, fmt: str) -> int:
+    value = _unpack(stream, fmt)
+    assert isinstance(value, int)
+    return value
+
+
 def _string(stream: BinaryIO) -> str:
-    length = int(_unpack(stream, "Q"))  # type: ignore[call-overload]
+    length = _integer(stream, "Q")
     if length > _MAX_STRING:
         raise GgufError("a header string is implausibly long")
     return _read(stream, length).decode("utf-8", errors="replace")
@@ -122,10 +128,13 @@ def _value(stream: BinaryIO, kind: int) -> object:
     if kind == _STRING:
         return _string(stream)
     if kind == _ARRAY:
-        item_kind = int(_unpack(stream, "I"))  # type: ignore[call-overload]
-        count = int(_unpack(stream, "Q"))  # type: ignore[call-overload]
+        item_kind = _integer(stream, "I")
+        count = _integer(stream, "Q")
         if item_kind in _SCALARS:
             stream.seek(count * struct.calcsize("<" + _SCALARS[item_kind]), 1)
+        elif item_kind == _STRING:  # e.g. the vocabulary: skip, do not decode
+            for _ in range(count):
+                stream.seek(_integer(stream, "Q"), 1)
         else:
             for _ in range(count):
                 _value(stream, item_kind)
@@ -137,17 +146,17 @@ def read_shape(stream: BinaryIO) -> GgufShape:
     """The model shape from the GGUF header at the start of ``stream`` (seekable)."""
     if _read(stream, 4) != b"GGUF":
         raise GgufError("not a GGUF file (no GGUF magic)")
-    version = int(_unpack(stream, "I"))  # type: ignore[call-overload]
+    version = _integer(stream, "I")
     if version not in (2, 3):
         raise GgufError(f"GGUF version {version} is not supported (2 and 3 are)")
     _unpack(stream, "Q")  # tensor count
-    count = int(_unpack(stream, "Q"))  # type: ignore[call-overload]
+    count = _integer(stream, "Q")
     values: dict[str, object] = {}
     for _ in range(count):
         key = _string(stream)
         if len(key) > _MAX_KEY:
             raise GgufError("a metadata key is implausibly long")
-        kind = int(_unpack(stream, "I"))  # type: ignore[call-overload]
+        kind = _integer(stream, "I")
         value = _value(stream, kind)
         if value is not None:
             values[key] = value
