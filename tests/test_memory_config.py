@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import textwrap
 
+import attrs
 import pytest
 
 from swapd.config import Config, ConfigError, parse_config
 from swapd.core.memory import (
     RAM,
+    Footprint,
     FootprintSource,
     budgets_of,
+    choose_footprint,
     declared_footprint,
 )
 from swapd.errors import ConfigProblem
@@ -116,3 +119,27 @@ def test_bad_footprints_are_reported_with_their_lines() -> None:
 def test_memory_must_be_a_map() -> None:
     (problem,) = problems("memory: 80%\nmodels: {}\n")
     assert problem.path == "memory"
+
+
+def test_choose_footprint_prefers_learned_then_declared_then_estimate() -> None:
+    config = load(GOOD)
+    big, small = config.models["big"], config.models["small"]
+    learned = Footprint(bytes_on={"gpu0": 10 * GiB}, source=FootprintSource.LEARNED)
+    estimate = Footprint(bytes_on={RAM: 3 * GiB})
+    # big declares and says footprintLearn: false, so its declaration wins over a measurement.
+    chosen = choose_footprint(big, learned, estimate)
+    assert chosen is not None and chosen.source is FootprintSource.DECLARED
+    learning_big = attrs.evolve(big, footprint_learn=True)
+    assert choose_footprint(learning_big, learned, estimate) is learned
+    declared = choose_footprint(learning_big, None, estimate)
+    assert declared is not None and declared.source is FootprintSource.DECLARED
+    assert choose_footprint(small, None, estimate) is estimate
+    assert choose_footprint(small, None, None) is None
+
+
+def test_learned_footprint_is_the_peak_of_samples() -> None:
+    first = Footprint(bytes_on={RAM: 5, "gpu0": 100}, source=FootprintSource.LEARNED)
+    second = Footprint(bytes_on={RAM: 7, "gpu1": 3}, source=FootprintSource.LEARNED)
+    peak = first.peak_with(second)
+    assert dict(peak.bytes_on) == {RAM: 7, "gpu0": 100, "gpu1": 3}
+    assert peak.source is FootprintSource.LEARNED

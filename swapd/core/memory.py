@@ -60,6 +60,7 @@ __all__ = [
     "Wait",
     "admit",
     "budgets_of",
+    "choose_footprint",
     "declared_footprint",
     "format_size",
     "held_by",
@@ -86,6 +87,13 @@ class Footprint:
 
     def on(self, device: str) -> int:
         return self.bytes_on.get(device, 0)
+
+    def peak_with(self, sample: Footprint) -> Footprint:
+        """The per-device maximum of this footprint and ``sample``, as a learned footprint
+        (a model's learned footprint is the peak of its measurements)."""
+        devices = set(self.bytes_on) | set(sample.bytes_on)
+        peak = {d: max(self.on(d), sample.on(d)) for d in sorted(devices)}
+        return Footprint(bytes_on=peak, source=FootprintSource.LEARNED)
 
 
 class Occupancy(enum.StrEnum):
@@ -228,3 +236,16 @@ def declared_footprint(model: ModelConfig) -> Footprint | None:
         return None
     sizes = {device: parse_size(text) for device, text in model.footprint.items()}
     return Footprint(bytes_on=sizes, source=FootprintSource.DECLARED)
+
+
+def choose_footprint(
+    model: ModelConfig, learned: Footprint | None, estimate: Footprint | None
+) -> Footprint | None:
+    """The footprint admission uses for ``model``, best source first: with
+    ``footprintLearn: false`` the declared one; otherwise the learned peak, else the
+    declared values, else the estimate. None when nothing is known (admission then counts
+    the model as holding nothing until its first measurement)."""
+    declared = declared_footprint(model)
+    if not model.footprint_learn and declared is not None:
+        return declared
+    return learned or declared or estimate
