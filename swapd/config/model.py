@@ -32,6 +32,7 @@ __all__ = [
     "LogToStdout",
     "MacroValue",
     "MatrixConfig",
+    "MemoryConfig",
     "ModelConfig",
     "PeerConfig",
     "RoutingConfig",
@@ -250,6 +251,20 @@ class ModelConfig:
         key="macros", factory=dict, doc="Model-level macros; override global macros of the name."
     )
 
+    # Memory-aware admission (docs/memory.md).
+    footprint: Mapping[str, str] = setting(
+        key="footprint",
+        factory=dict,
+        doc="Memory this model holds per device (`ram`, `gpu0`, ...) as sizes, e.g. "
+        "`{gpu0: 9GiB, ram: 2GiB}`; omitted: estimated, then measured.",
+    )
+    footprint_learn: bool = setting(
+        True,
+        key="footprintLearn",
+        doc="Replace the declared or estimated footprint by the peak measured while the model "
+        "runs; false trusts `footprint` as written.",
+    )
+
     # Computed by the loader.
     port: int | None = derived()
     argv: tuple[str, ...] = derived(factory=tuple)
@@ -397,6 +412,19 @@ class Hooks:
 
 
 @attrs.frozen(kw_only=True)
+class MemoryConfig:
+    """Memory budgets per device for memory-aware admission (docs/memory.md)."""
+
+    budgets: Mapping[str, str] = setting(
+        key="budgets",
+        factory=dict,
+        doc="How much of each device (`ram`, `gpu0`, ...) loaded models may fill: a size "
+        "(`22GiB`, `512MiB`, `4GB`) or a share of its capacity (`80%`). A device without a "
+        "budget is not limited.",
+    )
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     """A whole, validated configuration."""
 
@@ -494,6 +522,9 @@ class Config:
     )
     profiles: Mapping[str, Any] = setting(
         key="profiles", factory=dict, doc="Removed in llama-swap; accepted and ignored."
+    )
+    memory: MemoryConfig = setting(
+        key="memory", factory=MemoryConfig, doc="Memory budgets (swapd's own; docs/memory.md)."
     )
 
     # Computed by the loader.

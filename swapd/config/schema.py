@@ -170,6 +170,7 @@ _SECTIONS = (
     ("`peers.<id>`", "PeerConfig"),
     ("`hooks`", "Hooks"),
     ("`hooks.onStartup`", "StartupHooks"),
+    ("`memory`", "MemoryConfig"),
 )
 
 

@@ -12,6 +12,7 @@ import urllib.parse
 from typing import Any
 
 from swapd.config import cmdline, routing
+from swapd.config.memory_check import check_memory
 from swapd.config.shape import Path, Problems
 
 __all__ = ["check_and_derive", "url_problem"]
@@ -31,6 +32,7 @@ def check_and_derive(data: dict[str, Any], problems: Problems) -> None:
     routing.check_routing(data, models, alias_of, problems)
     _check_peers(data, problems)
     _normalise_preload(data, models, alias_of, problems)
+    check_memory(data, problems)
     if data.get("profiles"):
         problems.warn(("profiles",), "profiles were removed in favour of groups; ignored")
     if data.get("logRequests"):

@@ -56,6 +56,8 @@ Flags::
     --health-pattern LIST     answers of the health path to successive probes, cycling:
                               comma-separated statuses or ``drop`` (close the connection
                               without answering), e.g. ``503,drop,200,503``
+    --hold-mib N              hold N MiB of really touched memory for the process's life
+                              (memory-footprint tests measure it)
 
 Per-request knobs (JSON body field, else request header, else the flag): ``x_chunks`` /
 ``x-chunks``, ``x_delay_ms`` / ``x-delay-ms``, ``x_first_delay_ms`` / ``x-first-delay-ms``.
@@ -166,6 +168,7 @@ class Options:
     crash_after_chunks: int | None = None
     refuse_after_healthy: bool = False
     health_pattern: tuple[str, ...] = ()
+    hold_mib: int = 0
 
 
 def _seconds(text: str) -> float:
@@ -217,6 +220,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--crash-after-chunks", type=_count, default=None, metavar="N")
     p.add_argument("--refuse-after-healthy", action="store_true")
     p.add_argument("--health-pattern", type=_health_pattern, default=(), metavar="LIST")
+    p.add_argument("--hold-mib", type=_count, default=0, metavar="N")
     ns = p.parse_args(argv)
     if not ns.health_path.startswith("/"):
         p.error("--health-path must start with /")
@@ -1546,8 +1550,16 @@ async def run(opts: Options) -> int:
     return up.exit_code or 0
 
 
+def _hold_memory(mib: int) -> bytearray:
+    """``mib`` MiB with one byte written per page, so every page is really resident."""
+    block = bytearray(mib * 1024 * 1024)
+    block[::4096] = b"\x01" * len(range(0, len(block), 4096))
+    return block
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    held = _hold_memory(opts.hold_mib)  # noqa: F841 - kept alive until the process exits
     previous = signal.signal(signal.SIGTERM, signal.SIG_IGN) if opts.ignore_sigterm else None
     try:
         return trio.run(run, opts)
