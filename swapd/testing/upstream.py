@@ -1388,6 +1388,15 @@ async def _handle(up: Upstream, stream: trio.SocketStream) -> None:
     await Connection(up, stream).serve()
 
 
+def _refuse_from_now(accepting: trio.CancelScope, listeners: list[trio.SocketListener]) -> None:
+    """Close the listening sockets now, before the healthy answer is written: closing them
+    only when the cancelled accept loop next ran left a window (wide on a busy machine) in
+    which swapd, already told "healthy", connected and was served normally."""
+    accepting.cancel()  # first, so the accept loop wakes cancelled, not on a closed socket
+    for listener in listeners:
+        listener.socket.close()
+
+
 async def _serve(up: Upstream) -> None:
     opts = up.opts
     await trio.sleep(opts.start_delay)
@@ -1413,7 +1422,7 @@ async def _serve(up: Upstream) -> None:
     # accept loop that the first healthy answer cancels.
     async with trio.open_nursery() as connections:
         with trio.CancelScope() as accepting:
-            up.stop_accepting = accepting.cancel
+            up.stop_accepting = functools.partial(_refuse_from_now, accepting, listeners)
             await trio.serve_listeners(
                 functools.partial(_handle, up), listeners, handler_nursery=connections
             )
