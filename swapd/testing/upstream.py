@@ -56,6 +56,10 @@ Flags::
     --health-pattern LIST     answers of the health path to successive probes, cycling:
                               comma-separated statuses or ``drop`` (close the connection
                               without answering), e.g. ``503,drop,200,503``
+    --debug-fields            non-streamed chat replies also carry what the upstream saw:
+                              ``x_upstream_model`` (its --model), ``x_request_body`` (the
+                              body as received) and ``x_content_length`` (its header);
+                              for tests, off by default so a user's replies look real
 
 Per-request knobs (JSON body field, else request header, else the flag): ``x_chunks`` /
 ``x-chunks``, ``x_delay_ms`` / ``x-delay-ms``, ``x_first_delay_ms`` / ``x-first-delay-ms``.
@@ -164,6 +168,7 @@ class Options:
     crash_after_chunks: int | None = None
     refuse_after_healthy: bool = False
     health_pattern: tuple[str, ...] = ()
+    debug_fields: bool = False
 
 
 def _seconds(text: str) -> float:
@@ -215,6 +220,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--crash-after-chunks", type=_count, default=None, metavar="N")
     p.add_argument("--refuse-after-healthy", action="store_true")
     p.add_argument("--health-pattern", type=_health_pattern, default=(), metavar="LIST")
+    p.add_argument("--debug-fields", action="store_true")
     ns = p.parse_args(argv)
     if not ns.health_path.startswith("/"):
         p.error("--health-path must start with /")
@@ -853,21 +859,20 @@ def chat_completions(up: Upstream, req: Request) -> Answer:
         final = {**chunk({}, "stop"), "usage": gen.usage(), "timings": gen.timings()}
         return paced(gen, [], deltas, [sse(final), DONE])
     message = {"role": "assistant", "content": gen.text}
-    return complete(
-        gen,
-        {
-            "id": cid,
-            "object": "chat.completion",
-            "created": created,
-            "model": gen.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            "usage": gen.usage(),
-            "timings": gen.timings(),
-            "x_upstream_model": up.opts.model,
-            "x_request_body": req.text(),
-            "x_content_length": req.headers.get("content-length"),
-        },
-    )
+    reply: dict[str, Any] = {
+        "id": cid,
+        "object": "chat.completion",
+        "created": created,
+        "model": gen.model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": gen.usage(),
+        "timings": gen.timings(),
+    }
+    if up.opts.debug_fields:
+        reply["x_upstream_model"] = up.opts.model
+        reply["x_request_body"] = req.text()
+        reply["x_content_length"] = req.headers.get("content-length")
+    return complete(gen, reply)
 
 
 def completions(up: Upstream, req: Request) -> Answer:
