@@ -39,7 +39,7 @@ function ttlCell(model) {
 // moves the model between states, the button says so and is disabled; and a button that
 // just took another's place ignores clicks for SETTLE_MS.
 const SETTLE_MS = 700;
-const settled = new Map(); // model -> {shape: the buttons last shown, until: ms timestamp}
+const settled = new Map(); // model -> {shape: the buttons last shown, until: performance.now() ms}
 const DOING = {load: 'Loading…', unload: 'Unloading…', sleep: 'Sleeping…', wake: 'Waking…'};
 const MOVING = {stopping: ['unload', 'Stopping…'], sleepPending: ['sleep', 'Going to sleep…'], waking: ['wake', 'Waking…']};
 
@@ -86,10 +86,11 @@ function buttonsFor(model) {
   ].filter(Boolean);
 }
 
-/** Whether the buttons just changed (so they wait SETTLE_MS before taking clicks). */
+/** Whether the buttons just changed (so they wait SETTLE_MS before taking clicks). Times
+ * are performance.now()'s, the clock of an event's timeStamp. */
 function settling(model, buttons) {
   const shape = buttons.map(([action, , , disabled]) => `${action}${disabled ? '-' : ''}`).join(' ');
-  const now = Date.now();
+  const now = performance.now();
   const last = settled.get(model.id);
   if (!last) {
     settled.set(model.id, {shape, until: 0}); // first sight: nothing moved under the pointer
@@ -114,8 +115,9 @@ function actions(model) {
         class: ['btn', 'btn-small', kind],
         disabled: disabled || wait,
         dataset: {action},
-        // the second click of a double-click never counts: the first one did the work
-        onclick: (event) => event.detail < 2 && act(model, action),
+        // the second click of a double-click never counts: the first one did the work; nor
+        // does a click made while the button was settling but handled late (a busy page)
+        onclick: (event) => event.detail < 2 && event.timeStamp >= (settled.get(model.id)?.until ?? 0) && act(model, action),
       },
       disabled ? spinner(label) : null,
       label,
