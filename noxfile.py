@@ -21,8 +21,10 @@ def _install(session: nox.Session, *extras: str) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The default test suite (the README's test command runs this)."""
-    _install(session, "test")
+    """The default test suite (the README's test command runs this), the web UI's browser
+    tests included: they run where Debian's Chromium is installed (``apt-get install
+    chromium``) and are skipped, with the reason, where it is not."""
+    _install(session, "test", "browser")
     session.run("pytest", *session.posargs)
 
 
@@ -54,8 +56,9 @@ def schema(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def browser(session: nox.Session) -> None:
-    """The web UI in headless Chromium: Debian's ``chromium`` package, driven by Playwright
-    (never ``playwright install``: that downloads browsers). Fails if either is missing."""
+    """Only the web UI's tests, in headless Chromium: Debian's ``chromium`` package, driven
+    by Playwright (never ``playwright install``: that downloads browsers). Fails if either
+    is missing (``tests`` skips them instead)."""
     _install(session, "test", "browser")
     session.run("pytest", "tests/browser", *session.posargs, env={"SWAPD_REQUIRE_BROWSER": "1"})
 

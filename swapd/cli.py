@@ -37,6 +37,7 @@ import attrs
 from swapd import __version__
 from swapd.config import Config, ConfigError, load_config
 from swapd.config.model import DEFAULT_GROUP
+from swapd.config.preflight import missing_config_hint, preflight
 from swapd.ops.activation import ActivationError, inherited_sockets
 
 if TYPE_CHECKING:
@@ -211,12 +212,15 @@ def _tls_files(args: argparse.Namespace) -> TLSFiles | None:
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
+    if hint := missing_config_hint(args.config, default="config.yaml"):
+        print(f"Error: {hint}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"Error loading config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    for warning in config.warnings:
+    for warning in [*config.warnings, *preflight(config)]:
         print(f"warning: {warning}", file=sys.stderr)
     try:
         tls = _tls_files(args)
@@ -285,7 +289,7 @@ def _check_config(path: str, *, as_json: bool) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
-    for warning in config.warnings:
+    for warning in [*config.warnings, *preflight(config)]:
         print(f"warning: {warning}", file=sys.stderr)
     if as_json:
         json.dump(resolved_view(config), sys.stdout, indent=2, default=str)

@@ -163,6 +163,8 @@ async def _run(config: Config, wiring: _Wiring, task_status: trio.TaskStatus[Dae
         async with trio.open_nursery() as web:
             urls = await web.start(partial(serve_http, app, wiring.binds, shutdown, tls=wiring.tls))
             log.info("swapd listening on %s", ", ".join(urls))
+            if web_urls := [url for url in urls if url.startswith(("http://", "https://"))]:
+                log.info("web UI: %s/ui/", web_urls[0].replace("//0.0.0.0:", "//127.0.0.1:"))
             wiring.notifier.ready()  # the config is loaded and every listener is bound
             live.preload(config)
             task_status.started(Daemon(urls, services, shutdown, reloader, wiring.notifier))

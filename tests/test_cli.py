@@ -34,7 +34,11 @@ def test_check_config_accepts_every_example(example: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "(ok)" in result.stdout
     assert "groups:" in result.stdout
-    assert result.stderr == ""
+    # only preflight's warnings: the examples' programs and model files need not be here
+    problems = [
+        line for line in result.stderr.splitlines() if not line.startswith("warning: model '")
+    ]
+    assert problems == []
 
 
 def test_check_config_prints_ports_argv_and_the_implicit_group() -> None:

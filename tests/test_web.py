@@ -22,7 +22,8 @@ def config(**models: str) -> str:
     lines = ["healthCheckTimeout: 15", "models:"]
     for name, extra in models.items():
         lines.append(f"  {name}:")
-        lines.append(f"    cmd: {upstream_cmd('--model', name, '--respond', f'hello from {name}')}")
+        flags = ("--model", name, "--respond", f"hello from {name}", "--debug-fields")
+        lines.append(f"    cmd: {upstream_cmd(*flags)}")
         lines.append("    proxy: http://127.0.0.1:${PORT}")
         lines.extend("    " + line for line in extra.splitlines() if line.strip())
     return "\n".join(lines) + "\n"
@@ -73,7 +74,8 @@ def _is_gone(pid: int) -> bool:
 async def test_streaming_is_incremental() -> None:
     extra = "cmd: " + upstream_cmd("--model", "s", "--chunks", "5", "--chunk-delay", "0.3")
     text = config(s="").replace(
-        f"    cmd: {upstream_cmd('--model', 's', '--respond', 'hello from s')}\n", f"    {extra}\n"
+        f"    cmd: {upstream_cmd('--model', 's', '--respond', 'hello from s', '--debug-fields')}\n",
+        f"    {extra}\n",
     )
     with trio.fail_after(30):
         async with (
@@ -103,7 +105,7 @@ async def test_streaming_is_incremental() -> None:
 async def test_client_disconnect_cancels_the_upstream_request() -> None:
     extra = upstream_cmd("--model", "s", "--chunks", "50", "--chunk-delay", "0.1")
     text = config(s="").replace(
-        f"    cmd: {upstream_cmd('--model', 's', '--respond', 'hello from s')}\n",
+        f"    cmd: {upstream_cmd('--model', 's', '--respond', 'hello from s', '--debug-fields')}\n",
         f"    cmd: {extra}\n",
     )
     with trio.fail_after(30):

@@ -6,19 +6,32 @@ well under a millisecond; a 250 ms cap measured ~125 ms of added cold-start late
 average (benchmarks/swap_latency.py), almost all of it waiting for the next probe.
 The caller owns the deadline (``healthCheckTimeout``) and watches the process for an
 early exit.
+
+Fast polling makes a server that logs its requests print ~30 ``GET /health 503`` lines
+in two seconds of loading; ``ProbeLog`` folds them (the first of each run is shown, the
+rest counted in one line) so the model's log stays readable.
 """
 
 from __future__ import annotations
 
+import re
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
 import httpx
 import trio
 
 from swapd.config.model import ModelConfig
 
-__all__ = ["FIRST_INTERVAL", "MAX_INTERVAL", "health_url", "wait_accepting", "wait_healthy"]
+__all__ = [
+    "FIRST_INTERVAL",
+    "MAX_INTERVAL",
+    "ProbeLog",
+    "health_url",
+    "wait_accepting",
+    "wait_healthy",
+]
 
 FIRST_INTERVAL = 0.01
 MAX_INTERVAL = 0.05
@@ -75,3 +88,63 @@ async def _poll(succeeds: Callable[[], Awaitable[bool]]) -> None:
     while not await succeeds():
         await trio.sleep(interval)
         interval = min(interval * 1.5, MAX_INTERVAL)
+
+
+_STATUS = re.compile(r"\b([1-5]\d\d)\b")
+
+
+class ProbeLog:
+    """Passes a model's output lines on to ``emit``, folding the ones that log swapd's own
+    health probes while ``probing()`` is active.
+
+    A probe line is one with ``GET <check path>`` in it (the demo upstream's ``GET /health
+    503``, uvicorn's ``"GET /health HTTP/1.1" 503``). Of a run of probe lines with the same
+    status, the first is passed on and the rest are counted; one line saying how many
+    follows when the run ends: at another line, another status, or the end of probing.
+    Everything else passes untouched and in order."""
+
+    def __init__(self, spec: ModelConfig, emit: Callable[[str, str], None]) -> None:
+        url = health_url(spec)
+        path = urllib.parse.urlsplit(url).path if url else ""
+        self._probe = re.compile(rf"\bGET\s+{re.escape(path)}(?=[\s?\"]|$)") if path else None
+        self._path = path
+        self._emit = emit
+        self._probing = False
+        self._run: tuple[str, str | None] | None = None  # (stream, status) being folded
+        self._folded = 0
+
+    @contextmanager
+    def probing(self) -> Iterator[None]:
+        """Fold probe lines while the block runs (the health wait)."""
+        self._probing = True
+        try:
+            yield
+        finally:
+            self._probing = False
+            self._end_run()
+
+    def line(self, stream: str, line: str) -> None:
+        match = self._probe.search(line) if self._probing and self._probe else None
+        if match is None:
+            self._end_run()
+        else:
+            status = _STATUS.search(line, match.end())
+            run = (stream, status[1] if status else None)
+            if run == self._run:
+                self._folded += 1
+                return
+            self._end_run()
+            self._run = run
+        self._emit(stream, line)
+
+    def _end_run(self) -> None:
+        if self._run is not None and self._folded:
+            stream, status = self._run
+            answered = f" answered {status}" if status else ""
+            self._emit(
+                stream,
+                f"… {self._folded} more health checks (GET {self._path}){answered}"
+                " (swapd folded these lines)",
+            )
+        self._run = None
+        self._folded = 0

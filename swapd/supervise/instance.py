@@ -16,7 +16,7 @@ import collections
 import os
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, nullcontext
 from typing import Protocol
 
 import httpx
@@ -86,7 +86,9 @@ class ProcessInstance:
         client: httpx.AsyncClient,
         tail: collections.deque[str],
         stop_grace: float,
+        probe_log: health.ProbeLog | None = None,
     ) -> None:
+        self._probe_log = probe_log
         self._group = group
         self._model_id = model_id
         self._spec = spec
@@ -122,7 +124,8 @@ class ProcessInstance:
 
             nursery.start_soon(watch_exit)
             if url is not None:
-                await health.wait_healthy(self._client, url)
+                with self._probe_log.probing() if self._probe_log else nullcontext():
+                    await health.wait_healthy(self._client, url)
             nursery.cancel_scope.cancel(reason="healthy")
         if exited:
             raise self._failure("the process exited while starting", exited[0])
@@ -201,13 +204,15 @@ class ProcessLauncher:
             tail.append(line)
             sink(model_id, stream, line)
 
+        probe_log = health.ProbeLog(spec, on_output)  # folds the log lines of our probes
+
         async with AsyncExitStack() as stack:
             try:
                 group = await stack.enter_async_context(
                     open_process_group(
                         spec.argv,
                         env=env,
-                        on_output=on_output,
+                        on_output=probe_log.line,
                         lifeline=self._lifeline,
                         marker=self._marker,
                         stop_grace=self._stop_grace,
@@ -216,7 +221,14 @@ class ProcessLauncher:
             except SpawnError as exc:
                 raise StartFailed(model_id, str(exc), phase="spawn") from exc
             yield ProcessInstance(
-                model_id, spec, self._config, group, self._client, tail, self._stop_grace
+                model_id,
+                spec,
+                self._config,
+                group,
+                self._client,
+                tail,
+                self._stop_grace,
+                probe_log,
             )
 
 

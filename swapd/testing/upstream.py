@@ -58,6 +58,10 @@ Flags::
                               without answering), e.g. ``503,drop,200,503``
     --hold-mib N              hold N MiB of really touched memory for the process's life
                               (memory-footprint tests measure it)
+    --debug-fields            non-streamed chat replies also carry what the upstream saw:
+                              ``x_upstream_model`` (its --model), ``x_request_body`` (the
+                              body as received) and ``x_content_length`` (its header);
+                              for tests, off by default so a user's replies look real
 
 Per-request knobs (JSON body field, else request header, else the flag): ``x_chunks`` /
 ``x-chunks``, ``x_delay_ms`` / ``x-delay-ms``, ``x_first_delay_ms`` / ``x-first-delay-ms``.
@@ -169,6 +173,7 @@ class Options:
     refuse_after_healthy: bool = False
     health_pattern: tuple[str, ...] = ()
     hold_mib: int = 0
+    debug_fields: bool = False
 
 
 def _seconds(text: str) -> float:
@@ -221,6 +226,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--refuse-after-healthy", action="store_true")
     p.add_argument("--health-pattern", type=_health_pattern, default=(), metavar="LIST")
     p.add_argument("--hold-mib", type=_count, default=0, metavar="N")
+    p.add_argument("--debug-fields", action="store_true")
     ns = p.parse_args(argv)
     if not ns.health_path.startswith("/"):
         p.error("--health-path must start with /")
@@ -910,21 +916,20 @@ def chat_completions(up: Upstream, req: Request) -> Answer:
         final = {**chunk({}, "stop"), "usage": gen.usage(), "timings": gen.timings()}
         return paced(gen, [], deltas, [sse(final), DONE])
     message = {"role": "assistant", "content": gen.text}
-    return complete(
-        gen,
-        {
-            "id": cid,
-            "object": "chat.completion",
-            "created": created,
-            "model": gen.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            "usage": gen.usage(),
-            "timings": gen.timings(),
-            "x_upstream_model": up.opts.model,
-            "x_request_body": req.text(),
-            "x_content_length": req.headers.get("content-length"),
-        },
-    )
+    reply: dict[str, Any] = {
+        "id": cid,
+        "object": "chat.completion",
+        "created": created,
+        "model": gen.model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": gen.usage(),
+        "timings": gen.timings(),
+    }
+    if up.opts.debug_fields:
+        reply["x_upstream_model"] = up.opts.model
+        reply["x_request_body"] = req.text()
+        reply["x_content_length"] = req.headers.get("content-length")
+    return complete(gen, reply)
 
 
 def chat_extras(
@@ -1504,6 +1509,15 @@ async def _handle(up: Upstream, stream: trio.SocketStream) -> None:
     await Connection(up, stream).serve()
 
 
+def _refuse_from_now(accepting: trio.CancelScope, listeners: list[trio.SocketListener]) -> None:
+    """Close the listening sockets now, before the healthy answer is written: closing them
+    only when the cancelled accept loop next ran left a window (wide on a busy machine) in
+    which swapd, already told "healthy", connected and was served normally."""
+    accepting.cancel()  # first, so the accept loop wakes cancelled, not on a closed socket
+    for listener in listeners:
+        listener.socket.close()
+
+
 async def _serve(up: Upstream) -> None:
     opts = up.opts
     await trio.sleep(opts.start_delay)
@@ -1529,7 +1543,7 @@ async def _serve(up: Upstream) -> None:
     # accept loop that the first healthy answer cancels.
     async with trio.open_nursery() as connections:
         with trio.CancelScope() as accepting:
-            up.stop_accepting = accepting.cancel
+            up.stop_accepting = functools.partial(_refuse_from_now, accepting, listeners)
             await trio.serve_listeners(
                 functools.partial(_handle, up), listeners, handler_nursery=connections
             )

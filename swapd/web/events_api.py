@@ -6,8 +6,8 @@ text>"}`` (the inner data is JSON serialised to a string). SSE frames each as
 message (a browser may pass the API key as ``?api_key=``, having no way to set headers).
 
 Types: ``modelStatus`` (every model with its state, then peers' models; swapd adds
-``group``, ``ttl``, ``idleDeadline``, ``pid``, ``port``, ``inFlight``, ``waiting``,
-``lastError``, ``sleepable``, ``crashes``, ``gaveUp`` for the UI), ``logData`` (proxy
+``aliases``, ``group``, ``ttl``, ``idleDeadline``, ``pid``, ``port``, ``inFlight``,
+``waiting``, ``lastError``, ``sleepable``, ``crashes``, ``gaveUp`` for the UI), ``logData`` (proxy
 and upstream log text), ``metrics`` (token-metrics records), ``inflight``
 (``{"total"}``); swapd's own: ``configReload`` (``{"state": "start", "trigger"}``, then
 ``{"state": "end", "ok", "error", "added", "removed", "changed", "updated",
@@ -103,6 +103,7 @@ def model_status(
                 "state": stat.state.value,
                 "unlisted": spec.unlisted,
                 "peerID": "",
+                "aliases": [alias.strip() for alias in spec.aliases if alias.strip()],
                 "group": stat.group,
                 "ttl": max(spec.ttl, 0),
                 "idleDeadline": None if deadline is None else round(deadline + to_epoch, 3),

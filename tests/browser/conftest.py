@@ -202,15 +202,16 @@ class PageErrors(list[str]):
 
 @pytest.fixture
 def open_page(browser: Any) -> Iterator[Callable[..., tuple[Any, PageErrors]]]:
-    """``open_page(color_scheme="light")`` → (page, errors): a fresh browser context.
+    """``open_page(color_scheme="light", width=1280)`` → (page, errors): a fresh browser
+    context, ``width`` CSS pixels wide.
 
     The test fails if the page logged a console error or threw, unless it allowed it."""
     contexts: list[Any] = []
     all_errors: list[PageErrors] = []
 
-    def open_one(color_scheme: str = "light") -> tuple[Any, PageErrors]:
+    def open_one(color_scheme: str = "light", width: int = 1280) -> tuple[Any, PageErrors]:
         context = browser.new_context(
-            viewport={"width": 1280, "height": 800}, color_scheme=color_scheme
+            viewport={"width": width, "height": 800}, color_scheme=color_scheme
         )
         context.set_default_timeout(10_000)
         contexts.append(context)

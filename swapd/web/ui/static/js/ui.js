@@ -48,3 +48,33 @@ export function toast(message, kind = 'info') {
   box.append(el);
   setTimeout(() => el.remove(), kind === 'error' ? 8000 : 4000);
 }
+
+/** A modal question with Cancel and `confirmLabel`; resolves true when confirmed. Escape,
+ * Cancel and a click outside all say no. */
+export function confirmDialog(title, message, confirmLabel) {
+  return new Promise((resolve) => {
+    const dialog = h(
+      'dialog',
+      {class: 'confirm-dialog', 'aria-labelledby': 'confirm-title'},
+      h(
+        'form',
+        {method: 'dialog'},
+        h('h2', {id: 'confirm-title'}, title),
+        h('p', null, message),
+        h(
+          'div',
+          {class: 'dialog-actions'},
+          h('button', {type: 'submit', class: 'btn', value: 'cancel', autofocus: true}, 'Cancel'),
+          h('button', {type: 'submit', class: 'btn btn-danger', value: 'confirm'}, confirmLabel),
+        ),
+      ),
+    );
+    dialog.addEventListener('click', (event) => event.target === dialog && dialog.close('cancel'));
+    dialog.addEventListener('close', () => {
+      dialog.remove();
+      resolve(dialog.returnValue === 'confirm');
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+  });
+}

@@ -3,7 +3,7 @@
 import {api, errorMessage} from '../api.js';
 import {fmtClock, fmtSpan, h, replace} from '../dom.js';
 import {localModels, peerModels, store, subscribe} from '../store.js';
-import {card, empty, pageHead, spinner, stateBadge, toast} from '../ui.js';
+import {card, confirmDialog, empty, pageHead, spinner, stateBadge, toast} from '../ui.js';
 
 const RUNNING = new Set(['starting', 'ready', 'stopping', 'sleepPending', 'asleep', 'waking']);
 const pending = new Map(); // model -> action in progress (kept across page visits)
@@ -34,7 +34,18 @@ function ttlCell(model) {
   );
 }
 
+// Buttons never change meaning under the pointer (a double-click on Load must not unload):
+// while our own action runs, its button stays put, disabled, with a spinner; while swapd
+// moves the model between states, the button says so and is disabled; and a button that
+// just took another's place ignores clicks for SETTLE_MS.
+const SETTLE_MS = 700;
+const settled = new Map(); // model -> {shape: the buttons last shown, until: performance.now() ms}
+const DOING = {load: 'Loading…', unload: 'Unloading…', sleep: 'Sleeping…', wake: 'Waking…'};
+const MOVING = {stopping: ['unload', 'Stopping…'], sleepPending: ['sleep', 'Going to sleep…'], waking: ['wake', 'Waking…']};
+
 async function act(model, action) {
+  if (pending.has(model.id)) return;
+  if (action === 'unload' && (model.inFlight || model.waiting) && !(await confirmUnload(model))) return;
   pending.set(model.id, action);
   render();
   try {
@@ -49,23 +60,72 @@ async function act(model, action) {
   }
 }
 
+/** Ask before cutting requests off; resolves true to unload. */
+function confirmUnload(model) {
+  const busy = [model.inFlight ? `${model.inFlight} request${model.inFlight > 1 ? 's' : ''} in flight` : '', model.waiting ? `${model.waiting} waiting` : ''].filter(Boolean).join(' and ');
+  return confirmDialog(
+    `Unload ${model.id}?`,
+    `It has ${busy}. Unloading stops it now: requests in flight are cut off, and waiting ones start it again.`,
+    'Unload',
+  );
+}
+
+/** The buttons a model in its current state offers: [action, label, kind, disabled]. */
+function buttonsFor(model) {
+  const doing = pending.get(model.id);
+  if (doing) return [[doing, DOING[doing], '', true]];
+  if (MOVING[model.state]) {
+    const [action, label] = MOVING[model.state];
+    return [[action, label, '', true], ...(model.state === 'stopping' ? [] : [['unload', 'Unload', 'btn-danger', false]])];
+  }
+  if (!RUNNING.has(model.state)) return [['load', 'Load', 'btn-primary', false]];
+  return [
+    model.sleepable && model.state === 'ready' ? ['sleep', 'Sleep', '', false] : null,
+    model.sleepable && model.state === 'asleep' ? ['wake', 'Wake', 'btn-primary', false] : null,
+    ['unload', 'Unload', 'btn-danger', false],
+  ].filter(Boolean);
+}
+
+/** Whether the buttons just changed (so they wait SETTLE_MS before taking clicks). Times
+ * are performance.now()'s, the clock of an event's timeStamp. */
+function settling(model, buttons) {
+  const shape = buttons.map(([action, , , disabled]) => `${action}${disabled ? '-' : ''}`).join(' ');
+  const now = performance.now();
+  const last = settled.get(model.id);
+  if (!last) {
+    settled.set(model.id, {shape, until: 0}); // first sight: nothing moved under the pointer
+    return false;
+  }
+  if (last.shape !== shape) {
+    settled.set(model.id, {shape, until: now + SETTLE_MS});
+    setTimeout(render, SETTLE_MS + 20);
+    return true;
+  }
+  return now < last.until;
+}
+
 function actions(model) {
-  const busy = pending.get(model.id);
-  const button = (action, label, kind = '') =>
+  const buttons = buttonsFor(model);
+  const wait = settling(model, buttons);
+  const button = ([action, label, kind, disabled]) =>
     h(
       'button',
-      {type: 'button', class: ['btn', 'btn-small', kind], disabled: busy === action, dataset: {action}, onclick: () => act(model, action)},
-      busy === action ? spinner(label) : null,
+      {
+        type: 'button',
+        class: ['btn', 'btn-small', kind],
+        disabled: disabled || wait,
+        dataset: {action},
+        // the second click of a double-click never counts: the first one did the work; nor
+        // does a click made while the button was settling but handled late (a busy page)
+        onclick: (event) => event.detail < 2 && event.timeStamp >= (settled.get(model.id)?.until ?? 0) && act(model, action),
+      },
+      disabled ? spinner(label) : null,
       label,
     );
-  const running = RUNNING.has(model.state);
   return h(
     'div',
     {class: 'row-actions'},
-    !running ? button('load', 'Load', 'btn-primary') : null,
-    model.sleepable && model.state === 'ready' ? button('sleep', 'Sleep') : null,
-    model.sleepable && model.state === 'asleep' ? button('wake', 'Wake', 'btn-primary') : null,
-    running ? button('unload', 'Unload', 'btn-danger') : null,
+    buttons.map(button),
     h('a', {class: 'btn btn-small btn-ghost', href: `/ui/logs?source=${encodeURIComponent(model.id)}`, title: `${model.id}'s output`}, 'Logs'),
   );
 }
@@ -73,7 +133,7 @@ function actions(model) {
 let ttlCells = new Map();
 
 function modelRow(model) {
-  const ttl = h('td', {class: 'num'}, ttlCell(model));
+  const ttl = h('td', {class: ['num', !model.ttl && 'is-empty'], dataset: {label: 'TTL'}}, ttlCell(model));
   ttlCells.set(model.id, [ttl, model]);
   const label = model.name && model.name !== model.id ? model.name : '';
   return h(
@@ -81,18 +141,24 @@ function modelRow(model) {
     {dataset: {model: model.id, state: model.state}},
     h(
       'td',
-      null,
-      h('div', {class: 'model-id'}, model.id, model.unlisted ? h('span', {class: 'tag'}, 'unlisted') : null),
+      {class: 'model-cell'},
+      h('div', {class: 'model-id'}, breakable(model.id), model.unlisted ? h('span', {class: 'tag'}, 'unlisted') : null),
+      model.aliases?.length ? h('div', {class: 'aliases small'}, h('span', {class: 'muted'}, 'also: '), model.aliases.map((alias) => h('span', {class: 'tag alias'}, alias))) : null,
       label || model.description ? h('div', {class: 'muted small'}, [label, model.description].filter(Boolean).join(' — ')) : null,
     ),
     h('td', {class: 'state-cell'}, stateBadge(model.state), model.inFlight ? h('span', {class: 'muted small'}, ` ${model.inFlight} in flight`) : null, model.waiting ? h('span', {class: 'muted small'}, ` ${model.waiting} waiting`) : null),
-    h('td', null, model.group ? h('span', {class: 'tag'}, model.group) : h('span', {class: 'muted'}, '—')),
+    h('td', {dataset: {label: 'group'}}, model.group ? h('span', {class: 'tag'}, model.group) : h('span', {class: 'muted'}, '—')),
     ttl,
-    h('td', {class: 'num mono'}, model.pid ?? h('span', {class: 'muted'}, '—')),
-    h('td', {class: 'num mono'}, model.port ?? h('span', {class: 'muted'}, '—')),
-    h('td', {class: 'error-cell'}, model.lastError ? h('details', {open: openErrors.has(model.id), ontoggle: (e) => (e.target.open ? openErrors.add(model.id) : openErrors.delete(model.id))}, h('summary', {class: 'error-text'}, firstLine(model.lastError)), h('pre', {class: 'error-pre'}, model.lastError)) : h('span', {class: 'muted'}, '—')),
-    h('td', null, actions(model)),
+    h('td', {class: ['num mono', model.pid == null && 'is-empty'], dataset: {label: 'pid'}}, model.pid ?? h('span', {class: 'muted'}, '—')),
+    h('td', {class: ['num mono', model.port == null && 'is-empty'], dataset: {label: 'port'}}, model.port ?? h('span', {class: 'muted'}, '—')),
+    h('td', {class: ['error-cell', !model.lastError && 'is-empty']}, model.lastError ? h('details', {open: openErrors.has(model.id), ontoggle: (e) => (e.target.open ? openErrors.add(model.id) : openErrors.delete(model.id))}, h('summary', {class: 'error-text'}, firstLine(model.lastError)), h('pre', {class: 'error-pre'}, model.lastError)) : h('span', {class: 'muted'}, '—')),
+    h('td', {class: 'actions-cell'}, actions(model)),
   );
+}
+
+/** A model ID that may wrap after `/`, `-`, `_`, `.` or `:` but never inside a word. */
+function breakable(id) {
+  return id.split(/(?<=[\/\-_.:])/).flatMap((part, i) => (i ? [h('wbr'), part] : [part]));
 }
 
 function firstLine(text) {
@@ -107,7 +173,7 @@ function render() {
   if (!root) return;
   const all = localModels();
   const needle = filter.toLowerCase();
-  const shown = all.filter((m) => (showUnlisted || !m.unlisted) && (!needle || `${m.id} ${m.name} ${m.description} ${m.group}`.toLowerCase().includes(needle)));
+  const shown = all.filter((m) => (showUnlisted || !m.unlisted) && (!needle || `${m.id} ${(m.aliases || []).join(' ')} ${m.name} ${m.description} ${m.group}`.toLowerCase().includes(needle)));
   const hidden = all.filter((m) => m.unlisted).length;
   ttlCells = new Map();
   summary();
