@@ -297,8 +297,11 @@ class ActivityStore:
         self._next_id = 1
         self._next_load_id = 1
         self._added = 0
+        self._rows_added = 0
         self._written = 0
-        self._dropped = 0
+        self._dropped = 0  # never queued (channel full or closed) or lost with a batch
+        self._lost = 0  # queued, then lost with a batch the memory fallback could not take
+        self._progress = trio.lowlevel.ParkingLot()
         self._last_prune = -math.inf
         self._closed = trio.Event()
         self._opened = False
@@ -314,6 +317,7 @@ class ActivityStore:
         """Queue ``row`` for writing under the next id; return it with that id."""
         stored = attrs.evolve(row, id=self._next_id)
         self._next_id += 1
+        self._rows_added += 1
         self._put(stored)
         return stored
 
@@ -436,6 +440,8 @@ class ActivityStore:
                 # Already in memory: nothing left to fall back to. Never take swapd down.
                 log.exception("the in-memory activity store failed; %d rows lost", len(batch))
                 self._dropped += len(batch)
+                self._lost += len(batch)
+                self._progress.unpark_all()
                 return
             self._fall_back(_reason(exc, self._location))
             old = self._conn
@@ -444,6 +450,17 @@ class ActivityStore:
                 await trio.to_thread.run_sync(_close_quietly, old)
             await self._call(self._write_batch, rows, loads, True)
         self._written += len(batch)
+        self._progress.unpark_all()
+
+    async def wait_written(self, rows: int = 0) -> None:
+        """Wait until every row added before this call is committed (or known lost) and,
+        with ``rows``, until at least that many activity rows were added since the store
+        started and committed too."""
+        target = self._added
+        while self._written + self._lost < target or self._rows_added < rows:
+            await self._progress.park()
+            if self._rows_added >= rows:
+                target = max(target, self._added)
 
     def _write_batch(
         self,

@@ -36,6 +36,7 @@ __all__ = [
     "SchemaTooNew",
     "UsageTotals",
     "activity_page",
+    "check_version",
     "configure",
     "histogram",
     "insert_activity",
@@ -168,11 +169,11 @@ def configure(conn: sqlite3.Connection, *, file: bool) -> None:
     """Connection settings: WAL (files only) with ``synchronous=NORMAL``, which keeps every
     committed transaction through a crash of swapd (a power cut may lose the last ones,
     never corrupt the file), and a busy timeout for a second swapd on the same file.
-
-    Reading the journal mode is also the first real read of the file, so a file that is not
-    a database fails here (``sqlite3.DatabaseError``)."""
+    Files are checked first (:func:`check_version`): a file that is not a database or is
+    too new is refused untouched."""
     conn.execute("PRAGMA busy_timeout = 5000")
     if file:
+        check_version(conn)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"cannot switch to WAL (journal mode {mode})")
@@ -180,16 +181,25 @@ def configure(conn: sqlite3.Connection, *, file: bool) -> None:
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
+    """The database's schema version; the first read of a file, so a file that is not a
+    database fails here (``sqlite3.DatabaseError``) before anything is written to it."""
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def check_version(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> None:
+    """Raise :class:`SchemaTooNew` for a database a newer swapd wrote (checked before the
+    journal mode is switched, so such a file is left byte for byte as it was)."""
+    found = schema_version(conn)
+    if found > target:
+        raise SchemaTooNew(f"schema version {found} is newer than this swapd's ({target})")
 
 
 def migrate(conn: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
     """Bring the schema up to ``len(migrations)`` in one transaction; return the version
     the database had before. Raises :class:`SchemaTooNew` for a newer database."""
     target = len(migrations)
+    check_version(conn, target)
     found = schema_version(conn)
-    if found > target:
-        raise SchemaTooNew(f"schema version {found} is newer than this swapd's ({target})")
     if found == target:
         return found
     conn.execute("BEGIN IMMEDIATE")
