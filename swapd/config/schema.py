@@ -163,6 +163,7 @@ _SECTIONS = (
     ("`peers.<id>`", "PeerConfig"),
     ("`hooks`", "Hooks"),
     ("`hooks.onStartup`", "StartupHooks"),
+    ("`store`", "StoreConfig"),
 )
 
 
