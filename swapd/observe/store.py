@@ -304,6 +304,7 @@ class ActivityStore:
         self._progress = trio.lowlevel.ParkingLot()
         self._last_prune = -math.inf
         self._closed = trio.Event()
+        self._batch_full = trio.Event()
         self._opened = False
 
     def __repr__(self) -> str:
@@ -338,6 +339,8 @@ class ActivityStore:
             self._dropped += 1  # swapd is stopping; the writer is gone
         else:
             self._added += 1
+            if self._receive.statistics().current_buffer_used >= BATCH_ROWS:
+                self._batch_full.set()
 
     def reconfigure(self, settings: StoreSettings) -> None:
         """Follow a reload: retention applies at once; a new ``path`` at the next start."""
@@ -366,38 +369,45 @@ class ActivityStore:
         await self._open()
         task_status.started()
         try:
-            ended = False
-            while not ended:
+            while True:
                 try:
                     batch = [await self._receive.receive()]
                 except trio.EndOfChannel:
                     break
+                # Let rows gather (no task switch per row): until the interval is over, or
+                # a producer finds BATCH_ROWS waiting and wakes us; then take them all.
                 with trio.move_on_after(COMMIT_INTERVAL):
-                    while len(batch) < BATCH_ROWS:
-                        try:
-                            batch.append(await self._receive.receive())
-                        except trio.EndOfChannel:
-                            ended = True
-                            break
+                    await self._batch_full.wait()
+                self._batch_full = trio.Event()
+                ended = self._drain(batch)
                 await self._write(batch)
+                if ended:
+                    break
         finally:
             # Cancelled (swapd stopping) or closed: what is queued is still written.
             with trio.CancelScope(shield=True):
                 rest: list[ActivityRow | LoadRecord] = []
-                while True:
-                    try:
-                        rest.append(self._receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
+                self._drain(rest)
                 if rest:
                     await self._write(rest)
                 await self._receive.aclose()
                 await self._close_connection()
                 self._closed.set()
 
+    def _drain(self, batch: list[ActivityRow | LoadRecord]) -> bool:
+        """Move every queued row into ``batch``; True once the channel is closed and empty."""
+        while True:
+            try:
+                batch.append(self._receive.receive_nowait())
+            except trio.WouldBlock:
+                return False
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return True
+
     async def aclose(self) -> None:
         """Stop taking rows, write the ones queued, close the database."""
         await self._send.aclose()
+        self._batch_full.set()  # the writer need not wait out the interval
         if self._opened:
             await self._closed.wait()
 

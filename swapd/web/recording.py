@@ -187,7 +187,8 @@ class _ResponseWatch:
         ttfb_ms = -1
         if self.first_byte is not None:
             ttfb_ms = max(0, round((self.first_byte - entry.started) * 1000))
-        row = ActivityRow(
+        m = entry.metrics
+        return ActivityRow(
             ts_ms=int(time.time() * 1000),
             req_path=path,
             model=entry.model,
@@ -196,21 +197,20 @@ class _ResponseWatch:
             queue_ms=entry.queue_ms,
             ttfb_ms=ttfb_ms,
             total_ms=total_ms,
-            duration_ms=total_ms,
-            error_msg=error,
-        )
-        m = entry.metrics
-        if m is None:
-            return row
-        return attrs.evolve(
-            row,
             # llama-swap v250: the wall clock, raised to the upstream's own prompt +
             # generation time when that is longer.
-            duration_ms=max(total_ms, m.duration_ms),
-            cache_tokens=m.cache_tokens,
-            input_tokens=m.input_tokens,
-            output_tokens=m.output_tokens,
-            prompt_per_second=m.prompt_per_second,
-            tokens_per_second=m.tokens_per_second,
-            capture_id=m.id if m.has_capture else -1,
+            duration_ms=total_ms if m is None else max(total_ms, m.duration_ms),
+            error_msg=error,
+            **({} if m is None else _token_fields(m)),
         )
+
+
+def _token_fields(m: TokenMetrics) -> dict[str, Any]:
+    return {
+        "cache_tokens": m.cache_tokens,
+        "input_tokens": m.input_tokens,
+        "output_tokens": m.output_tokens,
+        "prompt_per_second": m.prompt_per_second,
+        "tokens_per_second": m.tokens_per_second,
+        "capture_id": m.id if m.has_capture else -1,
+    }
