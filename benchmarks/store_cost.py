@@ -60,14 +60,21 @@ async def measure(rows: int, folder: Path) -> dict[str, float]:
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
-        watch = _ResponseWatch(_noop_send)
+        tracker = telemetry.inflight
+        inflight = tracker.open(
+            method="POST", path="/v1/chat/completions", headers=[], remote_ip=""
+        )
+        watch = _ResponseWatch(_noop_send, inflight, tracker)
         await watch.send({"type": "http.response.start", "status": 200, "headers": []})
         await watch.send({"type": "http.response.body", "body": b"{}", "more_body": False})
         produce = 0.0
         began = time.process_time()
         for i in range(rows):
             t0 = time.process_time()
-            entry = RequestActivity(started=trio.current_time(), model="m", queue_ms=0)
+            entry = RequestActivity(
+                started=trio.current_time(), inflight=inflight, tracker=tracker, queue_ms=0
+            )
+            entry.note_model("m")
             entry.note_finished(metrics, cut=False)
             telemetry.record_activity(watch.row(entry, "/v1/chat/completions", failed=False))
             produce += time.process_time() - t0

@@ -19,6 +19,7 @@ from swapd.core.events import ModelStateChanged, RequestQueued, ShuttingDown
 from swapd.core.states import ModelState
 from swapd.observe.bus import EventBus
 from swapd.observe.captures import CaptureRecorder, CaptureStore
+from swapd.observe.inflight import InflightTracker
 from swapd.observe.loads import LoadTracker
 from swapd.observe.logs import LogHub
 from swapd.observe.metrics import MetricsStore, SwapdMetrics, TokenMetrics, UsageTap
@@ -68,6 +69,7 @@ class Telemetry:
         # The durable history; its writer task is started by the daemon (ActivityStore.run).
         self.activity = ActivityStore(store_settings(config, self._environ))
         self._loads = LoadTracker(config, self.activity.add_load)
+        self.inflight = InflightTracker(bus.publish)
         self.logs = (
             LogHub.from_config(config)
             if stdout is None

@@ -273,6 +273,7 @@ def create_app(services: Services) -> Quart:
         events_api,
         fastpath,
         inference,
+        inflight_api,
         observe_api,
         recording,
         ui_routes,
@@ -285,6 +286,7 @@ def create_app(services: Services) -> Quart:
     config_api.register(app, services)
     ui_routes.register(app, services)
     activity_api.register(app, services)
+    inflight_api.register(app, services)
     # Plain JSON inference POSTs skip Quart (fastpath.py); everything else gets the
     # cleanup middleware and the app.
     fast = fastpath.FastPath(

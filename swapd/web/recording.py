@@ -31,9 +31,11 @@ from typing import Any, Final
 import attrs
 import trio
 
+from swapd.observe.inflight import InflightRequest, InflightTracker, redacted
 from swapd.observe.metrics import TokenMetrics
 from swapd.observe.store import ActivityRow
 from swapd.observe.telemetry import Telemetry
+from swapd.web import problems
 
 __all__ = ["ActivityRecorder", "RequestActivity", "current", "error_message"]
 
@@ -52,13 +54,16 @@ class RequestActivity:
     """What the inner layers learn about one recorded request (all optional)."""
 
     started: float  # trio clock
+    inflight: InflightRequest
+    tracker: InflightTracker
     model: str = ""
     queue_ms: int = -1
     metrics: TokenMetrics | None = None
     cut: bool = False  # the upstream stopped before it finished its answer
 
     def note_model(self, name: str) -> None:
-        self.model = name
+        self.model = self.inflight.model = name
+        self.tracker.changed(self.inflight, force=True)
 
     def note_wait(self, seconds: float) -> None:
         self.queue_ms = max(0, round(seconds * 1000))
@@ -123,25 +128,47 @@ class ActivityRecorder:
         ):
             await self.app(scope, receive, send)
             return
-        entry = RequestActivity(started=trio.current_time())
-        response = _ResponseWatch(send)
+        tracker = self.telemetry.inflight
+        client = scope.get("client")
+        inflight = tracker.open(
+            method=scope["method"],
+            path=scope["path"],
+            headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in scope["headers"]],
+            remote_ip=client[0] if client else "",
+        )
+        entry = RequestActivity(started=trio.current_time(), inflight=inflight, tracker=tracker)
+        response = _ResponseWatch(send, inflight, tracker)
         token = _CURRENT.set(entry)
         failed = False
         try:
-            await self.app(scope, receive, response.send)
+            # The scope POST /api/inflight/<id>/cancel cancels: the request leaves the
+            # queue or closes its upstream exchange, then the client is told below.
+            with inflight.cancel_scope:
+                await self.app(scope, receive, response.send)
+            if inflight.cancel_scope.cancelled_caught:
+                await response.end_cancelled(inflight.id, scope["path"])
         except BaseException:
             failed = True
             raise
         finally:
             _CURRENT.reset(token)
+            tracker.close(inflight)
             self.telemetry.record_activity(response.row(entry, scope["path"], failed=failed))
 
 
 class _ResponseWatch:
     """Passes the response on while noting what the row needs."""
 
-    def __init__(self, send: Callable[[Message], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        send: Callable[[Message], Awaitable[None]],
+        inflight: InflightRequest,
+        tracker: InflightTracker,
+    ) -> None:
         self._send = send
+        self._inflight = inflight
+        self._tracker = tracker
+        self.cancelled_id: str | None = None
         self.status = 0
         self.content_type = ""
         self.first_byte: float | None = None
@@ -152,24 +179,58 @@ class _ResponseWatch:
         kind = message["type"]
         if kind == "http.response.start":
             self.status = int(message["status"])
-            for name, value in message.get("headers", ()):
-                if name.lower() == b"content-type":
-                    self.content_type = value.decode("latin-1")
+            headers = [
+                (n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", ())
+            ]
+            for name, value in headers:
+                if name.lower() == "content-type":
+                    self.content_type = value
+            self._inflight.resp_headers = redacted(headers)
+            self._tracker.changed(self._inflight, force=True)
         elif kind == "http.response.body":
             body = message.get("body", b"")
             if body and self.first_byte is None:
                 self.first_byte = trio.current_time()
+            if body:
+                self._inflight.resp_bytes += len(body)
+                self._tracker.changed(self._inflight)
             if self.status >= 400 and len(self.error_body) < ERROR_BODY_MAX:
                 self.error_body += body[: ERROR_BODY_MAX - len(self.error_body)]
             if not message.get("more_body", False):
                 self.complete = True
         await self._send(message)
 
+    async def end_cancelled(self, request_id: str, path: str) -> None:
+        """Tell the client its request was cancelled: an error response if none had
+        started; an error event and ``[DONE]`` ending an event stream; any other body is
+        left cut short (the connection closes, so the client cannot take it as whole)."""
+        self.cancelled_id = request_id
+        message = f"the request was cancelled (POST /api/inflight/{request_id}/cancel)"
+        if self.status == 0:
+            body = (
+                problems.anthropic_error(503, message)
+                if problems.is_anthropic_path(path)
+                else problems.openai_error(503, message)
+            )
+            data = json.dumps(body, ensure_ascii=False).encode()
+            headers = [
+                (b"content-type", b"application/json; charset=utf-8"),
+                (b"content-length", str(len(data)).encode()),
+            ]
+            await self.send({"type": "http.response.start", "status": 503, "headers": headers})
+            await self.send({"type": "http.response.body", "body": data, "more_body": False})
+        elif not self.complete and "text/event-stream" in self.content_type:
+            event = {"error": {"message": message, "type": "cancelled", "code": "cancelled"}}
+            data = b"\n\ndata: " + json.dumps(event).encode() + b"\n\ndata: [DONE]\n\n"
+            await self.send({"type": "http.response.body", "body": data, "more_body": False})
+
     def row(self, entry: RequestActivity, path: str, *, failed: bool) -> ActivityRow:
         now = trio.current_time()
         status = self.status
         error = ""
-        if entry.cut:
+        if self.cancelled_id is not None:
+            error = f"cancelled through POST /api/inflight/{self.cancelled_id}/cancel"
+        elif entry.cut:
             status = 502
             error = "the upstream stopped before it finished its answer"
         elif status == 0:
