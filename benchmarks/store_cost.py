@@ -6,9 +6,10 @@ the load generator): what ``bench.py``'s per-request CPU would gain from the sto
 Three numbers, each CPU time (``time.process_time``: every thread of this process, so
 the writer's worker thread is counted) divided by the rows:
 
-* *producer*: what a request pays on its own task: the recorder's bookkeeping for one
-  row (``_ResponseWatch.row`` with token metrics), ``Telemetry.record_activity`` (the id,
-  the channel, the bus event);
+* *producer*: what a request pays on its own task: the recorder's bookkeeping (its
+  in-flight entry, opened, updated and closed, with their bus events; watching the
+  response; the row with token metrics) and ``Telemetry.record_activity`` (the id, the
+  channel, the bus event);
 * *writer*: the writer task and its thread: batching, ``executemany`` and the commit,
   in WAL mode on a file in a temporary directory, with the retention pass;
 * their sum (less the CPU of the pacing loop alone, measured separately), to set
@@ -61,21 +62,28 @@ async def measure(rows: int, folder: Path) -> dict[str, float]:
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
         tracker = telemetry.inflight
-        inflight = tracker.open(
-            method="POST", path="/v1/chat/completions", headers=[], remote_ip=""
-        )
-        watch = _ResponseWatch(_noop_send, inflight, tracker)
-        await watch.send({"type": "http.response.start", "status": 200, "headers": []})
-        await watch.send({"type": "http.response.body", "body": b"{}", "more_body": False})
+        headers = [(b"content-type", b"application/json")]
+        request_headers = [("content-type", "application/json"), ("authorization", "x")]
         produce = 0.0
         began = time.process_time()
         for i in range(rows):
             t0 = time.process_time()
+            # what ActivityRecorder does for one request, minus the app it wraps
+            inflight = tracker.open(
+                method="POST",
+                path="/v1/chat/completions",
+                headers=request_headers,
+                remote_ip="127.0.0.1",
+            )
             entry = RequestActivity(
                 started=trio.current_time(), inflight=inflight, tracker=tracker, queue_ms=0
             )
+            watch = _ResponseWatch(_noop_send, inflight, tracker)
             entry.note_model("m")
+            await watch.send({"type": "http.response.start", "status": 200, "headers": headers})
+            await watch.send({"type": "http.response.body", "body": b"{}", "more_body": False})
             entry.note_finished(metrics, cut=False)
+            tracker.close(inflight)
             telemetry.record_activity(watch.row(entry, "/v1/chat/completions", failed=False))
             produce += time.process_time() - t0
             if i % 16 == 15:

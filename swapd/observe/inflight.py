@@ -53,18 +53,19 @@ def redacted(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 @attrs.frozen(kw_only=True)
 class InflightChanged:
-    """An in-flight entry appeared or changed (``upsert``, with ``request``) or ended
-    (``remove``, with ``id``); published on the bus."""
+    """An in-flight entry appeared or changed (``upsert``) or ended (``remove``); published
+    on the bus. The entry is rendered by :meth:`as_json`, only when someone listens."""
 
     kind = "inflight"
     operation: str
     id: str
-    request: dict[str, Any] | None = None
+    request: InflightRequest | None = None
+    at: float = 0.0  # trio clock, for elapsed_ms
 
     def as_json(self) -> dict[str, Any]:
-        if self.operation == "remove":
+        if self.operation == "remove" or self.request is None:
             return {"operation": "remove", "id": self.id}
-        return {"operation": self.operation, "request": self.request}
+        return {"operation": self.operation, "request": self.request.as_json(self.at)}
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -76,10 +77,10 @@ class InflightRequest:
     started: float  # trio clock, on arrival
     method: str
     req_path: str
-    req_headers: dict[str, str]
+    req_headers: list[tuple[str, str]]  # as received; redacted when rendered
     remote_ip: str
     model: str = ""
-    resp_headers: dict[str, str] = attrs.field(factory=dict)
+    resp_headers: list[tuple[str, str]] = attrs.field(factory=list)
     resp_bytes: int = 0
     cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     cancelled: bool = False
@@ -93,9 +94,9 @@ class InflightRequest:
             "model": self.model,
             "req_path": self.req_path,
             "method": self.method,
-            "req_headers": self.req_headers,
+            "req_headers": redacted(self.req_headers),
             "remote_ip": self.remote_ip,
-            "resp_headers": self.resp_headers,
+            "resp_headers": redacted(self.resp_headers),
             "resp_bytes": self.resp_bytes,
             "elapsed_ms": max(0, round((now - self.started) * 1000)),
         }
@@ -121,7 +122,7 @@ class InflightTracker:
             started=trio.current_time(),
             method=method,
             req_path=path,
-            req_headers=redacted(headers),
+            req_headers=list(headers),
             remote_ip=remote_ip,
         )
         self._next += 1
@@ -138,9 +139,7 @@ class InflightTracker:
         if not force and now - request.last_upsert < UPSERT_INTERVAL:
             return
         request.last_upsert = now
-        self._publish(
-            InflightChanged(operation="upsert", id=request.id, request=request.as_json(now))
-        )
+        self._publish(InflightChanged(operation="upsert", id=request.id, request=request, at=now))
 
     def close(self, request: InflightRequest) -> None:
         if self._live.pop(request.id, None) is not None:

@@ -31,7 +31,7 @@ from typing import Any, Final
 import attrs
 import trio
 
-from swapd.observe.inflight import InflightRequest, InflightTracker, redacted
+from swapd.observe.inflight import InflightRequest, InflightTracker
 from swapd.observe.metrics import TokenMetrics
 from swapd.observe.store import ActivityRow
 from swapd.observe.telemetry import Telemetry
@@ -185,7 +185,7 @@ class _ResponseWatch:
             for name, value in headers:
                 if name.lower() == "content-type":
                     self.content_type = value
-            self._inflight.resp_headers = redacted(headers)
+            self._inflight.resp_headers = headers
             self._tracker.changed(self._inflight, force=True)
         elif kind == "http.response.body":
             body = message.get("body", b"")
