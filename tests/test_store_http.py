@@ -4,6 +4,7 @@ history surviving a restart, and an unusable database leaving swapd serving."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from trio_websocket import open_websocket_url
 
 from swapd.daemon import Daemon
 from swapd.testing import open_swapd, upstream_cmd
@@ -211,3 +213,23 @@ async def test_an_unusable_database_leaves_swapd_serving(
     assert len(errors) == 1, errors
     assert "activity store unusable" in errors[0]
     assert str(path.parent) in errors[0] or str(path) in errors[0]
+
+
+async def test_the_event_feed_announces_each_row_once_it_can_be_read() -> None:
+    url_of = "{}/api/events/ws".format
+    with trio.fail_after(60):
+        async with (
+            open_swapd(config(m1="")) as swapd,
+            httpx.AsyncClient(base_url=swapd.url, timeout=20) as client,
+            open_websocket_url(url_of(swapd.url.replace("http://", "ws://"))) as ws,
+        ):
+            await client.post("/v1/chat/completions", json=chat("m1", 7))
+            while True:
+                envelope = json.loads(await ws.get_message())
+                if envelope["type"] == "activity":
+                    announced = json.loads(envelope["data"])
+                    break
+            # no waiting for the writer here: the event comes after the commit
+            found = await client.get("/api/metrics/activity", params={"min_id": announced["id"]})
+    assert announced == {"id": 1}
+    assert [r["tokens"]["input_tokens"] for r in found.json()["data"]] == [7]

@@ -30,7 +30,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -287,8 +287,14 @@ class ActivityStore:
     started once the database is open, or the fallback chosen); :meth:`aclose` writes what
     is queued and closes the database."""
 
-    def __init__(self, settings: StoreSettings) -> None:
+    def __init__(
+        self,
+        settings: StoreSettings,
+        on_committed: Callable[[Sequence[ActivityRow]], None] | None = None,
+    ) -> None:
         self.settings = settings
+        # Told about the activity rows of each batch once it is committed (readable).
+        self._on_committed = on_committed
         self._send, self._receive = trio.open_memory_channel[ActivityRow | LoadRecord](QUEUE_ROWS)
         self._conn: sqlite3.Connection | None = None
         self._lock = trio.Lock()
@@ -461,6 +467,8 @@ class ActivityStore:
             await self._call(self._write_batch, rows, loads, True)
         self._written += len(batch)
         self._progress.unpark_all()
+        if self._on_committed is not None:
+            self._on_committed([r for r in batch if isinstance(r, ActivityRow)])
 
     async def wait_written(self, rows: int = 0) -> None:
         """Wait until every row added before this call is committed (or known lost) and,

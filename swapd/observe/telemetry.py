@@ -10,7 +10,7 @@ model load from the state changes) is fed from here too; its own task does the I
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
@@ -38,7 +38,8 @@ class MetricsRecorded:
 
 @attrs.frozen
 class ActivityRecorded:
-    """A request's activity row was queued for the store (published on the bus)."""
+    """A request's activity row is in the store and can be read (published on the bus
+    once its batch is committed; the event feed sends it as llama-swap's ``activity``)."""
 
     kind = "activity"
     row: ActivityRow
@@ -67,7 +68,9 @@ class Telemetry:
         self.bus = bus
         self._environ = os.environ if environ is None else environ
         # The durable history; its writer task is started by the daemon (ActivityStore.run).
-        self.activity = ActivityStore(store_settings(config, self._environ))
+        self.activity = ActivityStore(
+            store_settings(config, self._environ), on_committed=self._activity_committed
+        )
         self._loads = LoadTracker(config, self.activity.add_load)
         self.inflight = InflightTracker(bus.publish)
         self.logs = (
@@ -150,6 +153,8 @@ class Telemetry:
 
     def record_activity(self, row: ActivityRow) -> ActivityRow:
         """Queue one request's row for the activity store; returns it with its id."""
-        stored = self.activity.add(row)
-        self.bus.publish(ActivityRecorded(stored))
-        return stored
+        return self.activity.add(row)
+
+    def _activity_committed(self, rows: Sequence[ActivityRow]) -> None:
+        for row in rows:
+            self.bus.publish(ActivityRecorded(row))

@@ -10,7 +10,9 @@ Types: ``modelStatus`` (every model with its state, then peers' models; swapd ad
 ``lastError``, ``sleepable``, ``crashes``, ``gaveUp`` for the UI), ``logData`` (proxy
 and upstream log text), ``metrics`` (token-metrics records), ``inflight`` (llama-swap
 v250's operations: ``{"operation": "snapshot", "requests": [...]}``, then ``upsert`` with
-one ``request`` and ``remove`` with its ``id``; ``observe.inflight``); swapd's own:
+one ``request`` and ``remove`` with its ``id``; ``observe.inflight``), ``activity``
+(``{"id"}`` of each new activity row, once it can be read from ``/api/metrics/activity``;
+llama-swap v250 sends it instead of ``metrics``, swapd sends both); swapd's own:
 ``configReload`` (``{"state": "start", "trigger"}``, then
 ``{"state": "end", "ok", "error", "added", "removed", "changed", "updated",
 "unchanged", ...}`` and a fresh ``modelStatus``), ``modelPreloaded`` (``{"model",
@@ -50,7 +52,7 @@ from swapd.core.events import (
 from swapd.observe.bus import Subscription
 from swapd.observe.inflight import InflightChanged
 from swapd.observe.logs import PROXY, UPSTREAM
-from swapd.observe.telemetry import MetricsRecorded
+from swapd.observe.telemetry import ActivityRecorded, MetricsRecorded
 from swapd.reload import ConfigReloaded, ConfigReloadStarted
 from swapd.supervise.supervisor import ModelStatistics
 from swapd.web.app import Services
@@ -154,6 +156,8 @@ class _Feed:
             self._refresh()
         elif isinstance(event, InflightChanged):
             put(("inflight", event.as_json()))
+        elif isinstance(event, ActivityRecorded):
+            put(("activity", {"id": event.row.id}))
         elif isinstance(event, MetricsRecorded):
             put(("metrics", [event.record.as_json()]))
         elif isinstance(event, ConfigReloadStarted):
