@@ -84,7 +84,7 @@ def test_migrating_a_version_1_database_keeps_its_rows(tmp_path: Path) -> None:
     assert (found.id, found.model, found.input_tokens) == (1, "m1", 7)
     # the columns version 2 added read as "not known"
     assert (found.method, found.queue_ms, found.ttfb_ms, found.capture_id) == ("POST", -1, -1, -1)
-    assert db.next_ids(conn) == (2, 1)
+    assert db.last_ids(conn) == (1, 0)
 
 
 def test_a_failing_migration_leaves_the_database_as_it_was() -> None:
@@ -137,7 +137,8 @@ def test_retention_by_row_count_keeps_the_newest_and_ids_keep_counting() -> None
     conn = filled(10)
     assert db.prune(conn, max_rows=4, min_ts_ms=None) == 6
     assert ids(conn) == [10, 9, 8, 7]
-    assert db.next_ids(conn)[0] == 11  # a pruned id is never handed out again
+    assert db.last_ids(conn)[0] == 10
+    assert list(db.insert_activity(conn, [row().as_tuple()])) == [11]  # never reused
     assert db.prune(conn, max_rows=0, min_ts_ms=None) == 0  # 0: no cap
 
 
@@ -194,13 +195,13 @@ def test_totals_and_histograms() -> None:
 async def test_rows_survive_a_reopen_and_ids_continue(tmp_path: Path) -> None:
     settings = StoreSettings(path=str(tmp_path / "a" / "activity.db"))
     async with open_store(settings) as store:
-        assert store.add(row(model="m1")).id == 1
-        assert store.add(row(model="m2", status=500, error_msg="boom")).id == 2
+        store.add(row(model="m1"))
+        store.add(row(model="m2", status=500, error_msg="boom"))
         store.add_load(
             LoadRecord(model="m1", cmd_hash="h", started_ms=NOW_MS, duration_ms=5, outcome="ready")
         )
     async with open_store(settings) as store:
-        assert store.add(row(model="m3")).id == 3
+        store.add(row(model="m3"))
         await flushed(store)
         rows, total = await store.activity_page(ActivityFilter())
         loads = await store.load_history("m1")
@@ -347,3 +348,20 @@ def test_default_path_follows_systemd_then_xdg_then_home() -> None:
     assert default_path({"XDG_STATE_HOME": "relative", "HOME": "/h"}) == Path(
         "/h/.local/state/swapd/activity.db"
     )
+
+
+async def test_two_stores_on_one_file_share_it_without_colliding(tmp_path: Path) -> None:
+    """Two swapds pointed at the same file: the database hands out the ids."""
+    settings = StoreSettings(path=str(tmp_path / "activity.db"))
+    async with open_store(settings) as one, open_store(settings) as two:
+        for i in range(5):
+            one.add(row(model="one", input_tokens=i))
+            two.add(row(model="two", input_tokens=i))
+            await trio.sleep(0.01)
+        await flushed(one)
+        await flushed(two)
+        rows, total = await one.activity_page(ActivityFilter(), limit=100)
+        statistics = (one.statistics(), two.statistics())
+    assert total == 10
+    assert len({r.id for r in rows}) == 10
+    assert [s.fallback for s in statistics] == [None, None]

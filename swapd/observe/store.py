@@ -1,8 +1,8 @@
 """The activity store: every request and every model load, kept in SQLite.
 
 Owns one ``sqlite3`` connection and the one task that writes to it. Producers never wait:
-:meth:`ActivityStore.add` and :meth:`ActivityStore.add_load` assign the row its id and put
-it on a bounded memory channel (``send_nowait``); :meth:`ActivityStore.run` takes rows off
+:meth:`ActivityStore.add` and :meth:`ActivityStore.add_load` put the row on a bounded
+memory channel (``send_nowait``); :meth:`ActivityStore.run` takes rows off
 the channel and writes them in batches, one transaction per batch, through
 ``trio.to_thread`` so the event loop never waits on the disk. A batch is written when
 :data:`BATCH_ROWS` rows are waiting or :data:`COMMIT_INTERVAL` after its first row,
@@ -88,7 +88,8 @@ class StoreSettings:
 
 @attrs.frozen(kw_only=True)
 class ActivityRow:
-    """One request, as recorded. ``id`` is -1 until :meth:`ActivityStore.add` assigns it.
+    """One request, as recorded. ``id`` is -1 until the database gives it one (rows read
+    back from the store carry it).
 
     Token counts and rates are -1 when the upstream did not report them (input and output
     counts are 0 then, as in llama-swap); ``queue_ms`` is -1 when the request never waited
@@ -178,7 +179,8 @@ class ActivityRow:
 
 @attrs.frozen(kw_only=True)
 class LoadRecord:
-    """One start (or wake) of a model: how long until it was ready, or how it failed.
+    """One start (or wake) of a model: how long until it was ready, or how it failed
+    (``id`` as for :class:`ActivityRow`).
 
     ``outcome`` is ``ready``, ``failed`` or ``cancelled`` (stopped while loading);
     ``exit_code`` is the process's exit code when it ended during the load (a negative
@@ -290,18 +292,17 @@ class ActivityStore:
     def __init__(
         self,
         settings: StoreSettings,
-        on_committed: Callable[[Sequence[ActivityRow]], None] | None = None,
+        on_committed: Callable[[Sequence[int]], None] | None = None,
     ) -> None:
         self.settings = settings
-        # Told about the activity rows of each batch once it is committed (readable).
+        # Told the ids of each batch's activity rows once it is committed (readable).
         self._on_committed = on_committed
         self._send, self._receive = trio.open_memory_channel[ActivityRow | LoadRecord](QUEUE_ROWS)
         self._conn: sqlite3.Connection | None = None
         self._lock = trio.Lock()
         self._location = settings.path
         self._fallback: str | None = None
-        self._next_id = 1
-        self._next_load_id = 1
+        self._last_ids = (0, 0)  # the last (activity, load) ids committed
         self._added = 0
         self._rows_added = 0
         self._written = 0
@@ -320,19 +321,14 @@ class ActivityStore:
 
     # --- producers (never block) ----------------------------------------------------------
 
-    def add(self, row: ActivityRow) -> ActivityRow:
-        """Queue ``row`` for writing under the next id; return it with that id."""
-        stored = attrs.evolve(row, id=self._next_id)
-        self._next_id += 1
+    def add(self, row: ActivityRow) -> None:
+        """Queue ``row`` for writing; the database gives it its id when it is committed
+        (``on_committed`` hears the ids), so two swapds sharing a file never collide."""
         self._rows_added += 1
-        self._put(stored)
-        return stored
+        self._put(row)
 
-    def add_load(self, record: LoadRecord) -> LoadRecord:
-        stored = attrs.evolve(record, id=self._next_load_id)
-        self._next_load_id += 1
-        self._put(stored)
-        return stored
+    def add_load(self, record: LoadRecord) -> None:
+        self._put(record)
 
     def _put(self, item: ActivityRow | LoadRecord) -> None:
         try:
@@ -371,7 +367,7 @@ class ActivityStore:
         """Open the database, then write batches until :meth:`aclose`.
 
         ``task_status.started()`` (no value) comes once the database is open (or the
-        memory fallback is in place), so rows added from then on get ids after the file's."""
+        memory fallback is in place)."""
         await self._open()
         task_status.started()
         try:
@@ -426,8 +422,8 @@ class ActivityStore:
             conn = await trio.to_thread.run_sync(_open, MEMORY)
         self._conn = conn
         self._opened = True
-        self._next_id, self._next_load_id = await self._call(db.next_ids)
-        log.debug("activity store at %s, next id %d", self._location, self._next_id)
+        self._last_ids = await self._call(db.last_ids)
+        log.debug("activity store at %s, last id %d", self._location, self._last_ids[0])
 
     def _fall_back(self, reason: str) -> None:
         self._fallback = reason
@@ -450,7 +446,7 @@ class ActivityStore:
         if prune:
             self._last_prune = now
         try:
-            await self._call(self._write_batch, rows, loads, prune)
+            ids = await self._call(self._write_batch, rows, loads, prune)
         except sqlite3.Error as exc:
             if self._fallback is not None:
                 # Already in memory: nothing left to fall back to. Never take swapd down.
@@ -464,11 +460,14 @@ class ActivityStore:
             self._conn = await trio.to_thread.run_sync(_open, MEMORY)
             if old is not None:
                 await trio.to_thread.run_sync(_close_quietly, old)
-            await self._call(self._write_batch, rows, loads, True)
+            await self._call(db.continue_ids, *self._last_ids)
+            ids = await self._call(self._write_batch, rows, loads, True)
         self._written += len(batch)
         self._progress.unpark_all()
-        if self._on_committed is not None:
-            self._on_committed([r for r in batch if isinstance(r, ActivityRow)])
+        if ids:
+            self._last_ids = (ids[-1], self._last_ids[1] + len(loads))
+            if self._on_committed is not None:
+                self._on_committed(ids)
 
     async def wait_written(self, rows: int = 0) -> None:
         """Wait until every row added before this call is committed (or known lost) and,
@@ -486,12 +485,14 @@ class ActivityStore:
         rows: list[tuple[Any, ...]],
         loads: list[tuple[Any, ...]],
         prune: bool,
-    ) -> None:
-        """One transaction: the batch, then (every PRUNE_INTERVAL) the retention pass."""
+    ) -> range:
+        """One transaction: the batch, then (every PRUNE_INTERVAL) the retention pass;
+        returns the ids the activity rows got."""
+        ids = range(0)
         conn.execute("BEGIN")
         try:
             if rows:
-                db.insert_activity(conn, rows)
+                ids = db.insert_activity(conn, rows)
             if loads:
                 db.insert_loads(conn, loads)
             if prune:
@@ -500,6 +501,7 @@ class ActivityStore:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        return ids
 
     def _prune(self, conn: sqlite3.Connection) -> None:
         s = self.settings

@@ -38,12 +38,13 @@ __all__ = [
     "activity_page",
     "check_version",
     "configure",
+    "continue_ids",
     "histogram",
     "insert_activity",
     "insert_loads",
     "load_history",
     "migrate",
-    "next_ids",
+    "last_ids",
     "prune",
     "rate_values",
     "schema_version",
@@ -220,25 +221,42 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
-def next_ids(conn: sqlite3.Connection) -> tuple[int, int]:
-    """The next free (activity id, load id): ids keep counting across restarts and are
-    never reused, even after the newest rows were pruned (AUTOINCREMENT's rule)."""
+def last_ids(conn: sqlite3.Connection) -> tuple[int, int]:
+    """The last (activity id, load id) handed out: ids keep counting across restarts and
+    are never reused, even after the newest rows were pruned (AUTOINCREMENT's rule)."""
     seq = dict(conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
-    return int(seq.get("activity", 0)) + 1, int(seq.get("loads", 0)) + 1
+    return int(seq.get("activity", 0)), int(seq.get("loads", 0))
 
 
-def insert_activity(conn: sqlite3.Connection, rows: Iterable[Sequence[Any]]) -> None:
-    """Insert rows (tuples in :data:`ACTIVITY_COLUMNS` order, ids included)."""
-    names = ", ".join(ACTIVITY_COLUMNS)
-    marks = ", ".join("?" * len(ACTIVITY_COLUMNS))
-    conn.executemany(f"INSERT INTO activity ({names}) VALUES ({marks})", rows)  # noqa: S608
+def continue_ids(conn: sqlite3.Connection, activity: int, loads: int) -> None:
+    """Make a fresh database count on from these ids (a memory fallback keeps counting)."""
+    for name, last in (("activity", activity), ("loads", loads)):
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (name,))
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (name, last))
+
+
+def insert_activity(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> range:
+    """Insert rows (tuples in :data:`ACTIVITY_COLUMNS` order; their ``id`` is ignored) and
+    return the ids the database gave them. Inside one transaction the ids are consecutive:
+    no other connection can write in between, and AUTOINCREMENT counts up by one."""
+    names = ", ".join(ACTIVITY_COLUMNS[1:])
+    marks = ", ".join("?" * (len(ACTIVITY_COLUMNS) - 1))
+    conn.executemany(
+        f"INSERT INTO activity ({names}) VALUES ({marks})",  # noqa: S608
+        (row[1:] for row in rows),
+    )
+    last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'activity'").fetchone()
+    return range(int(last[0]) - len(rows) + 1, int(last[0]) + 1)
 
 
 def insert_loads(conn: sqlite3.Connection, rows: Iterable[Sequence[Any]]) -> None:
-    """Insert load records (tuples in :data:`LoadColumns` order, ids included)."""
-    names = ", ".join(LoadColumns)
-    marks = ", ".join("?" * len(LoadColumns))
-    conn.executemany(f"INSERT INTO loads ({names}) VALUES ({marks})", rows)  # noqa: S608
+    """Insert load records (tuples in :data:`LoadColumns` order; ``id`` ignored)."""
+    names = ", ".join(LoadColumns[1:])
+    marks = ", ".join("?" * (len(LoadColumns) - 1))
+    conn.executemany(
+        f"INSERT INTO loads ({names}) VALUES ({marks})",  # noqa: S608
+        (row[1:] for row in rows),
+    )
 
 
 def prune(conn: sqlite3.Connection, *, max_rows: int, min_ts_ms: int | None) -> int:

@@ -42,7 +42,7 @@ class ActivityRecorded:
     once its batch is committed; the event feed sends it as llama-swap's ``activity``)."""
 
     kind = "activity"
-    row: ActivityRow
+    id: int
 
 
 def store_settings(config: Config, environ: Mapping[str, str]) -> StoreSettings:
@@ -151,10 +151,10 @@ class Telemetry:
         self.prometheus.observe_request(model, status, record, ended - started)
         return record
 
-    def record_activity(self, row: ActivityRow) -> ActivityRow:
-        """Queue one request's row for the activity store; returns it with its id."""
-        return self.activity.add(row)
+    def record_activity(self, row: ActivityRow) -> None:
+        """Queue one request's row for the activity store."""
+        self.activity.add(row)
 
-    def _activity_committed(self, rows: Sequence[ActivityRow]) -> None:
-        for row in rows:
-            self.bus.publish(ActivityRecorded(row))
+    def _activity_committed(self, ids: Sequence[int]) -> None:
+        for row_id in ids:
+            self.bus.publish(ActivityRecorded(row_id))

@@ -157,7 +157,7 @@ class _Feed:
         elif isinstance(event, InflightChanged):
             put(("inflight", event.as_json()))
         elif isinstance(event, ActivityRecorded):
-            put(("activity", {"id": event.row.id}))
+            put(("activity", {"id": event.id}))
         elif isinstance(event, MetricsRecorded):
             put(("metrics", [event.record.as_json()]))
         elif isinstance(event, ConfigReloadStarted):
