@@ -382,7 +382,13 @@ class ActivityStore:
                     await self._batch_full.wait()
                 self._batch_full = trio.Event()
                 ended = self._drain(batch)
-                await self._write(batch)
+                try:
+                    await self._write(batch)
+                except Exception:
+                    # A bug, not the disk (those fall back to memory): the store must still
+                    # never take swapd down. The batch is lost and counted.
+                    log.exception("writing %d activity rows failed", len(batch))
+                    self._lose(batch)
                 if ended:
                     break
         finally:
@@ -451,9 +457,7 @@ class ActivityStore:
             if self._fallback is not None:
                 # Already in memory: nothing left to fall back to. Never take swapd down.
                 log.exception("the in-memory activity store failed; %d rows lost", len(batch))
-                self._dropped += len(batch)
-                self._lost += len(batch)
-                self._progress.unpark_all()
+                self._lose(batch)
                 return
             self._fall_back(_reason(exc, self._location))
             old = self._conn
@@ -468,6 +472,11 @@ class ActivityStore:
             self._last_ids = (ids[-1], self._last_ids[1] + len(loads))
             if self._on_committed is not None:
                 self._on_committed(ids)
+
+    def _lose(self, batch: list[ActivityRow | LoadRecord]) -> None:
+        self._dropped += len(batch)
+        self._lost += len(batch)
+        self._progress.unpark_all()
 
     async def wait_written(self, rows: int = 0) -> None:
         """Wait until every row added before this call is committed (or known lost) and,
