@@ -16,6 +16,7 @@ import trio
 from swapd.config import parse_config
 from swapd.core.events import ModelStateChanged
 from swapd.core.states import ModelState
+from swapd.errors import ConfigError
 from swapd.observe import store_schema as db
 from swapd.observe.loads import LoadTracker, command_hash, exit_code_of
 from swapd.observe.store import (
@@ -365,3 +366,38 @@ async def test_two_stores_on_one_file_share_it_without_colliding(tmp_path: Path)
     assert total == 10
     assert len({r.id for r in rows}) == 10
     assert [s.fallback for s in statistics] == [None, None]
+
+
+def test_store_settings_come_from_the_config_and_the_environment() -> None:
+    from swapd.observe.telemetry import store_settings
+
+    config = parse_config(
+        "metricsMaxInMemory: 50\nstore:\n  maxRows: 10\n  maxAgeDays: 0\nmodels: {}\n", file="<t>"
+    )
+    settings = store_settings(config, {"XDG_STATE_HOME": "/state"})
+    assert settings == StoreSettings(
+        path="/state/swapd/activity.db", max_rows=10, max_age_days=0, memory_rows=50
+    )
+    memory = parse_config("store:\n  path: ':memory:'\nmodels: {}\n", file="<t>")
+    assert store_settings(memory, {}).path == MEMORY
+    with pytest.raises(ConfigError, match="maxRows"):
+        parse_config("store:\n  maxRows: -1\nmodels: {}\n", file="<t>")
+
+
+async def test_a_reload_changes_retention_but_not_the_path(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_store(StoreSettings(path=str(tmp_path / "a.db"), max_rows=0)) as store:
+        for i in range(5):
+            store.add(row(input_tokens=i))
+        await flushed(store)
+        with caplog.at_level(logging.WARNING, logger="swapd.observe.store"):
+            store.reconfigure(StoreSettings(path=str(tmp_path / "b.db"), max_rows=2))
+        store.add(row(input_tokens=5))  # its batch runs the retention pass
+        await flushed(store)
+        rows, total = await store.activity_page(ActivityFilter())
+        location = store.statistics().location
+    assert total == 2
+    assert [r.input_tokens for r in rows] == [5, 4]
+    assert location == str(tmp_path / "a.db")
+    assert "takes effect when swapd restarts" in caplog.text
