@@ -204,6 +204,8 @@ class _ResponseWatch:
         """Tell the client its request was cancelled: an error response if none had
         started; an error event and ``[DONE]`` ending an event stream; any other body is
         left cut short (the connection closes, so the client cannot take it as whole)."""
+        if self.complete:
+            return  # the cancel came after the whole answer was sent: nothing was cut
         self.cancelled_id = request_id
         message = f"the request was cancelled (POST /api/inflight/{request_id}/cancel)"
         if self.status == 0:
