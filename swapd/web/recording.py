@@ -221,7 +221,7 @@ class _ResponseWatch:
             ]
             await self.send({"type": "http.response.start", "status": 503, "headers": headers})
             await self.send({"type": "http.response.body", "body": data, "more_body": False})
-        elif not self.complete and "text/event-stream" in self.content_type:
+        elif "text/event-stream" in self.content_type:
             event = {"error": {"message": message, "type": "cancelled", "code": "cancelled"}}
             data = b"\n\ndata: " + json.dumps(event).encode() + b"\n\ndata: [DONE]\n\n"
             await self.send({"type": "http.response.body", "body": data, "more_body": False})
