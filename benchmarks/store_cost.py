@@ -63,7 +63,7 @@ async def measure(rows: int, folder: Path) -> dict[str, float]:
         await nursery.start(store.run)
         tracker = telemetry.inflight
         headers = [(b"content-type", b"application/json")]
-        request_headers = [("content-type", "application/json"), ("authorization", "x")]
+        request_headers = [(b"content-type", b"application/json"), (b"authorization", b"x")]
         produce = 0.0
         began = time.process_time()
         for i in range(rows):

@@ -32,6 +32,7 @@ __all__ = [
     "InflightChanged",
     "InflightRequest",
     "InflightTracker",
+    "RawHeaders",
     "redacted",
 ]
 
@@ -42,12 +43,18 @@ _SECRET_HEADERS: Final = frozenset(
 )
 
 
-def redacted(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+RawHeaders = list[tuple[bytes, bytes]]
+"""Headers as ASGI carries them; decoded (latin-1) only when an entry is rendered."""
+
+
+def redacted(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     """First value of each header, credentials replaced by ``[REDACTED]``."""
     out: dict[str, str] = {}
-    for name, value in headers:
+    for raw_name, raw_value in headers:
+        name = raw_name.decode("latin-1")
         if name not in out:
-            out[name] = REDACTED if name.lower() in _SECRET_HEADERS else value
+            secret = name.lower() in _SECRET_HEADERS
+            out[name] = REDACTED if secret else raw_value.decode("latin-1")
     return out
 
 
@@ -77,10 +84,10 @@ class InflightRequest:
     started: float  # trio clock, on arrival
     method: str
     req_path: str
-    req_headers: list[tuple[str, str]]  # as received; redacted when rendered
+    req_headers: RawHeaders  # as received; redacted when rendered
     remote_ip: str
     model: str = ""
-    resp_headers: list[tuple[str, str]] = attrs.field(factory=list)
+    resp_headers: RawHeaders = attrs.field(factory=list)
     resp_bytes: int = 0
     cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     cancelled: bool = False
@@ -114,7 +121,7 @@ class InflightTracker:
         return len(self._live)
 
     def open(
-        self, *, method: str, path: str, headers: Iterable[tuple[str, str]], remote_ip: str
+        self, *, method: str, path: str, headers: RawHeaders, remote_ip: str
     ) -> InflightRequest:
         request = InflightRequest(
             id=str(self._next),
@@ -122,7 +129,7 @@ class InflightTracker:
             started=trio.current_time(),
             method=method,
             req_path=path,
-            req_headers=list(headers),
+            req_headers=headers,
             remote_ip=remote_ip,
         )
         self._next += 1

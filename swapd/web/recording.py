@@ -133,7 +133,7 @@ class ActivityRecorder:
         inflight = tracker.open(
             method=scope["method"],
             path=scope["path"],
-            headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in scope["headers"]],
+            headers=scope["headers"],
             remote_ip=client[0] if client else "",
         )
         entry = RequestActivity(started=trio.current_time(), inflight=inflight, tracker=tracker)
@@ -179,12 +179,10 @@ class _ResponseWatch:
         kind = message["type"]
         if kind == "http.response.start":
             self.status = int(message["status"])
-            headers = [
-                (n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", ())
-            ]
+            headers = message.get("headers", [])
             for name, value in headers:
-                if name.lower() == "content-type":
-                    self.content_type = value
+                if name.lower() == b"content-type":
+                    self.content_type = value.decode("latin-1")
             self._inflight.resp_headers = headers
             self._tracker.changed(self._inflight, force=True)
         elif kind == "http.response.body":
