@@ -283,8 +283,10 @@ def swapd_process(settings: Settings, folder: Path, config: str, name: str) -> I
     try:
         # cwd: the scratch folder, so that `python -m swapd` imports the package from
         # PYTHONPATH (--swapd-path) or the installed one, never a checkout it runs in.
+        # Its activity database goes to the scratch folder, never the user's state directory.
+        env = {**swapd_env(settings), "XDG_STATE_HOME": str(folder / "state")}
         with child_process(
-            f"swapd ({name})", argv, folder / f"{name}.log", swapd_env(settings), cwd=folder
+            f"swapd ({name})", argv, folder / f"{name}.log", env, cwd=folder
         ) as child:
             swapd = Swapd(child, port, seen)
             wait_until(

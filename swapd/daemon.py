@@ -93,7 +93,7 @@ async def serve(
     for orphan in sweep_orphans():
         log.warning("killed process group %d left over by a crashed swapd", orphan.pgid)
     bus: EventBus[object] = EventBus()
-    telemetry = Telemetry(config, bus)
+    telemetry = Telemetry(config, bus, environ=os.environ)
     handler = HubHandler(telemetry.logs, trio_token=trio.lowlevel.current_trio_token())
     _set_log_level(config)
     for name in _LOGGERS:
@@ -115,7 +115,11 @@ async def serve(
             if handle_signals:
                 guard.start_soon(_watch_signals, wiring)
             await guard.start(notifier.run, bus, wiring.shutdown)  # pings until stopped
+            # The activity store's writer: open before the first request, closed (queued
+            # rows written) after the last one.
+            await guard.start(telemetry.activity.run)
             await _run(config, wiring, task_status)
+            await telemetry.activity.aclose()
             guard.cancel_scope.cancel(reason="swapd stopped")
     finally:
         await wiring.forwarder.aclose()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +31,25 @@ def no_orphans() -> Iterator[None]:
     while _our_children() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _our_children() == {}, "model processes outlived the test"
+
+
+_SESSION_STATE = tempfile.mkdtemp(prefix="swapd-test-state-")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """swapd keeps its activity history under ``$XDG_STATE_HOME`` (or systemd's
+    ``$STATE_DIRECTORY``): a test run must never write into the real home, not even from
+    session-wide swapd processes, so the whole run gets a scratch state directory."""
+    os.environ.pop("STATE_DIRECTORY", None)
+    os.environ["XDG_STATE_HOME"] = _SESSION_STATE
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_SESSION_STATE, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def private_state_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's swapds get an activity database of their own (ids from 1, no rows
+    from other tests)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))

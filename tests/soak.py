@@ -188,6 +188,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         [sys.executable, "-m", "swapd", "--config", str(config), "--listen", f"127.0.0.1:{base}"],
         stdout=log,
         stderr=subprocess.STDOUT,
+        # its activity database goes to the scratch folder, not the user's state directory
+        env={**os.environ, "XDG_STATE_HOME": str(workdir / "state")},
     )
     samples: list[dict[str, Any]] = []
     traffic = Traffic(url, config, base, random.Random(args.seed))

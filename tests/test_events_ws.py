@@ -141,11 +141,12 @@ async def test_request_counts_refresh_and_the_stream_ends_at_shutdown() -> None:
                 await ws.get_message()
             reply = await client.post("/v1/chat/completions", json={"model": "m1", "stream": True})
             assert reply.status_code == 200  # a second of streaming: seen in flight
-            inflight: list[int] = []
-            while 1 not in inflight or inflight[-1] != 0:  # seen in flight, then done
+            operations: list[str] = []
+            while "remove" not in operations:  # seen in flight, then done
                 kind, data = decode(await ws.get_message())
                 if kind == "inflight":
-                    inflight.append(data["total"])  # type: ignore[index]
+                    operations.append(data["operation"])  # type: ignore[index]
+            assert operations[0] == "upsert"
             swapd.stop()
             with trio.fail_after(3):  # at once, not after the 5 s drain
                 with pytest.raises(ConnectionClosed) as closed:  # noqa: PT012

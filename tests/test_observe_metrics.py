@@ -469,3 +469,15 @@ def test_empty_swapd_metrics_still_declares_families() -> None:
     fams = parse(render_prometheus(SwapdMetrics().families()))
     assert "swapd_requests" in fams
     assert all(not f.samples for f in fams.values())
+
+
+def test_rendering_leaves_prometheus_clients_global_registry_alone() -> None:
+    from prometheus_client import REGISTRY
+
+    before = {m.name for m in REGISTRY.collect()}
+    metrics = SwapdMetrics(known_states=["stopped"])
+    metrics.set_state("a", "stopped")
+    text = render_prometheus(metrics.families())
+    assert 'swapd_model_state{model="a",state="stopped"} 1.0' in text
+    assert {m.name for m in REGISTRY.collect()} == before
+    assert not any(m.name.startswith("swapd") for m in REGISTRY.collect())

@@ -164,6 +164,7 @@ def test_the_unit_keeps_gpus_usable_and_lets_swapd_drain() -> None:
         "KillMode": "mixed",
         "OOMPolicy": "continue",
         "NoNewPrivileges": "yes",
+        "StateDirectory": "swapd",  # $STATE_DIRECTORY: where the activity store lives
     }.items():
         assert setting(unit, key) == [value], key
     for key in (

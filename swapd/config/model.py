@@ -38,6 +38,7 @@ __all__ = [
     "RoutingConfig",
     "SleepMode",
     "StartupHooks",
+    "StoreConfig",
     "setting",
 ]
 
@@ -425,6 +426,33 @@ class MemoryConfig:
 
 
 @attrs.frozen(kw_only=True)
+class StoreConfig:
+    """Where the activity history is kept (llama-swap's ``store``) and for how long."""
+
+    path: str | None = setting(
+        None,
+        key="path",
+        doc="SQLite file for the request and model-load history; `:memory:` keeps it in "
+        "memory. Unset: `$STATE_DIRECTORY/activity.db` under systemd, else "
+        "`$XDG_STATE_HOME/swapd/activity.db` (`~/.local/state/swapd/activity.db`). "
+        "A file swapd cannot use is logged and replaced by memory; read at start only.",
+    )
+    max_rows: int = setting(
+        100_000,
+        key="maxRows",
+        minimum=0,
+        doc="Newest requests (and loads) a file store keeps; 0: no limit. A store in "
+        "memory keeps `metricsMaxInMemory` rows instead.",
+    )
+    max_age_days: int = setting(
+        30,
+        key="maxAgeDays",
+        minimum=0,
+        doc="Rows older than this many days are deleted; 0: kept until `maxRows` drops them.",
+    )
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     """A whole, validated configuration."""
 
@@ -464,7 +492,10 @@ class Config:
     )
     log_requests: bool = setting(False, key="logRequests", doc="Deprecated; ignored.")
     metrics_max_in_memory: int = setting(
-        1000, key="metricsMaxInMemory", doc="Token-metrics records kept; 0 or less means 1000."
+        1000,
+        key="metricsMaxInMemory",
+        doc="Token-metrics records kept, and the activity rows of a store in memory; "
+        "0 or less means 1000.",
     )
     capture_buffer: int = setting(
         5, key="captureBuffer", doc="MiB kept for request/response captures; 0 disables."
@@ -519,6 +550,9 @@ class Config:
     hooks: Hooks = setting(key="hooks", factory=Hooks, doc="Lifecycle hooks.")
     peers: Mapping[str, PeerConfig] = setting(
         key="peers", factory=dict, doc="Remote servers by ID."
+    )
+    store: StoreConfig = setting(
+        key="store", factory=StoreConfig, doc="The activity history (requests, model loads)."
     )
     profiles: Mapping[str, Any] = setting(
         key="profiles", factory=dict, doc="Removed in llama-swap; accepted and ignored."

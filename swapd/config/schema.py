@@ -171,6 +171,7 @@ _SECTIONS = (
     ("`hooks`", "Hooks"),
     ("`hooks.onStartup`", "StartupHooks"),
     ("`memory`", "MemoryConfig"),
+    ("`store`", "StoreConfig"),
 )
 
 

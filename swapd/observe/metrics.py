@@ -1,6 +1,8 @@
 """Token metrics (reference section 8) and the Prometheus exposition of what the daemon measures.
 
-Pure: no trio, no HTTP framework. The proxy feeds a :class:`UsageTap` each response chunk as
+Pure: no trio, no HTTP framework. The exposition text is written by ``prometheus_client``
+(a custom collector over a snapshot, rendered from a private registry: nothing touches
+its global registry). The proxy feeds a :class:`UsageTap` each response chunk as
 it streams past and calls :meth:`UsageTap.finish` once the exchange is over; the record goes
 into a :class:`MetricsStore` (which assigns ids) and, via :meth:`SwapdMetrics.observe_request`,
 into the Prometheus counters and histograms rendered by :func:`render_prometheus`.
@@ -31,6 +33,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, Literal
 
 import attrs
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
 
 __all__ = [
     "CounterFamily",
@@ -589,63 +593,62 @@ class Histogram:
         return HistogramSeries(labels, tuple(cumulative), self.sum, self.count)
 
 
-def _fmt_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
-
-
-def _fmt_le(bound: float) -> str:
-    return "+Inf" if math.isinf(bound) else repr(float(bound))
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _fmt_labels(labels: Labels) -> str:
-    if not labels:
-        return ""
+def _check_labels(labels: Labels) -> None:
     for name, _ in labels:
         if not _LABEL_NAME.match(name) or name.startswith("__"):
             raise ValueError(f"invalid label name {name!r}")
-    return "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels) + "}"
+
+
+def _bucket_bound(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+class _Snapshot:
+    """A prometheus_client custom collector over families already taken (no global
+    registry, nothing registered anywhere but the private registry of one render)."""
+
+    def __init__(self, families: Sequence[MetricFamily]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        for fam in self._families:
+            yield _to_client(fam)
+
+
+def _to_client(fam: MetricFamily) -> Metric:
+    """One family as a prometheus_client metric (names and labels checked here:
+    prometheus_client would accept names the 0.0.4 text format cannot carry). Samples are
+    added one by one, so series of one family may carry different labels."""
+    if not _METRIC_NAME.match(fam.name):
+        raise ValueError(f"invalid metric name {fam.name!r}")
+    if isinstance(fam, HistogramFamily):
+        out = Metric(fam.name, fam.help, "histogram")
+        for s in fam.series:
+            _check_labels(s.labels)
+            if len(s.counts) != len(fam.buckets):
+                raise ValueError(f"{fam.name}: series has {len(s.counts)} buckets")
+            series = dict(s.labels)
+            for bound, n in (*zip(fam.buckets, s.counts, strict=True), (math.inf, s.count)):
+                le = {**series, "le": _bucket_bound(bound)}
+                out.add_sample(fam.name + "_bucket", le, float(n))
+            out.add_sample(fam.name + "_count", series, float(s.count))
+            out.add_sample(fam.name + "_sum", series, s.sum)
+        return out
+    counter = isinstance(fam, CounterFamily)
+    out = Metric(fam.name, fam.help, "counter" if counter else "gauge")
+    sample_name = fam.name + "_total" if counter else fam.name
+    for labels, value in fam.samples:
+        _check_labels(labels)
+        out.add_sample(sample_name, dict(labels), value)
+    return out
 
 
 def render_prometheus(families: Iterable[MetricFamily]) -> str:
-    """The text exposition format (``text/plain; version=0.0.4``), families in the given order."""
-    out: list[str] = []
-    for fam in families:
-        if not _METRIC_NAME.match(fam.name):
-            raise ValueError(f"invalid metric name {fam.name!r}")
-        if isinstance(fam, CounterFamily):
-            kind, name = "counter", fam.name + "_total"
-        elif isinstance(fam, GaugeFamily):
-            kind, name = "gauge", fam.name
-        else:
-            kind, name = "histogram", fam.name
-        out.append(f"# HELP {name} {_escape_help(fam.help)}")
-        out.append(f"# TYPE {name} {kind}")
-        if isinstance(fam, HistogramFamily):
-            for s in fam.series:
-                if len(s.counts) != len(fam.buckets):
-                    raise ValueError(f"{fam.name}: series has {len(s.counts)} buckets")
-                for bound, n in (*zip(fam.buckets, s.counts, strict=True), (math.inf, s.count)):
-                    labels = _fmt_labels((*s.labels, ("le", _fmt_le(bound))))
-                    out.append(f"{name}_bucket{labels} {n}")
-                out.append(f"{name}_sum{_fmt_labels(s.labels)} {_fmt_value(s.sum)}")
-                out.append(f"{name}_count{_fmt_labels(s.labels)} {s.count}")
-        else:
-            out.extend(f"{name}{_fmt_labels(lb)} {_fmt_value(v)}" for lb, v in fam.samples)
-    return "\n".join(out) + "\n" if out else ""
+    """The text exposition format (``text/plain; version=0.0.4``), families in the given
+    order, written by prometheus_client (``generate_latest``) from a private registry."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(list(families)))
+    return generate_latest(registry).decode("utf-8")
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 It listens to the event bus (state changes, queueing) synchronously through
 ``EventBus.watch`` and is told about each finished request by the relay. Everything here
-is cheap bookkeeping: no I/O, never blocks a publisher.
+is cheap bookkeeping: no I/O, never blocks a publisher. The durable activity history
+(``store.ActivityStore``: a row per request from the web layer's recorder, a record per
+model load from the state changes) is fed from here too; its own task does the I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
@@ -16,10 +19,13 @@ from swapd.core.events import ModelStateChanged, RequestQueued, ShuttingDown
 from swapd.core.states import ModelState
 from swapd.observe.bus import EventBus
 from swapd.observe.captures import CaptureRecorder, CaptureStore
+from swapd.observe.inflight import InflightTracker
+from swapd.observe.loads import LoadTracker
 from swapd.observe.logs import LogHub
 from swapd.observe.metrics import MetricsStore, SwapdMetrics, TokenMetrics, UsageTap
+from swapd.observe.store import ActivityRow, ActivityStore, StoreSettings, default_path
 
-__all__ = ["MetricsRecorded", "Telemetry"]
+__all__ = ["ActivityRecorded", "MetricsRecorded", "Telemetry", "store_settings"]
 
 
 @attrs.frozen
@@ -30,6 +36,26 @@ class MetricsRecorded:
     record: TokenMetrics
 
 
+@attrs.frozen
+class ActivityRecorded:
+    """A request's activity row is in the store and can be read (published on the bus
+    once its batch is committed; the event feed sends it as llama-swap's ``activity``)."""
+
+    kind = "activity"
+    id: int
+
+
+def store_settings(config: Config, environ: Mapping[str, str]) -> StoreSettings:
+    """The activity store's settings: ``store.*``, with the default path from ``environ``."""
+    path = config.store.path or str(default_path(environ))
+    return StoreSettings(
+        path=path,
+        max_rows=config.store.max_rows,
+        max_age_days=config.store.max_age_days,
+        memory_rows=config.metrics_max_in_memory,
+    )
+
+
 class Telemetry:
     def __init__(
         self,
@@ -37,8 +63,16 @@ class Telemetry:
         bus: EventBus[object],
         *,
         stdout: Callable[[bytes], None] | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.bus = bus
+        self._environ = os.environ if environ is None else environ
+        # The durable history; its writer task is started by the daemon (ActivityStore.run).
+        self.activity = ActivityStore(
+            store_settings(config, self._environ), on_committed=self._activity_committed
+        )
+        self._loads = LoadTracker(config, self.activity.add_load)
+        self.inflight = InflightTracker(bus.publish)
         self.logs = (
             LogHub.from_config(config)
             if stdout is None
@@ -62,10 +96,13 @@ class Telemetry:
         self.logs.log_level = config.log_level
         self.logs.log_time_format = config.log_time_format
         self.logs.log_to_stdout = config.log_to_stdout
+        self.activity.reconfigure(store_settings(config, self._environ))
+        self._loads.reconfigure(config)
 
     def on_event(self, event: object) -> None:
         """Bus watcher: keep the gauges and the per-model logs in step with the models."""
         if isinstance(event, ModelStateChanged):
+            self._loads.on_state(event)
             self.prometheus.set_state(event.model, event.new.value)
             if event.new is ModelState.STARTING:
                 self._starting[event.model] = event.at
@@ -113,3 +150,11 @@ class Telemetry:
             self.bus.publish(MetricsRecorded(record))
         self.prometheus.observe_request(model, status, record, ended - started)
         return record
+
+    def record_activity(self, row: ActivityRow) -> None:
+        """Queue one request's row for the activity store."""
+        self.activity.add(row)
+
+    def _activity_committed(self, ids: Sequence[int]) -> None:
+        for row_id in ids:
+            self.bus.publish(ActivityRecorded(row_id))

@@ -18,6 +18,9 @@ from the trio loop. Choices that are not obvious, and why:
   ``PrivateDevices``, ``DevicePolicy``, ``DeviceAllow`` or ``ProtectClock`` (which adds a
   device allow-list), so ``/dev/nvidia*``, ``/dev/dri`` and ``/dev/kfd`` stay usable; no
   ``MemoryDenyWriteExecute`` (CUDA, ROCm and Python JITs map executable memory).
+- ``StateDirectory=swapd``: systemd creates the state directory (``~/.local/state/swapd``
+  for a user unit) and passes it as ``$STATE_DIRECTORY``, where swapd keeps its activity
+  database (``observe.store``) unless ``store.path`` says otherwise.
 - ``PATH`` is the one of the shell that ran ``install-service``: the user manager's own is
   minimal, and model ``cmd``\\ s name programs found on the user's PATH.
 
@@ -157,6 +160,8 @@ NotifyAccess=main
 ExecStart={_exec_start(spec)}
 ExecReload=/bin/kill -HUP $MAINPID
 WorkingDirectory={_specifiers(os.path.dirname(spec.config))}
+# The activity history (activity.db) lives here: $STATE_DIRECTORY.
+StateDirectory=swapd
 Environment={" ".join(environment)}
 Restart=on-failure
 RestartSec=2

@@ -267,13 +267,16 @@ def create_app(services: Services) -> Quart:
         return json_response(500, problems.openai_error(500, "internal error in swapd"))
 
     from swapd.web import (
+        activity_api,
         admin_api,
         config_api,
         events_api,
         fastpath,
         inference,
+        inflight_api,
         observe_api,
         ollama_api,
+        recording,
         ui_routes,
     )
 
@@ -284,9 +287,18 @@ def create_app(services: Services) -> Quart:
     config_api.register(app, services)
     ui_routes.register(app, services)
     ollama_api.register(app, services)  # Ollama's /api/* routes
+    activity_api.register(app, services)
+    inflight_api.register(app, services)
     # Plain JSON inference POSTs skip Quart (fastpath.py); everything else gets the
     # cleanup middleware and the app.
-    app.asgi_app = fastpath.FastPath(  # type: ignore[method-assign, assignment]
+    fast = fastpath.FastPath(
         _CleanupMiddleware(app.asgi_app), services, frozenset(inference.JSON_ROUTES)
+    )
+    # Outermost: every inference request, fast path or not, gets its activity row.
+    app.asgi_app = recording.ActivityRecorder(  # type: ignore[method-assign, assignment]
+        fast,
+        services.telemetry,
+        paths=frozenset(inference.JSON_ROUTES + inference.MULTIPART_ROUTES),
+        prefixes=("/sdapi/v1/", "/upstream/"),
     )
     return app

@@ -6,16 +6,20 @@ text>"}`` (the inner data is JSON serialised to a string). SSE frames each as
 message (a browser may pass the API key as ``?api_key=``, having no way to set headers).
 
 Types: ``modelStatus`` (every model with its state, then peers' models; swapd adds
-``aliases``, ``group``, ``ttl``, ``idleDeadline``, ``pid``, ``port``, ``inFlight``,
-``waiting``, ``lastError``, ``sleepable``, ``crashes``, ``gaveUp`` for the UI), ``logData`` (proxy
-and upstream log text), ``metrics`` (token-metrics records), ``inflight``
-(``{"total"}``); swapd's own: ``configReload`` (``{"state": "start", "trigger"}``, then
+``aliases``, ``group``, ``ttl``, ``idleDeadline``, ``pid``, ``port``, ``inFlight``, ``waiting``,
+``lastError``, ``sleepable``, ``crashes``, ``gaveUp`` for the UI), ``logData`` (proxy
+and upstream log text), ``metrics`` (token-metrics records), ``inflight`` (llama-swap
+v250's operations: ``{"operation": "snapshot", "requests": [...]}``, then ``upsert`` with
+one ``request`` and ``remove`` with its ``id``; ``observe.inflight``), ``activity``
+(``{"id"}`` of each new activity row, once it can be read from ``/api/metrics/activity``;
+llama-swap v250 sends it instead of ``metrics``, swapd sends both); swapd's own:
+``configReload`` (``{"state": "start", "trigger"}``, then
 ``{"state": "end", "ok", "error", "added", "removed", "changed", "updated",
 "unchanged", ...}`` and a fresh ``modelStatus``), ``modelPreloaded`` (``{"model",
 "success", "error"}``) and ``modelRestart`` (``{"model", "state": "scheduled"|"gaveUp",
 "crashes", "delay", "error"}``).
 
-On connect: the log histories, the model list, all stored metrics, the in-flight count;
+On connect: the log histories, the model list, all stored metrics, the in-flight snapshot;
 then live changes: every state change at once; request counts change with every
 request, so those refreshes are coalesced to at most four a second. SSE sends a
 ``: keep-alive`` comment after 15 s of silence. A client too slow to keep up (its
@@ -46,8 +50,9 @@ from swapd.core.events import (
     ShuttingDown,
 )
 from swapd.observe.bus import Subscription
+from swapd.observe.inflight import InflightChanged
 from swapd.observe.logs import PROXY, UPSTREAM
-from swapd.observe.telemetry import MetricsRecorded
+from swapd.observe.telemetry import ActivityRecorded, MetricsRecorded
 from swapd.reload import ConfigReloaded, ConfigReloadStarted
 from swapd.supervise.supervisor import ModelStatistics
 from swapd.web.app import Services
@@ -57,7 +62,7 @@ __all__ = ["model_status", "register"]
 EVENT_QUEUE = 512  # events a client may fall behind by before it is disconnected
 KEEP_ALIVE = 15.0
 REFRESH_INTERVAL = 0.25  # at most this often a status refresh for request counts
-_REFRESH = "refresh"  # queue marker: send modelStatus + inflight, computed when sent
+_REFRESH = "refresh"  # queue marker: send modelStatus, computed when sent
 
 Message = tuple[str, object]
 
@@ -72,10 +77,8 @@ def _sse(kind: str, data: object) -> bytes:
 
 
 def _status(services: Services) -> list[Message]:
-    """``modelStatus`` and ``inflight`` from one reading of the supervisor."""
-    stats = services.supervisor.statistics()
-    total = sum(s.in_flight for s in stats)
-    return [("modelStatus", model_status(services, stats)), ("inflight", {"total": total})]
+    """``modelStatus`` from one reading of the supervisor."""
+    return [("modelStatus", model_status(services, services.supervisor.statistics()))]
 
 
 def model_status(
@@ -152,6 +155,10 @@ class _Feed:
                 put(message)
         elif isinstance(event, RequestQueued | RequestsChanged):
             self._refresh()
+        elif isinstance(event, InflightChanged):
+            put(("inflight", event.as_json()))
+        elif isinstance(event, ActivityRecorded):
+            put(("activity", {"id": event.id}))
         elif isinstance(event, MetricsRecorded):
             put(("metrics", [event.record.as_json()]))
         elif isinstance(event, ConfigReloadStarted):
@@ -201,13 +208,14 @@ def _open_feed(services: Services) -> Iterator[tuple[list[Message], _Feed]]:
         history = {
             name: logs.history(name).decode("utf-8", "replace") for name in (PROXY, UPSTREAM)
         }
-        status, inflight = _status(services)
+        [status] = _status(services)
+        inflight = services.telemetry.inflight.snapshot()
         snapshot: list[Message] = [
             ("logData", {"data": history[PROXY], "source": PROXY}),
             ("logData", {"data": history[UPSTREAM], "source": UPSTREAM}),
             status,
             ("metrics", [r.as_json() for r in services.telemetry.store.records()]),
-            inflight,
+            ("inflight", {"operation": "snapshot", "requests": inflight}),
         ]
         if services.supervisor.closing:
             feed.queue.close()

@@ -30,7 +30,7 @@ from swapd.core.routing import Route
 from swapd.core.states import ModelState
 from swapd.errors import BadRequest, ModelNotFound
 from swapd.supervise.supervisor import Lease
-from swapd.web import bodies, problems, relay
+from swapd.web import bodies, problems, recording, relay
 from swapd.web.app import Services, register_cleanup
 from swapd.web.auth import strip_credentials
 from swapd.web.forward import Exchange, request_headers
@@ -171,6 +171,9 @@ async def _stream_request_body() -> AsyncIterator[bytes]:
 
 
 def _resolve(services: Services, name: str) -> Route:
+    activity = recording.current()
+    if activity is not None:  # an unknown model's row names what was asked for
+        activity.note_model(name)
     route = services.router.resolve(name)
     if route is None:
         raise ModelNotFound(problems.unknown_model_message(name, services.router.names()))

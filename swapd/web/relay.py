@@ -21,6 +21,7 @@ from swapd.core.routing import Route
 from swapd.errors import UpstreamUnreachable
 from swapd.observe.captures import CaptureRecorder
 from swapd.observe.metrics import UsageTap
+from swapd.web import recording
 from swapd.web.auth import strip_credentials
 from swapd.web.forward import Exchange, request_headers
 
@@ -49,8 +50,13 @@ async def forward(
     started = trio.current_time()
     headers = client_headers
     pool = 64
+    activity = recording.current()
+    if activity is not None:
+        activity.note_model(route.target if route.kind == "local" else route.requested)
     if route.kind == "local":
         lease = await services.supervisor.acquire(route.target)
+        if activity is not None:
+            activity.note_wait(trio.current_time() - started)
         register_cleanup(lease.release)
         base = lease.proxy
         pool = services.config.models[route.target].effective_concurrency_limit
@@ -133,6 +139,7 @@ def _metered(
                 resp_headers=exchange.headers,
             )
     model = route.target if route.kind == "local" else route.requested
+    activity = recording.current()
 
     async def relay() -> AsyncIterator[bytes]:
         first_byte_at: float | None = None
@@ -157,7 +164,7 @@ def _metered(
                 if event_stream:
                     yield CUT_STREAM
         finally:
-            services.telemetry.request_finished(
+            record = services.telemetry.request_finished(
                 model,
                 502 if cut else exchange.status,
                 None if cut else tap,
@@ -166,6 +173,8 @@ def _metered(
                 ended=trio.current_time(),
                 capture=capture,
             )
+            if activity is not None:
+                activity.note_finished(record, cut=cut)
 
     return relay()
 

@@ -43,7 +43,14 @@ PEER_KEY = "sk-peer-key-4242424242424242"
 
 # Values for a rule's parameters: each route reaches its handler with these (past the
 # key check: an unknown model's 404 proves that as well as a 200, without a model start).
-PARAMS = {"model": "ghost", "rest": "m/pid", "capture_id": "0", "path": "models", "name": "proxy"}
+PARAMS = {
+    "model": "ghost",
+    "rest": "m/pid",
+    "capture_id": "0",
+    "path": "models",
+    "name": "proxy",
+    "request_id": "1",
+}
 
 
 def concrete_routes(services: Services) -> list[tuple[str, str, bool]]:

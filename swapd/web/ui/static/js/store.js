@@ -16,6 +16,7 @@ export const store = {
   metrics: [], // token-metrics records, oldest first
   logs: {proxy: '', upstream: ''},
   inflight: 0,
+  inflightRequests: new Map(),  // id → llama-swap's in-flight entry
   requestEnded: {}, // model -> epoch seconds of its last finished request (seen live)
   snapshot: false, // the current connection's snapshot has arrived
 };
@@ -91,7 +92,15 @@ function onMessage({data}) {
       break;
     }
     case 'inflight':
-      store.inflight = payload.total ?? 0;
+      // llama-swap v250's operations: a snapshot of the requests, then upserts and removes.
+      if (payload.operation === 'snapshot') {
+        store.inflightRequests = new Map(payload.requests.map((r) => [r.id, r]));
+      } else if (payload.operation === 'upsert') {
+        store.inflightRequests.set(payload.request.id, payload.request);
+      } else if (payload.operation === 'remove') {
+        store.inflightRequests.delete(payload.id);
+      }
+      store.inflight = store.inflightRequests.size;
       if (snapshot) {
         store.snapshot = true;
         emit('snapshot');
