@@ -82,6 +82,7 @@ class BusStatistics:
     subscribers: int
     published: int
     dropped: int
+    watchers: int = 0
 
 
 class EventBus(Generic[T]):
@@ -130,4 +131,4 @@ class EventBus(Generic[T]):
 
     def statistics(self) -> BusStatistics:
         dropped = self._dropped_closed + sum(s.dropped for s in self._subs)
-        return BusStatistics(len(self._subs), self._published, dropped)
+        return BusStatistics(len(self._subs), self._published, dropped, len(self._watchers))

@@ -27,6 +27,8 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from quart import Quart
 
+from swapd.web import ws_stream
+
 __all__ = ["WEBSOCKET_MAX_MESSAGE", "TLSFiles", "hypercorn_config", "serve", "tcp_bind"]
 
 # swapd's only WebSocket (the event feed) takes nothing from the client; hypercorn's
@@ -84,6 +86,7 @@ async def serve(
     before ``started``.
     """
     config = hypercorn_config(binds, graceful_timeout=graceful_timeout, tls=tls)
+    ws_stream.install()  # hypercorn WebSocket defects: see ws_stream.py
     paths = [bind.removeprefix("unix:") for bind in binds if bind.startswith("unix:")]
     for path in paths:
         _refuse_live_socket(path)
