@@ -21,7 +21,7 @@ import httpx
 import pytest
 import trio
 from reliability_support import close_wait_sockets, open_fds, rss_mib
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import ConnectionClosed, DisconnectionTimeout, open_websocket_url
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, Request
 
@@ -90,11 +90,13 @@ async def test_closed_websockets_leave_no_socket_fd_or_subscriber() -> None:
             assert await settle(lambda: close_wait_sockets(port) == 0, 20)
             watchers, fds = bus.statistics().watchers, open_fds(os.getpid())
             for _ in range(clients):
-                async with open_websocket_url(ws_url(swapd.url), disconnect_timeout=3) as ws:
-                    await ws.get_message()  # subscribed: the snapshot has started
-                    for n in range(30):
-                        await ws.send_message(f"hello {n}")
-                    await ws.get_message()  # still served while it sends
+                # (unfixed, swapd never answered the close: the client gave up waiting)
+                with contextlib.suppress(DisconnectionTimeout):
+                    async with open_websocket_url(ws_url(swapd.url), disconnect_timeout=3) as ws:
+                        await ws.get_message()  # subscribed: the snapshot has started
+                        for n in range(30):
+                            await ws.send_message(f"hello {n}")
+                        await ws.get_message()  # still served while it sends
             assert await settle(
                 lambda: (
                     close_wait_sockets(port) == 0
@@ -147,21 +149,22 @@ async def test_large_websocket_messages_are_refused_not_buffered(tmp_path: Path)
                 for _ in range(12):
                     await deaf.send_all(conn.send(BytesMessage(data=EIGHT_MIB)))
             for _ in range(2):
-                async with open_websocket_url(
-                    ws_url(swapd.url), disconnect_timeout=2, message_queue_size=100
-                ) as ws:
-                    with trio.move_on_after(15), contextlib.suppress(ConnectionClosed):
-                        for _ in range(24):
-                            await ws.send_message(EIGHT_MIB)
-                        await trio.sleep_forever()
-                    codes.append(ws.closed.code if ws.closed else None)
+                with contextlib.suppress(DisconnectionTimeout):  # unfixed: no close reply
+                    async with open_websocket_url(
+                        ws_url(swapd.url), disconnect_timeout=2, message_queue_size=100
+                    ) as ws:
+                        with trio.move_on_after(15), contextlib.suppress(ConnectionClosed):
+                            for _ in range(24):
+                                await ws.send_message(EIGHT_MIB)
+                            await trio.sleep_forever()
+                        codes.append(ws.closed.code if ws.closed else None)
             await trio.sleep(1)  # what was sent has been read by swapd
             growth = rss_mib(swapd.pid) - rss_before  # the deaf client still connected
             await deaf.aclose()
             async with httpx.AsyncClient(base_url=swapd.url, timeout=10) as client:
                 assert (await client.get("/health")).status_code == 200
-    assert codes == [1009, 1009]  # message too big: swapd closed each connection
     assert growth < 48, f"swapd grew by {growth:.0f} MiB"
+    assert codes == [1009, 1009]  # message too big: swapd closed each connection
 
 
 # --- 5: a WebSocket from another site is refused -----------------------------------------
@@ -203,6 +206,65 @@ async def test_a_websocket_from_a_foreign_origin_is_refused() -> None:
             for headers in allowed:
                 async with open_websocket_url(ws_url(swapd.url), extra_headers=headers) as ws:
                     assert json.loads(await ws.get_message())["type"] == "logData", headers
+
+
+def handshake_request(port: int, origin: str | None = None) -> bytes:
+    head = ["GET /api/events/ws HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    head += [f"{name}: {value}" for name, value in HANDSHAKE.items()]
+    if origin is not None:
+        head.append(f"Origin: {origin}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode()
+
+
+async def read_response(stream: trio.SocketStream) -> tuple[int, dict[str, str]]:
+    """One whole response (head and ``Content-Length`` body): status and headers."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some(65536)
+        assert chunk, data
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (h.partition(":") for h in lines)}
+    while len(body) < int(headers.get("content-length", "0")):
+        chunk = await stream.receive_some(65536)
+        assert chunk, body
+        body += chunk
+    return int(status_line.split()[1]), headers
+
+
+async def test_a_second_request_after_a_refused_handshake_never_stops_swapd() -> None:
+    """Found while testing the Origin check: a refused handshake (401 or 403) followed by
+    another request on the same connection, sent as soon as the refusal arrived, raised
+    in hypercorn and ended its server: every request after it was refused, swapd was
+    down (any client could do it, no key needed). Now the refusal says
+    ``Connection: close`` and what follows it on that connection is ignored."""
+    with trio.fail_after(60):
+        async with (
+            open_swapd(config("apiKeys: [sk-ws]\n")) as swapd,
+            httpx.AsyncClient(base_url=swapd.url, timeout=10) as client,
+        ):
+            port = port_of(swapd.url)
+            for origin in [None, "http://evil.example"] * 3:
+                async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+                    await stream.send_all(handshake_request(port, origin))
+                    status, headers = await read_response(stream)
+                    assert (status, headers.get("connection")) == (401, "close")
+                    with contextlib.suppress(trio.BrokenResourceError):
+                        await stream.send_all(handshake_request(port, origin))
+                    with trio.move_on_after(1):  # nothing more is answered
+                        assert await stream.receive_some(65536) == b""
+                assert (await client.get("/health")).status_code == 200
+            # a foreign Origin with the right key: 403, the same way
+            async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+                request = handshake_request(port, "http://evil.example")
+                keyed = request.replace(b"\r\n\r\n", b"\r\nx-api-key: sk-ws\r\n\r\n")
+                await stream.send_all(keyed)
+                status, headers = await read_response(stream)
+                assert (status, headers.get("connection")) == (403, "close")
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await stream.send_all(keyed)
+            assert (await client.get("/health")).status_code == 200
 
 
 # --- 6: a revoked key's streams end on reload --------------------------------------------
