@@ -188,7 +188,7 @@ async def test_a_websocket_from_a_foreign_origin_is_refused() -> None:
                 )
                 assert refused.status_code == 403, origin
                 assert "origin" in refused.json()["error"]["message"]
-            # a rebinding name, forwarded as the origin's host: still not the address asked
+            # the Host header spelled out: the Origin still names another host
             refused = await client.get(
                 "/api/events/ws",
                 headers={**HANDSHAKE, "origin": "http://evil.example", "host": f"127.0.0.1:{port}"},
