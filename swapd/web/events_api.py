@@ -37,7 +37,6 @@ handshake from a foreign ``Origin`` is refused with 403 (``cors.origin_allowed``
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -323,34 +322,33 @@ def register(app: Quart, services: Services) -> None:
             headers.append(("x-api-key", websocket.args["api_key"]))
         credentials = credentials_of(headers)
         await websocket.accept()
-        async with trio.open_nursery() as nursery:
-            # The client's close (seen by the reader) cancels the whole connection.
-            nursery.start_soon(_discard_incoming)
-            await _send_feed(_open_feed(services, shared, credentials))
-            nursery.cancel_scope.cancel()
+        with _open_feed(services, shared, credentials) as (snapshot, feed):
+            async with trio.open_nursery() as nursery:
+                # The client's close, seen by the reader, cancels the whole connection.
+                nursery.start_soon(_discard_incoming)
+                await _send_feed(snapshot, feed)
+                nursery.cancel_scope.cancel()
         return None
 
     app.add_url_rule("/api/events", "events", events, methods=["GET"])
     app.add_websocket("/api/events/ws", "events-ws", events_ws)
 
 
-async def _send_feed(
-    opened: contextlib.AbstractContextManager[tuple[list[Message], _Feed]],
-) -> None:
-    with opened as (snapshot, feed):
-        for kind, data in snapshot:
+async def _send_feed(snapshot: list[Message], feed: _Feed) -> None:
+    """The WebSocket's sending side: the snapshot, then the feed until it ends."""
+    for kind, data in snapshot:
+        await websocket.send(_envelope(kind, data))
+    while True:
+        try:
+            messages = await feed.next()
+        except trio.EndOfChannel:
+            if feed.revoked:
+                await websocket.close(1008, "the API key was revoked")
+            else:
+                await websocket.close(1001, "swapd is shutting down")
+            return
+        if feed.queue.dropped:
+            await websocket.close(1013, "too slow: reconnect for a fresh snapshot")
+            return
+        for kind, data in messages:
             await websocket.send(_envelope(kind, data))
-        while True:
-            try:
-                messages = await feed.next()
-            except trio.EndOfChannel:
-                if feed.revoked:
-                    await websocket.close(1008, "the API key was revoked")
-                else:
-                    await websocket.close(1001, "swapd is shutting down")
-                return
-            if feed.queue.dropped:
-                await websocket.close(1013, "too slow: reconnect for a fresh snapshot")
-                return
-            for kind, data in messages:
-                await websocket.send(_envelope(kind, data))
