@@ -54,3 +54,13 @@ async def test_watchers_run_synchronously() -> None:
         assert seen == [1]
     bus.publish(2)
     assert seen == [1]
+
+
+async def test_a_discarding_close_ends_the_receiver_at_once() -> None:
+    bus: EventBus[int] = EventBus()
+    with bus.subscribe() as sub:
+        bus.publish(1)
+        bus.publish(2)
+        sub.close(discard=True)
+        bus.publish(3)  # published after the close: never delivered either
+        assert [item async for item in sub] == []

@@ -155,3 +155,31 @@ async def test_request_counts_refresh_and_the_stream_ends_at_shutdown() -> None:
             assert closed.value.reason.code == 1001
     del ws, closed
     gc.collect()
+
+
+async def test_a_subscriber_that_falls_behind_gets_the_latest_status_not_every_one() -> None:
+    """A feed nobody takes from while the model starts, serves and stops holds one
+    pending state-change status, replaced by each change: draining it later gives the
+    final state only, never an older state after a newer one."""
+    from swapd.web import events_api
+
+    with trio.fail_after(30):
+        async with (
+            open_swapd(config()) as swapd,
+            httpx.AsyncClient(base_url=swapd.url, timeout=20) as client,
+        ):
+            services = swapd.services
+            shared = events_api._SharedStatus(services)
+            with events_api._open_feed(services, shared, []) as (_, feed):
+                reply = await client.post("/v1/chat/completions", json={"model": "m1"})
+                assert reply.status_code == 200
+                assert (await client.post("/api/models/unload")).status_code == 200
+                messages: list[tuple[str, object]] = []
+                with trio.move_on_after(2):  # everything queued, then the feed waits
+                    while True:
+                        messages.extend(await feed.next())
+    states = [data[0]["state"] for kind, data in messages if kind == "modelStatus"]  # type: ignore[index]
+    # four changes (stopped → starting → ready → stopping → stopped) were published;
+    # request-count refreshes are computed when sent, so they say "stopped" too
+    assert states and set(states) == {"stopped"}, states
+    assert feed.queue.dropped == 0

@@ -6,7 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swapd.web.cors import preflight_headers, sanitize_request_headers
+from swapd.web.cors import (
+    addressed_hosts,
+    origin_allowed,
+    preflight_headers,
+    sanitize_request_headers,
+)
 
 TOKEN_CHARS = "abcxyzABCXYZ0129!#$%&'*+-.^_`|~"
 
@@ -82,3 +87,47 @@ def test_preflight_headers(request_headers: dict[str, str], allow_headers: str |
         expected.append(("Access-Control-Allow-Headers", allow_headers))
     expected.append(("Access-Control-Max-Age", "86400"))
     assert preflight_headers(request_headers) == expected
+
+
+# --- the WebSocket Origin check (swapd's own; issue 16 item 5) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("origin", "hosts", "allowed"),
+    [
+        (None, [], True),  # not a browser
+        ("http://127.0.0.1:8080", ["127.0.0.1:8080"], True),
+        ("http://LOCALHOST:8080/", ["localhost:8080"], True),  # case, a bare trailing slash
+        ("http://[::1]:8080", ["[::1]:8080"], True),
+        ("https://ai.example.com", ["127.0.0.1:8080", "ai.example.com"], True),  # 443 both
+        ("https://ai.example.com", ["ai.example.com:443"], True),
+        ("http://ai.example.com", ["ai.example.com:8080"], False),  # 80 != 8080
+        ("http://evil.example", ["127.0.0.1:8080"], False),
+        ("http://evil.example:8080", ["127.0.0.1:8080"], False),
+        ("http://127.0.0.1:8081", ["127.0.0.1:8080"], False),
+        ("null", ["127.0.0.1:8080"], False),  # sandboxed pages, files
+        ("file://", ["127.0.0.1:8080"], False),
+        ("http://127.0.0.1:8080/page", ["127.0.0.1:8080"], False),  # not an origin
+        ("http://user@127.0.0.1:8080", ["127.0.0.1:8080"], False),
+        ("http://127.0.0.1:99999", ["127.0.0.1:99999"], False),  # unparsable port
+        ("http://127.0.0.1:8080", [], False),
+    ],
+)
+def test_websocket_origins(origin: str | None, hosts: list[str], allowed: bool) -> None:
+    assert origin_allowed(origin, hosts) is allowed
+
+
+def test_the_addressed_hosts_include_what_a_reverse_proxy_forwards() -> None:
+    headers = [
+        ("Host", "127.0.0.1:8080"),
+        ("X-Forwarded-Host", "ai.example.com, inner.example"),
+        ("Forwarded", 'for=192.0.2.1;host="ui.example:8443";proto=https, host=b.example'),
+        ("X-Other", "host=ignored.example"),
+    ]
+    assert addressed_hosts(headers) == [
+        "127.0.0.1:8080",
+        "ai.example.com",
+        "inner.example",
+        "ui.example:8443",
+        "b.example",
+    ]

@@ -37,7 +37,10 @@ class Subscription(Generic[T]):
         self.closed = False
 
     def put(self, item: T) -> None:
-        """Queue ``item``; if full, drop the oldest (counted in ``dropped``). Never blocks."""
+        """Queue ``item``; if full, drop the oldest (counted in ``dropped``). Never blocks.
+        A closed subscription takes nothing more."""
+        if self.closed:
+            return
         if len(self._items) == self._items.maxlen:
             self.dropped += 1  # the deque drops the oldest
         self._items.append(item)
@@ -55,8 +58,13 @@ class Subscription(Generic[T]):
         await trio.lowlevel.checkpoint()
         return self._items.popleft()
 
-    def close(self) -> None:
+    def close(self, *, discard: bool = False) -> None:
+        """End the subscription: its receiver sees EndOfChannel once the queue is drained,
+        or at once with ``discard`` (what is still queued is thrown away: a stream whose
+        key was revoked must not deliver another item)."""
         self.closed = True
+        if discard:
+            self._items.clear()
         self._lot.unpark_all()
 
     def __aiter__(self) -> Subscription[T]:
@@ -74,6 +82,7 @@ class BusStatistics:
     subscribers: int
     published: int
     dropped: int
+    watchers: int = 0
 
 
 class EventBus(Generic[T]):
@@ -122,4 +131,4 @@ class EventBus(Generic[T]):
 
     def statistics(self) -> BusStatistics:
         dropped = self._dropped_closed + sum(s.dropped for s in self._subs)
-        return BusStatistics(len(self._subs), self._published, dropped)
+        return BusStatistics(len(self._subs), self._published, dropped, len(self._watchers))

@@ -1,17 +1,35 @@
-"""CORS preflight: the headers of the 204 swapd answers to every ``OPTIONS`` request.
+"""Cross-origin rules: the CORS preflight answer and the WebSocket ``Origin`` check.
 
-Reference section 5.1 item 3. Browsers ask which request headers they may send
+Preflight (reference section 5.1 item 3): the headers of the 204 swapd answers to every
+``OPTIONS`` request. Browsers ask which request headers they may send
 (``Access-Control-Request-Headers``); swapd allows whatever was asked, after dropping
 anything that is not a valid header name so nothing odd is echoed back into a response
 header. Preflights need no API key; other responses get no CORS headers from here.
+
+WebSocket origins (``origin_allowed``): a WebSocket is not subject to CORS, so any page a
+user visits could open ``/api/events/ws`` on a local swapd and read the logs and events
+(a browser sends cached Basic credentials along). Browsers always send ``Origin`` on a
+WebSocket handshake and pages cannot forge it, so a handshake is accepted only when it
+has no ``Origin`` (not a browser: curl, SDKs, scripts), or when the Origin's host and port
+are the ones the request was addressed to: ``Host``, or what a reverse proxy says the
+client asked for (``X-Forwarded-Host``, ``Forwarded: host=``; a page cannot set those on
+a WebSocket either). That is the same-origin rule the UI needs; a page on another site
+is refused (403), as it is refused reading ``/api/events`` by CORS.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
 
-__all__ = ["DEFAULT_ALLOW_HEADERS", "preflight_headers", "sanitize_request_headers"]
+__all__ = [
+    "DEFAULT_ALLOW_HEADERS",
+    "addressed_hosts",
+    "origin_allowed",
+    "preflight_headers",
+    "sanitize_request_headers",
+]
 
 DEFAULT_ALLOW_HEADERS = "Content-Type, Authorization, Accept, X-Requested-With"
 ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
@@ -55,3 +73,51 @@ def preflight_headers(request_headers: Mapping[str, str]) -> list[tuple[str, str
         headers.append(("Access-Control-Allow-Headers", allow))
     headers.append(("Access-Control-Max-Age", MAX_AGE))
     return headers
+
+
+_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+_FORWARDED_HOST = re.compile(r'(?:^|[;,\s])host\s*=\s*"?([^";,\s]+)', re.IGNORECASE)
+
+
+def addressed_hosts(headers: Iterable[tuple[str, str]]) -> list[str]:
+    """The ``host[:port]`` values a request was addressed to: ``Host``, every
+    ``X-Forwarded-Host`` entry and every ``Forwarded: host=`` parameter."""
+    hosts: list[str] = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == "host":
+            hosts.append(value.strip())
+        elif lowered == "x-forwarded-host":
+            hosts.extend(part.strip() for part in value.split(","))
+        elif lowered == "forwarded":
+            hosts.extend(_FORWARDED_HOST.findall(value))
+    return [host for host in hosts if host]
+
+
+def _host_port(netloc: str, default_port: int) -> tuple[str, int] | None:
+    try:
+        parts = urlsplit("//" + netloc)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not host or parts.username is not None or parts.path:
+        return None
+    return host.lower().rstrip("."), port or default_port
+
+
+def origin_allowed(origin: str | None, hosts: Iterable[str]) -> bool:
+    """Whether a WebSocket handshake with this ``Origin`` may proceed (module docstring):
+    no Origin, or an Origin whose host and port are one of ``hosts`` (ports compared
+    after filling in the scheme's default). ``Origin: null`` (sandboxed pages, files) and
+    anything unparsable are refused."""
+    if origin is None:
+        return True
+    try:
+        parts = urlsplit(origin.strip())
+    except ValueError:
+        return False
+    default = _DEFAULT_PORTS.get(parts.scheme.lower())
+    if default is None or parts.path not in ("", "/") or parts.query or parts.fragment:
+        return False
+    wanted = _host_port(parts.netloc, default)
+    return wanted is not None and any(_host_port(host, default) == wanted for host in hosts)

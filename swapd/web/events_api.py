@@ -20,12 +20,23 @@ llama-swap v250 sends it instead of ``metrics``, swapd sends both); swapd's own:
 "crashes", "delay", "error"}``).
 
 On connect: the log histories, the model list, all stored metrics, the in-flight snapshot;
-then live changes: every state change at once; request counts change with every
-request, so those refreshes are coalesced to at most four a second. SSE sends a
+then live changes, in the order they happened: every state change at once; request
+counts change with every request, so those refreshes are coalesced to at most four a
+second. A client holds at most one unsent ``modelStatus`` of a state change: if another
+change comes before it was sent, the pending one is replaced by the newer (in its place
+in the queue), so a client that reads slowly skips intermediate states but never sees
+an older state after a newer one, and an idle client costs one status, not one per
+change (the status is computed once per change and shared by all clients). SSE sends a
 ``: keep-alive`` comment after 15 s of silence. A client too slow to keep up (its
 bounded queue overflows) is disconnected rather than fed a gap (WebSocket close code
 1013); it reconnects and gets a fresh snapshot. Both streams end when swapd starts
-shutting down.
+shutting down, and when a reload revokes the key they were opened with (WebSocket
+close code 1008; see ``revocation.py``).
+
+The WebSocket takes nothing from the client: whatever it sends is read and thrown away
+at once (so a close is always noticed and nothing piles up), and a message larger than
+the server's limit (``server.WEBSOCKET_MAX_MESSAGE``) closes the connection (1009). A
+handshake from a foreign ``Origin`` is refused with 403 (``cors.origin_allowed``).
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import trio
-from quart import Quart, Response, websocket
+from quart import Quart, Response, request, websocket
 
 from swapd.core.events import (
     ModelPreloaded,
@@ -55,7 +66,9 @@ from swapd.observe.logs import PROXY, UPSTREAM
 from swapd.observe.telemetry import ActivityRecorded, MetricsRecorded
 from swapd.reload import ConfigReloaded, ConfigReloadStarted
 from swapd.supervise.supervisor import ModelStatistics
-from swapd.web.app import Services
+from swapd.web import cors, problems
+from swapd.web.app import Services, json_response
+from swapd.web.revocation import credentials_of, ended_when_revoked
 
 __all__ = ["model_status", "register"]
 
@@ -63,6 +76,7 @@ EVENT_QUEUE = 512  # events a client may fall behind by before it is disconnecte
 KEEP_ALIVE = 15.0
 REFRESH_INTERVAL = 0.25  # at most this often a status refresh for request counts
 _REFRESH = "refresh"  # queue marker: send modelStatus, computed when sent
+_CHANGED = "changed"  # queue marker: send the feed's pending state-change status
 
 Message = tuple[str, object]
 
@@ -135,14 +149,32 @@ def model_status(
     return entries
 
 
-class _Feed:
-    """One client's view: the snapshot it starts from and the queue of what follows."""
+class _SharedStatus:
+    """The ``modelStatus`` of one state change, computed once for every
+    feed (each feed's watcher sees the same event object, one after the other)."""
 
     def __init__(self, services: Services) -> None:
         self._services = services
+        self._event: object = None
+        self._messages: list[Message] = []
+
+    def of(self, event: ModelStateChanged) -> list[Message]:
+        if event is not self._event:
+            self._event, self._messages = event, _status(self._services)
+        return self._messages
+
+
+class _Feed:
+    """One client's view: the snapshot it starts from and the queue of what follows."""
+
+    def __init__(self, services: Services, shared: _SharedStatus) -> None:
+        self._services = services
+        self._shared = shared
         self.queue: Subscription[Message] = Subscription(EVENT_QUEUE)
+        self._changed: list[Message] | None = None  # the unsent status of a state change
         self._refresh_queued = False
         self._last_refresh = -math.inf
+        self.revoked = False
 
     def status(self) -> list[Message]:
         return _status(self._services)
@@ -150,9 +182,11 @@ class _Feed:
     def on_bus(self, event: object) -> None:
         put = self.queue.put
         if isinstance(event, ModelStateChanged):
-            # every state is shown, in order: computed now, not coalesced
-            for message in self.status():
-                put(message)
+            # Sent at once, as it was at this change; if the previous one is still
+            # queued, this newer one takes its place (an idle client holds one).
+            if self._changed is None:
+                put((_CHANGED, None))
+            self._changed = self._shared.of(event)
         elif isinstance(event, RequestQueued | RequestsChanged):
             self._refresh()
         elif isinstance(event, InflightChanged):
@@ -171,6 +205,12 @@ class _Feed:
         elif isinstance(event, ShuttingDown):
             self.queue.close()
 
+    def revoke(self) -> None:
+        """The key this feed was opened with is no longer valid: end it, sending nothing
+        more."""
+        self.revoked = True
+        self.queue.close(discard=True)
+
     def on_log(self, source: str) -> Callable[[bytes], None]:
         return lambda data: self.queue.put(
             ("logData", {"data": data.decode("utf-8", "replace"), "source": source})
@@ -182,8 +222,11 @@ class _Feed:
             self.queue.put((_REFRESH, None))
 
     async def next(self) -> list[Message]:
-        """The next messages; raises trio.EndOfChannel when the feed ends."""
+        """The next messages (possibly none); raises trio.EndOfChannel when the feed ends."""
         kind, data = await self.queue.receive()
+        if kind == _CHANGED:
+            changed, self._changed = self._changed, None
+            return changed or []  # none: its marker was dropped (the client is cut anyway)
         if kind != _REFRESH:
             return [(kind, data)]
         # A state change is sent at once; a burst of request-count changes waits a little
@@ -191,14 +234,20 @@ class _Feed:
         await trio.sleep_until(self._last_refresh + REFRESH_INTERVAL)
         self._refresh_queued = False
         self._last_refresh = trio.current_time()
+        # Computed now, so newer than any pending state-change status: that one must not
+        # follow it (its marker, still queued, then sends nothing).
+        self._changed = None
         return self.status()
 
 
 @contextmanager
-def _open_feed(services: Services) -> Iterator[tuple[list[Message], _Feed]]:
-    feed = _Feed(services)
+def _open_feed(
+    services: Services, shared: _SharedStatus, credentials: list[tuple[str, str]]
+) -> Iterator[tuple[list[Message], _Feed]]:
+    feed = _Feed(services, shared)
     logs = services.telemetry.logs
     with (
+        ended_when_revoked(services, credentials, feed.revoke),
         services.bus.watch(feed.on_bus),
         logs.watch(PROXY, feed.on_log(PROXY)),
         logs.watch(UPSTREAM, feed.on_log(UPSTREAM)),
@@ -222,23 +271,44 @@ def _open_feed(services: Services) -> Iterator[tuple[list[Message], _Feed]]:
         yield snapshot, feed
 
 
+async def _discard_incoming() -> None:
+    """Read and drop whatever the client sends. Unread messages would fill the server's
+    queues until it stops reading the socket, and then it never sees the client's close
+    either: the connection and its subscriber would stay forever."""
+    while True:
+        await websocket.receive()
+
+
+def _refuse_foreign_origin() -> Response | None:
+    origin = websocket.headers.get("origin")
+    if cors.origin_allowed(origin, cors.addressed_hosts(websocket.headers.items())):
+        return None
+    message = "forbidden: this origin may not open the event WebSocket"
+    return json_response(403, problems.openai_error(403, message))
+
+
 def register(app: Quart, services: Services) -> None:
+    shared = _SharedStatus(services)
+
     async def events() -> Response:
+        credentials = credentials_of(request.headers.items())
+
         async def body() -> AsyncIterator[bytes]:
-            with _open_feed(services) as (snapshot, feed):
+            with _open_feed(services, shared, credentials) as (snapshot, feed):
                 yield b"".join(_sse(kind, data) for kind, data in snapshot)
                 while True:
                     with trio.move_on_after(KEEP_ALIVE) as idle:
                         try:
                             messages = await feed.next()
                         except trio.EndOfChannel:
-                            return  # swapd is shutting down
+                            return  # swapd is shutting down, or the key was revoked
                     if idle.cancelled_caught:
                         yield b": keep-alive\n\n"
                         continue
                     if feed.queue.dropped:
                         return  # fell behind: the client reconnects and gets a snapshot
-                    yield b"".join(_sse(kind, data) for kind, data in messages)
+                    if messages:
+                        yield b"".join(_sse(kind, data) for kind, data in messages)
 
         response = Response(
             body(),
@@ -252,22 +322,42 @@ def register(app: Quart, services: Services) -> None:
         response.timeout = None
         return response
 
-    async def events_ws() -> None:
+    async def events_ws() -> Response | None:
+        refused = _refuse_foreign_origin()
+        if refused is not None:
+            return refused
+        headers = list(websocket.headers.items())
+        if "api_key" in websocket.args:
+            headers.append(("x-api-key", websocket.args["api_key"]))
+        credentials = credentials_of(headers)
         await websocket.accept()
-        with _open_feed(services) as (snapshot, feed):
-            for kind, data in snapshot:
-                await websocket.send(_envelope(kind, data))
-            while True:
-                try:
-                    messages = await feed.next()
-                except trio.EndOfChannel:
-                    await websocket.close(1001, "swapd is shutting down")
-                    return
-                if feed.queue.dropped:
-                    await websocket.close(1013, "too slow: reconnect for a fresh snapshot")
-                    return
-                for kind, data in messages:
-                    await websocket.send(_envelope(kind, data))
+        with _open_feed(services, shared, credentials) as (snapshot, feed):
+            async with trio.open_nursery() as nursery:
+                # The client's close, seen by the reader, cancels the whole connection.
+                nursery.start_soon(_discard_incoming)
+                await _send_feed(snapshot, feed)
+                nursery.cancel_scope.cancel()
+        return None
 
     app.add_url_rule("/api/events", "events", events, methods=["GET"])
     app.add_websocket("/api/events/ws", "events-ws", events_ws)
+
+
+async def _send_feed(snapshot: list[Message], feed: _Feed) -> None:
+    """The WebSocket's sending side: the snapshot, then the feed until it ends."""
+    for kind, data in snapshot:
+        await websocket.send(_envelope(kind, data))
+    while True:
+        try:
+            messages = await feed.next()
+        except trio.EndOfChannel:
+            if feed.revoked:
+                await websocket.close(1008, "the API key was revoked")
+            else:
+                await websocket.close(1001, "swapd is shutting down")
+            return
+        if feed.queue.dropped:
+            await websocket.close(1013, "too slow: reconnect for a fresh snapshot")
+            return
+        for kind, data in messages:
+            await websocket.send(_envelope(kind, data))

@@ -9,7 +9,7 @@
 - ``GET /logs``: the terminal's log history as text (browsers are sent to the UI).
 - ``GET /logs/stream[/<name>]``: the same, then live, as a never-ending text stream;
   ``<name>`` is ``proxy``, ``upstream`` or a model ID or alias; ``?no-history`` skips
-  the history.
+  the history. The stream ends when a reload revokes the key it was opened with.
 - The live event feed (``/api/events``, ``/api/events/ws``) is in ``events_api.py``.
 """
 
@@ -25,6 +25,7 @@ from swapd.observe.logs import MUX, PROXY, UPSTREAM
 from swapd.observe.metrics import render_prometheus
 from swapd.web import problems
 from swapd.web.app import Services, json_response
+from swapd.web.revocation import credentials_of, ended_when_revoked
 
 __all__ = ["register"]
 
@@ -72,9 +73,13 @@ def register(app: Quart, services: Services) -> None:
     async def stream(name: str = "") -> Response:
         target = log_name(name)
         with_history = "no-history" not in request.args
+        credentials = credentials_of(request.headers.items())
 
         async def body() -> AsyncIterator[bytes]:
-            with telemetry.logs.subscribe(target, maxlen=256) as sub:
+            with (
+                telemetry.logs.subscribe(target, maxlen=256) as sub,
+                ended_when_revoked(services, credentials, lambda: sub.close(discard=True)),
+            ):
                 # subscribe() and history() with no checkpoint between: nothing is lost
                 # or sent twice
                 history = telemetry.logs.history(target) if with_history else b""

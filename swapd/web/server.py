@@ -27,7 +27,14 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from quart import Quart
 
-__all__ = ["TLSFiles", "hypercorn_config", "serve", "tcp_bind"]
+from swapd.web import ws_stream
+
+__all__ = ["WEBSOCKET_MAX_MESSAGE", "TLSFiles", "hypercorn_config", "serve", "tcp_bind"]
+
+# swapd's only WebSocket (the event feed) takes nothing from the client; hypercorn's
+# default (16 MiB, assembled in memory before the app sees it) let a client park
+# hundreds of MB per connection. A larger message closes the connection (1009).
+WEBSOCKET_MAX_MESSAGE = 64 * 1024
 
 
 @attrs.frozen
@@ -55,6 +62,7 @@ def hypercorn_config(
     config.keep_alive_timeout = 75
     config.include_server_header = False
     config.h11_max_incomplete_size = 64 * 1024  # request line + headers; more is refused
+    config.websocket_max_message_size = WEBSOCKET_MAX_MESSAGE
     if tls is not None:
         config.certfile, config.keyfile = tls.certfile, tls.keyfile
     return config
@@ -78,6 +86,7 @@ async def serve(
     before ``started``.
     """
     config = hypercorn_config(binds, graceful_timeout=graceful_timeout, tls=tls)
+    ws_stream.install()  # hypercorn WebSocket defects: see ws_stream.py
     paths = [bind.removeprefix("unix:") for bind in binds if bind.startswith("unix:")]
     for path in paths:
         _refuse_live_socket(path)

@@ -147,3 +147,40 @@ async def raw_request(host: str, port: int, data: bytes, *, within: float = 10.0
     finally:
         await stream.aclose()
     return RawReply(status, headers, body)
+
+
+# --- what a process holds, read from /proc ----------------------------------------------
+
+_CLOSE_WAIT = "08"  # the st column of /proc/net/tcp
+
+
+def open_fds(pid: int) -> int:
+    """How many file descriptors process ``pid`` holds."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def close_wait_sockets(port: int) -> int:
+    """TCP sockets on local port ``port`` (IPv4 and IPv6) whose peer has closed while this
+    side has not: a connection the server never noticed ending."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, state = fields[1], fields[3]
+            if int(local.rsplit(":", 1)[1], 16) == port and state == _CLOSE_WAIT:
+                count += 1
+    return count
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB (``VmRSS``)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
