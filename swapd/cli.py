@@ -3,8 +3,8 @@
 ::
 
     swapd [--config PATH] [--listen ADDR]... [--watch-config]    run the daemon
-          [--tls-cert-file PEM --tls-key-file PEM]
-    swapd check-config PATH [--json]                             validate, print the resolved config
+          [--tls-cert-file PEM --tls-key-file PEM] [--strict]
+    swapd check-config PATH [--json] [--strict]                  validate, print the resolved config
     swapd schema [--reference]                                   print the config JSON schema
                                                                  (or the Markdown reference)
     swapd install-service [--print] [--socket] [--config PATH] [--listen ADDR]...
@@ -17,6 +17,9 @@ no default address is added.
 
 llama-swap's single-dash spellings (``-config``, ``-listen``, ``-watch-config``,
 ``-version``, ``-tls-cert-file``, ``-tls-key-file``) are accepted too.
+
+``--strict`` turns config warnings (unknown keys, group members that are not models, keys
+accepted but not active yet) into errors, for CI of config repositories.
 
 Exit status: 0 success; 1 the config is invalid or the daemon failed; 2 bad usage.
 """
@@ -83,6 +86,9 @@ def _listen_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+_STRICT_HELP = "treat config warnings (unknown keys, ...) as errors"
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="swapd",
@@ -96,12 +102,16 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--watch-config", "-watch-config", action="store_true", help="reload on file change"
     )
+    parser.add_argument("--strict", action="store_true", help=_STRICT_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     check = commands.add_parser(
         "check-config", help="validate a config file and print it resolved (ports, argv, groups)"
     )
     check.add_argument("path", metavar="PATH")
     check.add_argument("--json", action="store_true", help="print the resolved config as JSON")
+    check.add_argument(
+        "--strict", action="store_true", default=argparse.SUPPRESS, help=_STRICT_HELP
+    )
     schema = commands.add_parser("schema", help="print the config file's JSON schema")
     schema.add_argument(
         "--reference", action="store_true", help="print the Markdown configuration reference"
@@ -179,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(render_reference() if args.reference else render_schema())
         return EXIT_OK
     if args.command == "check-config":
-        return _check_config(args.path, as_json=args.json)
+        return _check_config(args.path, as_json=args.json, strict=args.strict)
     if bool(args.tls_cert_file) != bool(args.tls_key_file):
         print(
             "Error: Both --tls-cert-file and --tls-key-file must be provided for TLS.",
@@ -212,7 +222,7 @@ def _tls_files(args: argparse.Namespace) -> TLSFiles | None:
 
 def _run_daemon(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, strict=args.strict)
     except ConfigError as exc:
         print(f"Error loading config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -279,9 +289,9 @@ def _install_service(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check_config(path: str, *, as_json: bool) -> int:
+def _check_config(path: str, *, as_json: bool, strict: bool = False) -> int:
     try:
-        config = load_config(path)
+        config = load_config(path, strict=strict)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG

@@ -143,9 +143,14 @@ class Reloader:
         assert self.path is not None
         text = read_config_text(self.path)
         keep = {m: spec.port for m, spec in old.models.items() if spec.port is not None}
-        new = parse_config(text, file=self.path, environ=self._environ, keep_ports=keep)
+        strict = old.strict  # --strict holds for reloads too
+        new = parse_config(
+            text, file=self.path, environ=self._environ, keep_ports=keep, strict=strict
+        )
         if new.start_port != old.start_port:  # a new range was asked for: renumber
-            new = parse_config(text, file=self.path, environ=self._environ)
+            new = parse_config(text, file=self.path, environ=self._environ, strict=strict)
+        for warning in new.warnings:
+            log.warning("config: %s", warning)
         return new, text
 
 

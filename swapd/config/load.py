@@ -9,7 +9,8 @@ The pipeline, each stage in its own module:
 5. ``structure`` the cattrs door into the frozen attrs classes.
 
 Stages 2 to 4 collect problems instead of raising, so one run reports everything wrong
-with a file. Warnings (a clamped value, a deprecated key) travel on ``Config.warnings``.
+with a file. Warnings (a clamped value, a deprecated key, an unknown key, a group member
+that is not a model) travel on ``Config.warnings``; ``strict=True`` makes them errors.
 """
 
 from __future__ import annotations
@@ -40,15 +41,19 @@ def load_config(
     *,
     environ: Mapping[str, str] | None = None,
     keep_ports: Mapping[str, int] | None = None,
+    strict: bool = False,
 ) -> Config:
     """Read and validate the config file at ``path``.
 
     ``environ`` supplies ``${env.NAME}`` values (default: the process environment).
     ``keep_ports`` (used by a reload) keeps models on the ports they already run on.
+    ``strict`` turns every warning into an error (``swapd --strict``).
     Raises ConfigError listing every problem, each with file, line and setting path.
     """
     name = os.fspath(path)
-    return parse_config(read_config_text(name), file=name, environ=environ, keep_ports=keep_ports)
+    return parse_config(
+        read_config_text(name), file=name, environ=environ, keep_ports=keep_ports, strict=strict
+    )
 
 
 def read_config_text(path: str) -> str:
@@ -68,6 +73,7 @@ def parse_config(
     file: str = "<config>",
     environ: Mapping[str, str] | None = None,
     keep_ports: Mapping[str, int] | None = None,
+    strict: bool = False,
 ) -> Config:
     """Validate config ``text``; ``file`` is only used in messages."""
     tree = source.parse_yaml(text, file=file)
@@ -79,6 +85,8 @@ def parse_config(
     macros.expand_models(data, _TEXT_DEFAULTS, problems, keep_ports=keep_ports)
     macros.expand_peers(data, problems)
     validate.check_and_derive(data, problems)
+    if strict:
+        problems.make_warnings_errors()
     problems.raise_if_any()
     config = structure_config(data)
-    return attrs.evolve(config, source=file, warnings=tuple(problems.warnings))
+    return attrs.evolve(config, source=file, warnings=tuple(problems.warnings), strict=strict)

@@ -403,6 +403,8 @@ class Config:
     # Computed by the loader.
     source: str = derived("")
     warnings: tuple[str, ...] = derived(factory=tuple)
+    #: Loaded with ``--strict`` (warnings were errors); a reload keeps the same rule.
+    strict: bool = derived(False)
 
     def group_of(self, model_id: str) -> str:
         """The ID of the group ``model_id`` belongs to (``(default)`` if none)."""

@@ -19,7 +19,6 @@ position for every path so later stages (macros, cross-field checks) report line
 
 from __future__ import annotations
 
-import difflib
 import enum
 import re
 import types
@@ -29,7 +28,7 @@ from typing import Any
 
 import attrs
 
-from swapd.config import source
+from swapd.config import known, source
 from swapd.config.model import MacroValue
 from swapd.errors import ConfigError, ConfigProblem
 
@@ -81,6 +80,8 @@ class Problems:
     file: str
     problems: list[ConfigProblem] = attrs.field(factory=list)
     warnings: list[str] = attrs.field(factory=list)
+    #: The warnings as problems, for ``--strict`` (which turns them into errors).
+    warned: list[ConfigProblem] = attrs.field(factory=list)
     positions: dict[Path, tuple[int, int]] = attrs.field(factory=dict)
     paths: list[Path] = attrs.field(factory=list)
 
@@ -98,10 +99,16 @@ class Problems:
         self.problems.append(ConfigProblem(self.file, line, column, render_path(path), message))
 
     def warn(self, path: Path, message: str) -> None:
-        line, _ = self.position(path)
+        line, column = self.position(path)
         where = f"{self.file}:{line}" if line else self.file
         field = f" {render_path(path)}:" if path else ""
         self.warnings.append(f"{where}:{field} {message}")
+        self.warned.append(ConfigProblem(self.file, line, column, render_path(path), message))
+
+    def make_warnings_errors(self) -> None:
+        """``--strict``: every warning so far becomes a problem."""
+        self.problems.extend(self.warned)
+        self.paths.extend(() for _ in self.warned)
 
     def any_under(self, prefix: Path) -> bool:
         """Whether a problem was already reported at or below ``prefix``."""
@@ -424,7 +431,10 @@ class _Shaper:
             field = by_key.get(key)
             if field is None:
                 self.problems.positions[(*path, key)] = source.key_position(node, raw_key)
-                self.problems.add((*path, key), _unknown_key_message(key, fields))
+                # A key that only holds an anchor (``x-base: &base``) is a template.
+                if source.anchor_of(child) is None:
+                    message = known.unknown_key_message(cls.__name__, key, [f.key for f in fields])
+                    self.problems.warn((*path, key), message)
                 continue
             here = (*path, field.key)
             self.problems.positions[here] = source.key_position(node, raw_key)
@@ -449,14 +459,3 @@ class _Shaper:
             elif field.key not in out and field.key not in invalid:
                 self.problems.add((*path, field.key), f"'{field.key}' must not be empty")
         return out
-
-
-def _unknown_key_message(key: str, fields: tuple[_Field, ...]) -> str:
-    known = [f.key for f in fields]
-    folded = {k.lower(): k for k in known}
-    close = folded.get(key.lower()) or next(
-        iter(difflib.get_close_matches(key, known, n=1, cutoff=0.6)), None
-    )
-    if close:
-        return f"unknown setting '{key}' (did you mean '{close}'?)"
-    return f"unknown setting '{key}'; known settings: {', '.join(sorted(known))}"
