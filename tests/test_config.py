@@ -1023,11 +1023,17 @@ def test_preload_is_trimmed_resolved_and_unknown_names_warned() -> None:
     )
 
 
-def test_legacy_profiles_and_log_requests_warn() -> None:
-    config = load("profiles:\n  p: [a, b]\nlogRequests: true\n")
+def test_legacy_profiles_are_an_error_and_log_requests_warns() -> None:
+    # llama-swap v241 gave profiles a new meaning; the legacy list form is a load error there.
+    problem = one_problem("profiles:\n  p: [a, b]\n")
+    assert (problem.line, problem.path) == (2, "profiles.p")
+    assert problem.message == (
+        "profile must be a mapping with description and pins; "
+        "the legacy list syntax is no longer supported"
+    )
+    config = load("logRequests: true\n")
     assert config.warnings == (
-        "test.yaml:1: profiles: profiles were removed in favour of groups; ignored",
-        "test.yaml:3: logRequests: logRequests is deprecated and has no effect",
+        "test.yaml:1: logRequests: logRequests is deprecated and has no effect",
     )
 
 

@@ -66,11 +66,11 @@ VALID = [
     "models:\n  m:\n    cmd: s --port ${PORT}\n    sleepEndpoints: [{endpoint: /s, method: post}]\n"
     "    wakeEndpoints: [{endpoint: /w}]\n",
     "hooks:\n  on_startup:\n    preload: []\n",
-    "profiles:\n  old: [a]\n",
     "peers:\n  p:\n    proxy: http://h\n    models: [x]\n    filters: {setParams: {k: {n: 1}}}\n",
 ]
 
 SHAPE_INVALID = [
+    "profiles:\n  old: [a]\n",  # llama-swap's legacy list form, an error since v241
     "startPort: abc\n",
     "startPort: 0\n",
     'startPort: "5800"\n',

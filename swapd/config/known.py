@@ -19,7 +19,13 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["NEWER", "unknown_key_message"]
+__all__ = ["NEWER", "NOT_A_MAPPING", "unknown_key_message"]
+
+#: Class name → the error for a value that is not a mapping, where llama-swap words it.
+NOT_A_MAPPING: dict[str, str] = {
+    "Profile": "profile must be a mapping with description and pins; "
+    "the legacy list syntax is no longer supported",
+}
 
 #: (class, key) → the llama-swap version that added it, for keys swapd does not read yet.
 NEWER: dict[tuple[str, str], str] = {

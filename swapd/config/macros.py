@@ -42,11 +42,22 @@ _REFERENCE = re.compile(r"\$\{([a-zA-Z0-9_-]+)\}")
 _MAX_PORT = 65535
 
 # Text settings of a model that macros expand in, as paths inside the model's mapping.
-_MODEL_TEXT = (("cmd",), ("cmdStop",), ("proxy",), ("checkEndpoint",), ("filters", "stripParams"))
+_MODEL_TEXT = (
+    ("cmd",),
+    ("cmdStop",),
+    ("proxy",),
+    ("checkEndpoint",),
+    ("filters", "stripParams"),
+    ("name",),
+    ("description",),
+    ("useModelName",),
+)
 # Settings holding any value, expanded with types kept.
-_MODEL_TYPED = (("metadata",), ("filters", "setParams"))
-_PEER_TEXT = (("apiKey",), ("filters", "stripParams"))
-_PEER_TYPED = (("filters", "setParams"),)
+_MODEL_TYPED = (("metadata",), ("filters", "setParams"), ("filters", "setParamsByID"))
+_TYPED_SLOTS = frozenset(_MODEL_TYPED)
+_PEER_TEXT = (("apiKey",), ("proxy",), ("filters", "stripParams"))
+_PEER_TYPED = (("filters", "setParams"), ("filters", "setParamsByID"))
+_BY_ID = ("filters", "setParamsByID")
 
 
 def check_definitions(macros: Mapping[str, Any], path: Path, problems: Problems) -> None:
@@ -105,6 +116,7 @@ def expand_models(
         ordered.update(own)  # an existing name keeps its place: override in place
         for name, value in reversed(list(ordered.items())):
             _apply(model, _model_slots(model), name, value)
+            _apply_to_keys(model, name, value)
         if "${PORT}" in model.get("cmd", ""):
             wants_port.append(model_id)
         elif "${PORT}" in model.get("proxy", ""):
@@ -135,6 +147,7 @@ def expand_models(
         model["port"] = port
         slots = [s for s in _model_slots(model) if s[0] != "checkEndpoint"]
         _apply(model, slots, "PORT", port)
+        _apply_to_keys(model, "PORT", port)
         _report_leftovers(model, model_id, here, problems)
 
 
@@ -158,6 +171,7 @@ Slot = tuple[str | int, ...]
 def _model_slots(model: Mapping[str, Any]) -> list[Slot]:
     slots = list(_slots(model, _MODEL_TEXT, _MODEL_TYPED))
     slots.extend(("env", i) for i in range(len(model.get("env", ()))))
+    slots.extend(("aliases", i) for i in range(len(model.get("aliases", ()))))
     for key in ("sleepEndpoints", "wakeEndpoints"):
         for i, step in enumerate(model.get(key, ())):
             slots.extend((key, i, part) for part in ("endpoint", "body") if part in step)
@@ -200,7 +214,29 @@ def _apply(mapping: Any, slots: list[Slot], name: str, value: Any) -> None:
 
 
 def _is_typed(slot: Slot) -> bool:
-    return slot[0] == "metadata" or slot[:2] == ("filters", "setParams")
+    return slot[:1] in _TYPED_SLOTS or slot[:2] in _TYPED_SLOTS
+
+
+def _apply_to_keys(model: dict[str, Any], name: str, value: Any) -> None:
+    """``filters.setParamsByID`` keys are the one place mapping keys are expanded (they
+    name what a client asks for, e.g. ``${MODEL_ID}:high``). Two keys that expand to the
+    same text are kept apart here and reported with the leftovers."""
+    by_id = _get(model, _BY_ID)
+    if not isinstance(by_id, dict):
+        return
+    token = "${" + name + "}"
+    if not any(token in key for key in by_id):
+        return
+    text = render_scalar(value)
+    expanded: dict[str, Any] = {}
+    for key, params in by_id.items():
+        new = key.replace(token, text)
+        if new in expanded:
+            collisions = model.setdefault("_by_id_collisions", [])
+            collisions.append((key, new))
+            continue
+        expanded[new] = params
+    model["filters"]["setParamsByID"] = expanded
 
 
 def _substitute(node: Any, token: str, text: str, typed: Any) -> Any:
@@ -236,9 +272,20 @@ def _leftovers(node: Any, slot: Slot) -> Iterator[tuple[Slot, str]]:
                 yield where, match.group(1)
 
 
-def _report_leftovers(
-    model: Mapping[str, Any], model_id: str, here: Path, problems: Problems
-) -> None:
+def _report_leftovers(model: dict[str, Any], model_id: str, here: Path, problems: Problems) -> None:
+    for original, value in model.pop("_by_id_collisions", ()):
+        problems.add(
+            (*here, *_BY_ID),
+            f'model {model_id} filters.setParamsByID: keys "{original}" and another key '
+            f'resolve to the same value "{value}"',
+        )
+    for key in _get(model, _BY_ID) or ():
+        for match in _REFERENCE.finditer(key):
+            problems.add(
+                (*here, *_BY_ID),
+                f"unknown macro '${{{match.group(1)}}}' found in model {model_id} "
+                "filters.setParamsByID key",
+            )
     for slot in _model_slots(model):
         field = ".".join(str(p) for p in slot if not isinstance(p, int))
         for where, name in _leftovers(_get(model, slot), slot):
@@ -252,8 +299,10 @@ def _leftover_message(name: str, slot: Slot, model_id: str, field: str) -> str |
         if slot == ("cmdStop",):
             return None  # replaced when the model is stopped
         return "${PID} is only available in cmdStop"
-    if slot[0] == "metadata" or slot[:2] == ("filters", "setParams"):
+    if _is_typed(slot):
         return f"unknown macro '${{{name}}}'"
+    if slot[0] in ("aliases", "name", "description", "useModelName", "env"):
+        return f"model {model_id} {field}: unknown macro '${{{name}}}'"
     if name in ("PORT", "MODEL_ID"):
         return f"macro '${{{name}}}' should have been substituted in {model_id}.{field}"
     return f"unknown macro '${{{name}}}' found in {model_id}.{field}"

@@ -418,7 +418,10 @@ class _Shaper:
 
     def shape_class(self, node: Any, cls: type, path: Path) -> Any:
         if not isinstance(node, source.Mapping):
-            self.problems.add(path, f"expected a mapping of settings, found {_kind(node)}")
+            message = known.NOT_A_MAPPING.get(cls.__name__)
+            self.problems.add(
+                path, message or f"expected a mapping of settings, found {_kind(node)}"
+            )
             return INVALID
         fields = _fields_of(cls)
         by_key = {f.key: f for f in fields}

@@ -11,7 +11,7 @@ import difflib
 import urllib.parse
 from typing import Any
 
-from swapd.config import cmdline
+from swapd.config import cmdline, v250
 from swapd.config.model import DEFAULT_GROUP
 from swapd.config.shape import Path, Problems
 
@@ -27,13 +27,13 @@ def check_and_derive(data: dict[str, Any], problems: Problems) -> None:
             _check_model(model_id, model, problems)
         # Every loaded model carries a concrete value; unset inherits the global one.
         model.setdefault("sendLoadingState", data.get("sendLoadingState", False))
+    v250.resolve_models(data, problems)
     _check_aliases(models, problems)
     alias_of = {a: m for m, model in models.items() for a in model.get("aliases", ())}
     _check_groups(data, models, alias_of, problems)
     _check_peers(data, problems)
     _normalise_preload(data, models, alias_of, problems)
-    if data.get("profiles"):
-        problems.warn(("profiles",), "profiles were removed in favour of groups; ignored")
+    v250.check_root(data, alias_of, problems)
     if data.get("logRequests"):
         problems.warn(("logRequests",), "logRequests is deprecated and has no effect")
     if data.get("metricsMaxInMemory", 1000) <= 0:
