@@ -410,7 +410,7 @@ class ModelConfig:
     unload_timeout: int = setting(
         0,
         key="unloadTimeout",
-        doc="Seconds an unload or TTL stop waits after SIGTERM before SIGKILL; "
+        doc="Seconds a stop of this model waits after SIGTERM (or cmdStop) before SIGKILL; "
         "0 inherits the global unloadTimeout. Loaded configs hold the resolved value.",
     )
     timeouts: Timeouts = setting(
@@ -579,10 +579,11 @@ class Config:
         0, key="globalTTL", minimum=0, doc="Idle TTL (s) of models whose ttl is -1; 0: never."
     )
     unload_timeout: int = setting(
-        10,
+        0,
         key="unloadTimeout",
         minimum=0,
-        doc="Seconds an unload or TTL stop waits after SIGTERM before SIGKILL; 0 means 10.",
+        doc="Seconds a model's stop waits after SIGTERM (or cmdStop) before SIGKILL; "
+        "0: swapd's stop grace, 10 s (llama-swap's default).",
     )
     upstream: Upstream = setting(
         key="upstream", factory=Upstream, doc="The /upstream/<model>/ passthrough."

@@ -4,7 +4,8 @@ Runs inside ``validate.check_and_derive`` on shaped, macro-expanded data (YAML s
 so every problem has its line. It resolves what later layers should not re-derive:
 
 - a model's ``ttl`` (-1 inherits ``globalTTL``) and ``unloadTimeout`` (0 inherits the
-  global value, whose 0 means 10), so a loaded config holds the effective numbers;
+  global value; 0 there too means the daemon's stop grace, 10 s like llama-swap's
+  default), so a loaded config holds the effective numbers;
 - ``filters.setParamsByID`` keys become aliases of their model;
 - a peer's ``timeouts.responseHeader`` defaults to 60 (llama-swap's peer default);
 - ``upstream.ignorePaths`` gets llama-swap's default pattern when empty, and each pattern
@@ -24,7 +25,6 @@ __all__ = ["DEFAULT_IGNORE_PATHS", "check_root", "resolve_models"]
 
 #: llama-swap's default ``upstream.ignorePaths``: static assets never load a model.
 DEFAULT_IGNORE_PATHS = (r".*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$",)
-_DEFAULT_UNLOAD_TIMEOUT = 10
 _NOT_ACTIVE = ("store", "performance", "ui")
 
 
@@ -32,8 +32,7 @@ def resolve_models(data: dict[str, Any], problems: Problems) -> None:
     """Resolve per-model TTL and unloadTimeout, turn setParamsByID keys into aliases,
     default peer response-header timeouts."""
     global_ttl = data.get("globalTTL", 0)
-    global_unload = data.get("unloadTimeout", 0) or _DEFAULT_UNLOAD_TIMEOUT
-    data["unloadTimeout"] = global_unload
+    global_unload = data.get("unloadTimeout", 0)
     models: dict[str, Any] = data.get("models", {})
     explicit = {a: m for m, model in models.items() for a in model.get("aliases", ())}
     for model_id in sorted(models):
@@ -52,6 +51,12 @@ def resolve_models(data: dict[str, Any], problems: Problems) -> None:
         elif unload == 0:
             model["unloadTimeout"] = global_unload
         _by_id_aliases(model_id, model, models, explicit, problems)
+        if model.get("compat", {}).get("ignoreWebsockets"):
+            problems.warn(
+                (*here, "compat", "ignoreWebsockets"),
+                "accepted, not active yet in swapd (swapd does not forward WebSocket "
+                "upgrades through /upstream/ yet)",
+            )
     for peer in data.get("peers", {}).values():
         if "timeouts" in peer:
             peer["timeouts"].setdefault("responseHeader", 60)
@@ -151,22 +156,23 @@ def _check_selector(
         )
     for index, target in enumerate(targets):
         where = (*here, "targets", index)
-        if target in selectors:
+        if target in routable:  # a model, alias or peer name wins over a selector ID
+            if selector["strategy"] == "warm" and target not in models and target not in alias_of:
+                problems.add(
+                    where,
+                    f'selectors.{selector_id}.targets[{index}] "{target}" must resolve to a '
+                    'local model for strategy "warm"',
+                )
+        elif target in selectors:
             problems.add(
                 where,
                 f"selectors.{selector_id}.targets[{index}] references selector "
                 f'"{target}": selector chaining is not supported',
             )
-        elif target not in routable:
+        else:
             problems.add(
                 where,
                 f'selectors.{selector_id}.targets[{index}] references unknown model "{target}"',
-            )
-        elif selector["strategy"] == "warm" and target not in models and target not in alias_of:
-            problems.add(
-                where,
-                f'selectors.{selector_id}.targets[{index}] "{target}" must resolve to a local '
-                'model for strategy "warm"',
             )
     problems.warn(here, "selectors are accepted, not active yet in swapd")
 

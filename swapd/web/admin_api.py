@@ -23,6 +23,8 @@ from quart import Quart, Response, redirect, request
 from werkzeug.wrappers.response import Response as Redirect
 
 from swapd import __version__
+from swapd.config.model import ModelConfig
+from swapd.core.capabilities import SHADOWED_METADATA, capability_fields
 from swapd.core.states import RUNNING, ModelState
 from swapd.errors import ModelNotFound
 from swapd.web.app import Services, json_response
@@ -49,8 +51,7 @@ def model_list(services: Services) -> list[dict[str, Any]]:
             record["name"] = model.name.strip()
         if model.description.strip():
             record["description"] = model.description.strip()
-        if model.metadata:
-            record["meta"] = {"llamaswap": dict(model.metadata)}
+        _add_capabilities(record, model)
         records.append(record)
         if config.include_aliases_in_list:
             records.extend(
@@ -71,6 +72,21 @@ def model_list(services: Services) -> list[dict[str, Any]]:
         )
     records.sort(key=lambda r: r["id"])
     return records
+
+
+def _add_capabilities(record: dict[str, Any], model: ModelConfig) -> None:
+    """``capabilities`` fields, and ``meta`` (user metadata; ``n_ctx`` with a context)."""
+    fields = capability_fields(model.capabilities)
+    record.update(fields)
+    metadata = dict(model.metadata)
+    if fields:
+        for key in SHADOWED_METADATA:
+            metadata.pop(key, None)
+    meta: dict[str, Any] = {"llamaswap": metadata} if metadata else {}
+    if model.capabilities.context > 0:
+        meta["n_ctx"] = model.capabilities.context
+    if meta:
+        record["meta"] = meta
 
 
 def register(app: Quart, services: Services) -> None:

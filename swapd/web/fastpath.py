@@ -86,7 +86,7 @@ class FastPath:
             body,
             use_model_name=spec.use_model_name,
             strip=spec.filters.stripped_keys(),
-            set_items=spec.filters.set_items(),
+            set_items=spec.filters.set_items(route.requested),
         )
         if services.config.api_keys:
             headers = strip_credentials(headers)

@@ -19,6 +19,8 @@ Routes (POST unless noted):
 
 from __future__ import annotations
 
+import functools
+import re
 import urllib.parse
 from collections.abc import AsyncIterator
 
@@ -28,7 +30,7 @@ from werkzeug.wrappers.response import Response as Redirect
 
 from swapd.core.routing import Route
 from swapd.core.states import ModelState
-from swapd.errors import BadRequest, ModelNotFound
+from swapd.errors import BadRequest, Conflict, ModelNotFound
 from swapd.supervise.supervisor import Lease
 from swapd.web import bodies, problems, relay
 from swapd.web.app import Services, register_cleanup
@@ -73,7 +75,7 @@ def register(app: Quart, services: Services) -> None:
                 body,
                 use_model_name=spec.use_model_name,
                 strip=spec.filters.stripped_keys(),
-                set_items=spec.filters.set_items(),
+                set_items=spec.filters.set_items(route.requested),
             )
             if (
                 spec.send_loading_state
@@ -88,7 +90,7 @@ def register(app: Quart, services: Services) -> None:
                 body,
                 use_model_name="",
                 strip=filters.stripped_keys(),
-                set_items=filters.set_items(),
+                set_items=filters.set_items(route.requested),
             )
         return await _forward(services, route, body)
 
@@ -156,6 +158,7 @@ def register(app: Quart, services: Services) -> None:
             if request.query_string:
                 target += "?" + request.query_string.decode("latin-1")
             return redirect(target, 301 if request.method in ("GET", "HEAD") else 308)
+        _refuse_ignored_path(services, model_id, "/" + "/".join(remainder))
         route = Route("local", model_id, model_id)
         content = _stream_request_body() if request.method not in ("GET", "HEAD") else None
         return await _forward(services, route, content, path="/" + "/".join(remainder))
@@ -163,6 +166,21 @@ def register(app: Quart, services: Services) -> None:
     app.add_url_rule("/upstream", "upstream-root", upstream_root, methods=["GET"])
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
     app.add_url_rule("/upstream/<path:rest>", "upstream", upstream, methods=methods)
+
+
+def _refuse_ignored_path(services: Services, model_id: str, path: str) -> None:
+    """``upstream.ignorePaths``: a matching path (a UI's static asset, say) on a model that
+    is not ready answers 409 instead of loading the model (llama-swap v229)."""
+    if services.supervisor.runner(model_id).state is ModelState.READY:
+        return
+    unquoted = urllib.parse.unquote(path)
+    if any(p.search(unquoted) for p in _ignore_patterns(services.config.upstream.ignore_paths)):
+        raise Conflict(f"model {model_id} is not loaded; path matches upstream.ignorePaths")
+
+
+@functools.cache
+def _ignore_patterns(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(p) for p in patterns)
 
 
 async def _stream_request_body() -> AsyncIterator[bytes]:
