@@ -41,8 +41,11 @@ async def test_global_ttl_unloads_a_model_without_its_own_ttl() -> None:
             assert await running(client) == ["m"]
             listed = (await client.get("/running")).json()["running"][0]
             assert listed["ttl"] == 1  # the inherited value is what runs
-            while await running(client):  # unloaded after 1 s idle (bounded by fail_after)
+            for _ in range(150):  # unloaded after 1 s idle; polled for up to ~30 s
+                if not await running(client):
+                    break
                 await trio.sleep(0.2)
+            assert await running(client) == []
 
 
 async def test_unload_timeout_is_the_grace_before_sigkill() -> None:
