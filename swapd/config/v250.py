@@ -109,6 +109,10 @@ def check_root(data: dict[str, Any], alias_of: dict[str, str], problems: Problem
         for peer_id, peer in data.get("peers", {}).items()
         for name in peer.get("models", ())
     }
+    for fqn in sorted(peer_fqns & (set(models) | set(alias_of))):
+        kind = "model ID" if fqn in models else "model alias"
+        where: Path = ("models", fqn) if fqn in models else ("models", alias_of[fqn])
+        problems.add(where, f'{kind} "{fqn}" conflicts with fully qualified peer model name')
     selectors: dict[str, Any] = data.get("selectors", {})
     routable = set(models) | set(alias_of) | peer_names | peer_fqns
     for selector_id, selector in selectors.items():

@@ -70,6 +70,21 @@ def model_list(services: Services) -> list[dict[str, Any]]:
             }
             for name in peer.models
         )
+    listed = {r["id"] for r in records}
+    for pin, target in services.router.pins().items():  # the active profile's names
+        if target and pin not in listed and services.router.resolve(pin) is not None:
+            target_id = services.router.resolve_local(target)
+            state = states.get(target_id, ModelState.STOPPED).value if target_id else "remote"
+            records.append(
+                {
+                    "id": pin,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "swapd",
+                    "status": state,
+                    "meta": {"llamaswap": {"type": "profile"}},
+                }
+            )
     records.sort(key=lambda r: r["id"])
     return records
 

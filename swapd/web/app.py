@@ -273,6 +273,7 @@ def create_app(services: Services) -> Quart:
         fastpath,
         inference,
         observe_api,
+        profiles_api,
         ui_routes,
     )
 
@@ -282,6 +283,7 @@ def create_app(services: Services) -> Quart:
     events_api.register(app, services)
     config_api.register(app, services)
     ui_routes.register(app, services)
+    profiles_api.register(app, services)
     # Plain JSON inference POSTs skip Quart (fastpath.py); everything else gets the
     # cleanup middleware and the app.
     app.asgi_app = fastpath.FastPath(  # type: ignore[method-assign, assignment]

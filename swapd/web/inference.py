@@ -69,11 +69,13 @@ def register(app: Quart, services: Services) -> None:
         if name is None:
             raise BadRequest("missing or invalid 'model' key in the JSON request body")
         route = _resolve(services, name)
+        # A profile pin rewrote the name: the upstream sees the pin's target.
+        pinned = route.requested if route.requested != name else ""
         if route.kind == "local":
             spec = services.config.models[route.target]
             body = bodies.rewrite_json_body(
                 body,
-                use_model_name=spec.use_model_name,
+                use_model_name=spec.use_model_name or pinned,
                 strip=spec.filters.stripped_keys(),
                 set_items=spec.filters.set_items(route.requested),
             )
@@ -88,7 +90,7 @@ def register(app: Quart, services: Services) -> None:
             filters = services.config.peers[route.target].filters
             body = bodies.rewrite_json_body(
                 body,
-                use_model_name="",
+                use_model_name=pinned,
                 strip=filters.stripped_keys(),
                 set_items=filters.set_items(route.requested),
             )
@@ -108,7 +110,7 @@ def register(app: Quart, services: Services) -> None:
         route = _resolve(services, name)
         new_name = None
         if route.kind == "local":
-            new_name = services.config.models[route.target].use_model_name or name
+            new_name = services.config.models[route.target].use_model_name or route.requested
         try:
             body = upload.body(new_name if form_model is not None else None)
         except ValueError as exc:
@@ -189,6 +191,8 @@ async def _stream_request_body() -> AsyncIterator[bytes]:
 
 
 def _resolve(services: Services, name: str) -> Route:
+    if services.router.pinned(name) == "":  # the active profile disables this name
+        raise ModelNotFound("no model id could be identified")
     route = services.router.resolve(name)
     if route is None:
         raise ModelNotFound(problems.unknown_model_message(name, services.router.names()))
