@@ -32,14 +32,15 @@ import os
 import shlex
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
 from swapd import __version__
 from swapd.config import Config, ConfigError, load_config
-from swapd.config.model import DEFAULT_GROUP
+from swapd.config.model import DEFAULT_GROUP, ModelConfig, Timeouts
+from swapd.core.capabilities import capability_fields
 from swapd.ops.activation import ActivationError, inherited_sockets
 
 if TYPE_CHECKING:
@@ -331,6 +332,7 @@ def _print_resolved(config: Config, out: TextIO) -> None:
             write(f"    aliases: {', '.join(model.aliases)}\n")
         if model.sleep_enabled:
             write("    sleep:  enabled\n")
+        _print_model_v250(model, write)
     write("groups:\n")
     for group_id, group in config.groups.items():
         flags = [f"swap={str(group.swap).lower()}", f"exclusive={str(group.exclusive).lower()}"]
@@ -344,3 +346,44 @@ def _print_resolved(config: Config, out: TextIO) -> None:
             write(f"  {peer_id}: {peer.proxy} ({', '.join(peer.models)})\n")
     if config.hooks.on_startup.preload:
         write(f"preload: {', '.join(config.hooks.on_startup.preload)}\n")
+    _print_root_v250(config, write)
+
+
+def _print_model_v250(model: ModelConfig, write: Callable[[str], object]) -> None:
+    """The llama-swap v250 settings of one model, where they differ from the defaults."""
+    if model.unload_timeout:
+        write(f"    unloadTimeout: {model.unload_timeout}s\n")
+    if model.timeouts != Timeouts():
+        write(f"    timeouts: {_timeouts_text(model.timeouts)}\n")
+    caps = capability_fields(model.capabilities)
+    if caps:
+        write(f"    capabilities: {json.dumps(caps, sort_keys=True)}\n")
+    for name, params in sorted(model.filters.set_params_by_id.items()):
+        write(f"    setParamsByID {name}: {json.dumps(params, sort_keys=True)}\n")
+    if model.compat.ignore_websockets:
+        write("    compat: ignoreWebsockets (not active yet)\n")
+
+
+def _print_root_v250(config: Config, write: Callable[[str], object]) -> None:
+    if config.global_ttl:
+        write(f"globalTTL: {config.global_ttl}s\n")
+    if config.unload_timeout:
+        write(f"unloadTimeout: {config.unload_timeout}s\n")
+    write(f"upstream.ignorePaths: {', '.join(config.upstream.ignore_paths)}\n")
+    for peer_id, peer in sorted(config.peers.items()):
+        write(f"  peer {peer_id} timeouts: {_timeouts_text(peer.timeouts)}\n")
+    if config.profiles:
+        write("profiles:\n")
+        for profile_id, profile in sorted(config.profiles.items()):
+            pins = ", ".join(f"{k} -> {v or '(disabled)'}" for k, v in sorted(profile.pins.items()))
+            write(f"  {profile_id}: {pins}\n")
+    if config.selectors:
+        write("selectors (not active yet):\n")
+        for selector_id, selector in sorted(config.selectors.items()):
+            targets = ", ".join(selector.targets)
+            write(f"  {selector_id}: {selector.strategy.value} over {targets}\n")
+
+
+def _timeouts_text(timeouts: Timeouts) -> str:
+    parts = attrs.asdict(timeouts)
+    return " ".join(f"{k}={v}" for k, v in parts.items())

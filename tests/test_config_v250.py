@@ -276,12 +276,12 @@ def test_keys_accepted_but_not_active_yet_warn() -> None:
     assert config.performance.every == "10s"
     assert config.ui.activity.session_id == ("X-Session-ID",)
     assert config.models["m"].compat.ignore_websockets is True
-    assert config.warnings == (
-        "t.yaml:10: models.m.compat.ignoreWebsockets: accepted, not active yet in swapd "
-        "(swapd does not forward WebSocket upgrades through /upstream/ yet)",
+    assert config.warnings == (  # in file order
         "t.yaml:2: store: 'store' is accepted, not active yet in swapd",
         "t.yaml:3: performance: 'performance' is accepted, not active yet in swapd",
         "t.yaml:4: ui: 'ui' is accepted, not active yet in swapd",
+        "t.yaml:10: models.m.compat.ignoreWebsockets: accepted, not active yet in swapd "
+        "(swapd does not forward WebSocket upgrades through /upstream/ yet)",
     )
 
 

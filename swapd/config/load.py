@@ -89,4 +89,7 @@ def parse_config(
         problems.make_warnings_errors()
     problems.raise_if_any()
     config = structure_config(data)
-    return attrs.evolve(config, source=file, warnings=tuple(problems.warnings), strict=strict)
+    # In file order, like errors (stages warn in their own order).
+    order = sorted(range(len(problems.warned)), key=lambda i: problems.warned[i].line)
+    warnings = tuple(problems.warnings[i] for i in order)
+    return attrs.evolve(config, source=file, warnings=warnings, strict=strict)

@@ -8,6 +8,7 @@ and ``stop_argv``, the implicit ``(default)`` group, and the normalised preload 
 from __future__ import annotations
 
 import difflib
+import re
 import urllib.parse
 from typing import Any
 
@@ -78,6 +79,8 @@ def _check_model(model_id: str, model: dict[str, Any], problems: Problems) -> No
             model["argv"] = cmdline.split_command(model["cmd"])
         except ValueError:
             problems.add((*here, "cmd"), "cmd is empty: it must name the command to run")
+        else:
+            _warn_lost_backslashes(here, model, problems)
     if model.get("cmdStop", "").strip():
         try:
             model["stop_argv"] = cmdline.split_command(model["cmdStop"])
@@ -95,6 +98,20 @@ def _check_model(model_id: str, model: dict[str, Any], problems: Problems) -> No
         if not sep or not name or any(c.isspace() for c in name):
             problems.add((*here, "env", index), f"env entry {entry!r} must look like NAME=value")
     _check_sleep(here, model, problems)
+
+
+_WINDOWS_PATH = re.compile(r"(?<![\w'\"])[A-Za-z]:\\")
+
+
+def _warn_lost_backslashes(here: Path, model: dict[str, Any], problems: Problems) -> None:
+    """``C:\\models\\x.gguf`` unquoted: POSIX quoting reads each backslash as an escape
+    (as llama-swap does), so the path arrives without them. Almost never what was meant."""
+    if _WINDOWS_PATH.search(model["cmd"]) and not any("\\" in arg for arg in model["argv"]):
+        problems.warn(
+            (*here, "cmd"),
+            "backslashes outside quotes are escapes and were dropped (the path became "
+            f"{model['argv'][0]!r}): put Windows paths in quotes or use forward slashes",
+        )
 
 
 def _check_sleep(here: Path, model: dict[str, Any], problems: Problems) -> None:
