@@ -359,3 +359,57 @@ def test_selectors_are_checked_and_accepted_with_a_warning() -> None:
         (9, 'selectors.s2.targets[0] references selector "s1": selector chaining is not supported'),
         (10, "'sometimes' is not valid; expected one of: warm, pin, spillover"),
     ]
+
+
+def test_a_whole_value_macro_gives_numbers_and_booleans_their_type() -> None:
+    config = load(
+        """
+        macros:
+          base: 7000
+          idle: 300
+          hide: true
+        startPort: ${base}
+        healthCheckTimeout: ${idle}
+        models:
+          m:
+            cmd: s --port ${PORT}
+            ttl: ${idle}
+            unlisted: ${hide}
+            macros:
+              idle: 60
+          n:
+            cmd: s --port ${PORT}
+            ttl: ${idle}
+        """
+    )
+    assert (config.start_port, config.health_check_timeout) == (7000, 300)
+    assert config.models["m"].port == 7000
+    assert (config.models["m"].ttl, config.models["m"].unlisted) == (60, True)  # model wins
+    assert config.models["n"].ttl == 300
+    found = problems(
+        """
+        macros:
+          word: soon
+          idle: 300
+          low: 3
+        startPort: ${nope}
+        models:
+          m:
+            cmd: s --port ${PORT}
+            ttl: ${word}
+            unlisted: ${idle}
+            capabilities:
+              context: ${low}
+          quoted:
+            cmd: s --port ${PORT}
+            timeouts:
+              connect: "${low}"
+        """
+    )
+    assert found == [
+        (6, "startPort", "unknown macro '${nope}'"),
+        (10, "models.m.ttl", "macro '${word}' is 'soon'; expected a whole number"),
+        (11, "models.m.unlisted", "macro '${idle}' is 300; expected true or false"),
+        (17, "models.quoted.timeouts.connect", "expected a whole number, found '${low}'"),
+    ]
+    # a quoted "${low}" is text, as for every number

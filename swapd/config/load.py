@@ -80,6 +80,7 @@ def parse_config(
     problems = Problems(file)
     data = shape_document(tree, Config, problems, os.environ if environ is None else environ)
     macros.check_definitions(data.get("macros", {}), ("macros",), problems)
+    macros.resolve_typed(data, problems)
     for model_id, model in data.get("models", {}).items():
         macros.check_definitions(model.get("macros", {}), ("models", model_id, "macros"), problems)
     macros.expand_models(data, _TEXT_DEFAULTS, problems, keep_ports=keep_ports)

@@ -32,9 +32,9 @@ from typing import Any
 
 from swapd.config import cmdline
 from swapd.config.gofmt import render_scalar
-from swapd.config.shape import Path, Problems
+from swapd.config.shape import INVALID, MacroRef, Path, Problems, check_number
 
-__all__ = ["RESERVED", "check_definitions", "expand_models", "expand_peers"]
+__all__ = ["RESERVED", "check_definitions", "expand_models", "expand_peers", "resolve_typed"]
 
 RESERVED = ("PORT", "MODEL_ID", "PID")
 _NAME = re.compile(r"[a-zA-Z0-9_-]+")
@@ -117,6 +117,13 @@ def expand_models(
         for name, value in reversed(list(ordered.items())):
             _apply(model, _model_slots(model), name, value)
             _apply_to_keys(model, name, value)
+        for key in list(model):
+            if key != "macros":
+                resolved = _resolve_refs(model[key], ordered, (*here, key), problems)
+                if resolved is INVALID:
+                    del model[key]
+                else:
+                    model[key] = resolved
         if "${PORT}" in model.get("cmd", ""):
             wants_port.append(model_id)
         elif "${PORT}" in model.get("proxy", ""):
@@ -149,6 +156,54 @@ def expand_models(
         _apply(model, slots, "PORT", port)
         _apply_to_keys(model, "PORT", port)
         _report_leftovers(model, model_id, here, problems)
+
+
+def resolve_typed(data: dict[str, Any], problems: Problems) -> None:
+    """Number and boolean settings outside ``models`` written as ``${name}`` take the
+    global macro's typed value (``startPort: ${base}``); then any ``${name}`` left in a
+    number or boolean anywhere is reported (a model's are resolved by ``expand_models``)."""
+    global_macros: Mapping[str, Any] = data.get("macros", {})
+    for key in list(data):
+        if key not in ("models", "macros"):
+            resolved = _resolve_refs(data[key], global_macros, (key,), problems)
+            if resolved is INVALID:
+                del data[key]  # reported; the default applies to the later stages
+            else:
+                data[key] = resolved
+
+
+def _resolve_refs(node: Any, scope: Mapping[str, Any], path: Path, problems: Problems) -> Any:
+    """``node`` with every ``MacroRef`` replaced by its macro's value, when that value has
+    the setting's type; problems recorded (and the entry dropped: the default applies)."""
+    if isinstance(node, MacroRef):
+        return _typed(node, scope, path, problems)
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            resolved = _resolve_refs(value, scope, (*path, key), problems)
+            if resolved is not INVALID:
+                out[key] = resolved
+        return out
+    if isinstance(node, list):
+        items = [_resolve_refs(v, scope, (*path, i), problems) for i, v in enumerate(node)]
+        return [item for item in items if item is not INVALID]
+    return node
+
+
+def _typed(ref: MacroRef, scope: Mapping[str, Any], path: Path, problems: Problems) -> Any:
+    if ref.name not in scope:
+        problems.add(path, f"unknown macro '${{{ref.name}}}'")
+        return INVALID
+    value = scope[ref.name]
+    if ref.kind is bool:
+        if isinstance(value, bool):
+            return value
+        problems.add(path, f"macro '${{{ref.name}}}' is {value!r}; expected true or false")
+        return INVALID
+    if isinstance(value, int) and not isinstance(value, bool):
+        return check_number(value, path, ref.meta, problems)
+    problems.add(path, f"macro '${{{ref.name}}}' is {value!r}; expected a whole number")
+    return INVALID
 
 
 def expand_peers(data: dict[str, Any], problems: Problems) -> None:

@@ -32,7 +32,16 @@ from swapd.config import known, source
 from swapd.config.model import MacroValue
 from swapd.errors import ConfigError, ConfigProblem
 
-__all__ = ["INVALID", "Path", "Problems", "render_path", "shape_document", "typed_value"]
+__all__ = [
+    "INVALID",
+    "MacroRef",
+    "Path",
+    "Problems",
+    "check_number",
+    "render_path",
+    "shape_document",
+    "typed_value",
+]
 
 Path = tuple[str | int, ...]
 
@@ -49,6 +58,17 @@ _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _INF = re.compile(r"[-+]?\.(inf|Inf|INF)")
 _NAN = re.compile(r"\.(nan|NaN|NAN)")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-/:]+")
+_WHOLE_MACRO = re.compile(r"\$\{([a-zA-Z0-9_-]+)\}")
+
+
+@attrs.frozen
+class MacroRef:
+    """A number or boolean setting written as exactly ``${name}``: the macro's typed
+    value decides (llama-swap v243), once ``macros.py`` knows the macros in scope."""
+
+    name: str
+    kind: type  # int or bool
+    meta: Mapping[str, Any]
 
 
 class _Invalid:
@@ -189,6 +209,19 @@ def _fields_of(cls: type) -> tuple[_Field, ...]:
     return found
 
 
+def check_number(value: int, path: Path, meta: Mapping[str, Any], problems: Problems) -> Any:
+    """``value`` within the setting's ``minimum`` (raised to it with a warning when the
+    setting clamps); INVALID with a problem recorded otherwise."""
+    minimum = meta.get("minimum")
+    if minimum is not None and value < minimum:
+        if meta.get("clamp"):
+            problems.warn(path, f"{value} is below the minimum {minimum}; using {minimum}")
+            return minimum
+        problems.add(path, f"must be at least {minimum}, found {value}")
+        return INVALID
+    return value
+
+
 def _kind(node: Any) -> str:
     if isinstance(node, source.Mapping):
         return "a mapping"
@@ -308,6 +341,9 @@ class _Shaper:
         text = self.scalar_text(node, path, "true or false")
         if text is None:
             return INVALID
+        whole = _WHOLE_MACRO.fullmatch(text)
+        if whole and not source.is_quoted(node):
+            return MacroRef(whole.group(1), bool, {})
         if not source.is_quoted(node):
             if text in _TRUE:
                 return True
@@ -325,18 +361,13 @@ class _Shaper:
         text = self.scalar_text(node, path, "a whole number")
         if text is None:
             return INVALID
+        whole = _WHOLE_MACRO.fullmatch(text)
+        if whole and not source.is_quoted(node):
+            return MacroRef(whole.group(1), int, meta)
         if source.is_quoted(node) or not _INT.fullmatch(text.strip()):
             self.problems.add(path, f"expected a whole number, found {text!r}")
             return INVALID
-        value = int(text)
-        minimum = meta.get("minimum")
-        if minimum is not None and value < minimum:
-            if meta.get("clamp"):
-                self.problems.warn(path, f"{value} is below the minimum {minimum}; using {minimum}")
-                return minimum
-            self.problems.add(path, f"must be at least {minimum}, found {value}")
-            return INVALID
-        return value
+        return check_number(int(text), path, meta, self.problems)
 
     def shape_any(self, node: Any, path: Path) -> Any:
         if isinstance(node, source.Mapping):

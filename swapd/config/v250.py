@@ -39,12 +39,16 @@ def resolve_models(data: dict[str, Any], problems: Problems) -> None:
         model = models[model_id]
         here: Path = ("models", model_id)
         ttl = model.get("ttl", -1)
-        if ttl == -1:
+        if not isinstance(ttl, int):
+            pass  # a ${macro} of a model macros.py skipped as broken: reported already
+        elif ttl == -1:
             model["ttl"] = global_ttl
         elif ttl < 0:
             problems.add((*here, "ttl"), f"model {model_id}: invalid TTL value {ttl}")
         unload = model.get("unloadTimeout", 0)
-        if unload < 0:
+        if not isinstance(unload, int):
+            pass
+        elif unload < 0:
             problems.add(
                 (*here, "unloadTimeout"), f"model {model_id}: invalid unloadTimeout value {unload}"
             )
