@@ -378,7 +378,7 @@ def _print_root_v250(config: Config, write: Callable[[str], object]) -> None:
             pins = ", ".join(f"{k} -> {v or '(disabled)'}" for k, v in sorted(profile.pins.items()))
             write(f"  {profile_id}: {pins}\n")
     if config.selectors:
-        write("selectors (not active yet):\n")
+        write("selectors:\n")
         for selector_id, selector in sorted(config.selectors.items()):
             targets = ", ".join(selector.targets)
             write(f"  {selector_id}: {selector.strategy.value} over {targets}\n")

@@ -33,7 +33,6 @@ WARNINGS: dict[str, list[str]] = {
         "F:12: performance: 'performance' is accepted, not active yet in swapd",
         "F:15: ui: 'ui' is accepted, not active yet in swapd",
         "F:51: models.comfy.compat.ignoreWebsockets: accepted, not active yet in swapd (swapd does not forward WebSocket upgrades through /upstream/ yet)",
-        "F:72: selectors.chat: selectors are accepted, not active yet in swapd",
     ],
     "windows-box.yaml": [
         "F:2: listen: unknown setting 'listen' ignored: the address is a command-line option: swapd --listen HOST:PORT",
@@ -320,4 +319,4 @@ def test_check_config_prints_the_v250_file_resolved() -> None:
     ):
         assert line in out.splitlines(), line
     assert '"context_length": 131072' in out
-    assert "selectors.chat: selectors are accepted, not active yet in swapd" in result.stderr
+    assert "store: 'store' is accepted, not active yet in swapd" in result.stderr

@@ -325,7 +325,7 @@ def test_profiles_pins_must_name_something_routable() -> None:
     ]
 
 
-def test_selectors_are_checked_and_accepted_with_a_warning() -> None:
+def test_selectors_are_checked() -> None:
     config = load(
         """
         models:
@@ -336,9 +336,7 @@ def test_selectors_are_checked_and_accepted_with_a_warning() -> None:
         """
     )
     assert config.selectors["coder"].strategy.value == "warm"
-    assert config.warnings == (
-        "t.yaml:6: selectors.coder: selectors are accepted, not active yet in swapd",
-    )
+    assert config.warnings == ()
     found = problems(
         """
         models:

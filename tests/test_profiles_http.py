@@ -21,8 +21,8 @@ def model(name: str) -> str:
     )
 
 
-def chat(name: str) -> dict[str, object]:
-    return {"model": name, "messages": [{"role": "user", "content": "hi"}]}
+def chat(name: str, **extra: object) -> dict[str, object]:
+    return {"model": name, "messages": [{"role": "user", "content": "hi"}], **extra}
 
 
 PROFILES = """
@@ -115,3 +115,66 @@ async def test_peer_models_answer_to_their_namespaced_name() -> None:
     assert reply.status_code == 200, reply.text
     assert json.loads(reply.json()["x_request_body"])["model"] == "backend"
     assert missing.status_code == 404
+
+
+SELECTORS = """
+groups:
+  pair: {swap: false, exclusive: false, members: [a, b]}
+selectors:
+  first: {strategy: pin, targets: [b, a], name: First}
+  warm: {strategy: warm, targets: [a, b]}
+  spill:
+    strategy: spillover
+    targets: [a, b]
+    settings: {spillover: 1}
+"""
+
+
+async def test_pin_and_warm_selectors_pick_their_target() -> None:
+    config = "models:\n" + model("a") + model("b") + SELECTORS
+    with trio.fail_after(40):
+        async with open_swapd(config) as swapd, httpx.AsyncClient(base_url=swapd.url) as client:
+            pinned = await client.post("/v1/chat/completions", json=chat("first"))
+            assert pinned.json()["x_upstream_model"] == "b"
+            assert json.loads(pinned.json()["x_request_body"])["model"] == "b"
+            # b is ready, a is not: warm takes b without starting a
+            warm = await client.post("/v1/chat/completions", json=chat("warm"))
+            assert warm.json()["x_upstream_model"] == "b"
+            running = [r["model"] for r in (await client.get("/running")).json()["running"]]
+            assert running == ["b"]
+            listed = {r["id"]: r for r in (await client.get("/v1/models")).json()["data"]}
+            upstream = await client.get("/upstream/first/echo/x")
+    assert listed["first"]["name"] == "First"
+    assert listed["first"]["meta"]["llamaswap"] == {
+        "type": "selector",
+        "strategy": "pin",
+        "targets": ["b", "a"],
+    }
+    assert listed["first"]["status"] == "ready"  # its first target is loaded
+    assert listed["spill"]["meta"]["llamaswap"]["spillover"] == 1
+    assert upstream.status_code == 400  # selectors are not resolved on /upstream
+
+
+async def test_spillover_sends_the_second_concurrent_request_to_the_next_target() -> None:
+    config = "healthCheckTimeout: 15\nmodels:\n" + model("a") + model("b") + SELECTORS
+    replies: dict[str, str] = {}
+    with trio.fail_after(60):
+        async with (
+            open_swapd(config) as swapd,
+            httpx.AsyncClient(base_url=swapd.url, timeout=30) as client,
+        ):
+
+            async def ask(label: str) -> None:
+                body = chat("spill", x_delay_ms=3000)
+                reply = await client.post("/v1/chat/completions", json=body)
+                replies[label] = reply.json()["x_upstream_model"]
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ask, "first")
+                while not (await client.get("/running")).json()["running"]:  # noqa: ASYNC110
+                    await trio.sleep(0.05)  # the first request has picked (and reserved) a
+                nursery.start_soon(ask, "second")
+            after = await client.post("/v1/chat/completions", json=chat("spill"))
+    assert replies == {"first": "a", "second": "b"}
+    # both ended: a is active again with no reservation, so it takes the next one
+    assert after.json()["x_upstream_model"] == "a"

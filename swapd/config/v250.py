@@ -10,7 +10,8 @@ so every problem has its line. It resolves what later layers should not re-deriv
 - a peer's ``timeouts.responseHeader`` defaults to 60 (llama-swap's peer default);
 - ``upstream.ignorePaths`` gets llama-swap's default pattern when empty, and each pattern
   must compile;
-- ``profiles`` pins and ``selectors`` targets must name something routable;
+- ``profiles`` pins and ``selectors`` targets must name something routable (the
+  selection itself is ``swapd.core.selectors``);
 - ``store``, ``performance`` and ``ui`` are accepted and reported as not active yet.
 """
 
@@ -182,7 +183,6 @@ def _check_selector(
                 where,
                 f'selectors.{selector_id}.targets[{index}] references unknown model "{target}"',
             )
-    problems.warn(here, "selectors are accepted, not active yet in swapd")
 
 
 def _check_profile(

@@ -33,6 +33,8 @@ class Route:
 class Router:
     def __init__(self, config: Config) -> None:
         self._profiles = config.profiles
+        #: selector ID → target → requests in flight (spillover's reservations)
+        self.reservations: dict[str, dict[str, int]] = {}
         self.active_profile: str | None = None
         self._pins: dict[str, str | None] = {}
         self._local: dict[str, str] = {}
@@ -67,7 +69,11 @@ class Router:
         return dict(self._pins)
 
     def resolve(self, name: str) -> Route | None:
-        name = self.pinned(name) or ""
+        """The route for a requested name, after the active profile's pins."""
+        return self.lookup(self.pinned(name) or "")
+
+    def lookup(self, name: str) -> Route | None:
+        """The route for ``name`` itself (pins already applied, or not wanted)."""
         if not name:
             return None
         model_id = self._local.get(name)
@@ -80,6 +86,11 @@ class Router:
 
     def resolve_local(self, name: str) -> str | None:
         return self._local.get(self.pinned(name) or "")
+
+    def reserve(self, selector_id: str, target: str, delta: int) -> None:
+        """Count a request a spillover selector sent to ``target`` (+1), or its end (-1)."""
+        counts = self.reservations.setdefault(selector_id, {})
+        counts[target] = counts.get(target, 0) + delta
 
     def names(self) -> Iterator[str]:
         """Every name a client may ask for (for "did you mean" messages)."""

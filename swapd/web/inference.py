@@ -28,9 +28,11 @@ from quart import Quart, Response, current_app, redirect, request
 from werkzeug.datastructures import Headers
 from werkzeug.wrappers.response import Response as Redirect
 
+from swapd.config.model import Selector, SelectorStrategy
 from swapd.core.routing import Route
+from swapd.core.selectors import pick_target
 from swapd.core.states import ModelState
-from swapd.errors import BadRequest, Conflict, ModelNotFound
+from swapd.errors import BadRequest, Conflict, ModelNotFound, ModelUnavailable
 from swapd.supervise.supervisor import Lease
 from swapd.web import bodies, problems, relay
 from swapd.web.app import Services, register_cleanup
@@ -170,6 +172,25 @@ def register(app: Quart, services: Services) -> None:
     app.add_url_rule("/upstream/<path:rest>", "upstream", upstream, methods=methods)
 
 
+def _select(services: Services, selector_id: str, selector: Selector) -> str:
+    """The selector's target for this request; a spillover pick is reserved until the
+    request is over. No usable target: 503."""
+    router = services.router
+
+    def state_of(target: str) -> ModelState | None:
+        model_id = router.resolve_local(target)
+        return services.supervisor.runner(model_id).state if model_id is not None else None
+
+    reserved = router.reservations.get(selector_id, {})
+    target = pick_target(selector, state_of, reserved)
+    if target is None:
+        raise ModelUnavailable(f'selector "{selector_id}" has no available spillover targets')
+    if selector.strategy is SelectorStrategy.SPILLOVER:
+        router.reserve(selector_id, target, +1)
+        register_cleanup(lambda: router.reserve(selector_id, target, -1))
+    return target
+
+
 def _refuse_ignored_path(services: Services, model_id: str, path: str) -> None:
     """``upstream.ignorePaths``: a matching path (a UI's static asset, say) on a model that
     is not ready answers 409 instead of loading the model (llama-swap v229)."""
@@ -191,9 +212,15 @@ async def _stream_request_body() -> AsyncIterator[bytes]:
 
 
 def _resolve(services: Services, name: str) -> Route:
-    if services.router.pinned(name) == "":  # the active profile disables this name
+    """Profile pin, then selector, then model/alias/peer (llama-swap v241's order)."""
+    router = services.router
+    wanted = router.pinned(name)
+    if wanted == "":  # the active profile disables this name
         raise ModelNotFound("no model id could be identified")
-    route = services.router.resolve(name)
+    selector = services.config.selectors.get(wanted or name)
+    if selector is not None:
+        wanted = _select(services, wanted or name, selector)
+    route = router.lookup(wanted or name)
     if route is None:
         raise ModelNotFound(problems.unknown_model_message(name, services.router.names()))
     return route
