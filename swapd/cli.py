@@ -2,9 +2,9 @@
 
 ::
 
-    swapd [--config PATH] [--listen ADDR]... [--watch-config]    run the daemon
-          [--tls-cert-file PEM --tls-key-file PEM] [--strict]
-    swapd check-config PATH [--json] [--strict]                  validate, print the resolved config
+    swapd [--config PATH] [--config-dir DIR] [--listen ADDR]...  run the daemon
+          [--watch-config] [--tls-cert-file PEM --tls-key-file PEM] [--strict]
+    swapd check-config PATH|DIR [--json] [--strict]              validate, print the resolved config
     swapd schema [--reference]                                   print the config JSON schema
                                                                  (or the Markdown reference)
     swapd install-service [--print] [--socket] [--config PATH] [--listen ADDR]...
@@ -39,6 +39,7 @@ import attrs
 
 from swapd import __version__
 from swapd.config import Config, ConfigError, load_config
+from swapd.config.load import load_config_dir
 from swapd.config.model import DEFAULT_GROUP, ModelConfig, Timeouts
 from swapd.core.capabilities import capability_fields
 from swapd.ops.activation import ActivationError, inherited_sockets
@@ -53,6 +54,7 @@ EXIT_CONFIG = 1
 EXIT_USAGE = 2
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_CONFIG = "config.yaml"
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -97,7 +99,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", "-version", action="store_true", help="print the version")
     parser.add_argument(
-        "--config", "-config", default="config.yaml", metavar="PATH", help="config file"
+        "--config", "-config", default=None, metavar="PATH", help="config file (config.yaml)"
+    )
+    parser.add_argument(
+        "--config-dir",
+        "-config-dir",
+        default=None,
+        metavar="DIR",
+        help="merge the *.yaml/*.yml files of DIR (after --config, if given)",
     )
     _add_listen_options(parser, default=[])
     parser.add_argument(
@@ -223,7 +232,10 @@ def _tls_files(args: argparse.Namespace) -> TLSFiles | None:
 
 def _run_daemon(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config, strict=args.strict)
+        if args.config_dir:
+            config = load_config_dir(args.config_dir, config_file=args.config, strict=args.strict)
+        else:
+            config = load_config(args.config or DEFAULT_CONFIG, strict=args.strict)
     except ConfigError as exc:
         print(f"Error loading config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -253,7 +265,7 @@ def _install_service(args: argparse.Namespace) -> int:
         unit_directory,
     )
 
-    config_path = os.path.abspath(args.config)
+    config_path = os.path.abspath(args.config or DEFAULT_CONFIG)
     try:
         load_config(config_path)
         tls = _tls_files(args)
@@ -292,7 +304,10 @@ def _install_service(args: argparse.Namespace) -> int:
 
 def _check_config(path: str, *, as_json: bool, strict: bool = False) -> int:
     try:
-        config = load_config(path, strict=strict)
+        if os.path.isdir(path):  # a --config-dir directory
+            config = load_config_dir(path, strict=strict)
+        else:
+            config = load_config(path, strict=strict)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG

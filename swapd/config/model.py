@@ -607,6 +607,9 @@ class Config:
     warnings: tuple[str, ...] = derived(factory=tuple)
     #: Loaded with ``--strict`` (warnings were errors); a reload keeps the same rule.
     strict: bool = derived(False)
+    #: Loaded with ``--config-dir``: the directory, and the ``--config`` file merged first.
+    config_dir: str = derived("")
+    config_file: str = derived("")
 
     def group_of(self, model_id: str) -> str:
         """The ID of the group ``model_id`` belongs to (``(default)`` if none)."""

@@ -104,6 +104,15 @@ class Problems:
     warned: list[ConfigProblem] = attrs.field(factory=list)
     positions: dict[Path, tuple[int, int]] = attrs.field(factory=dict)
     paths: list[Path] = attrs.field(factory=list)
+    #: With ``--config-dir``: the source file of a path (the closest enclosing one counts).
+    origins: dict[Path, str] = attrs.field(factory=dict)
+
+    def file_of(self, path: Path) -> str:
+        for end in range(len(path), -1, -1):
+            found = self.origins.get(path[:end])
+            if found is not None:
+                return found
+        return self.file
 
     def position(self, path: Path) -> tuple[int, int]:
         # Fall back to the closest enclosing key that has a known place.
@@ -116,14 +125,16 @@ class Problems:
     def add(self, path: Path, message: str) -> None:
         self.paths.append(path)
         line, column = self.position(path)
-        self.problems.append(ConfigProblem(self.file, line, column, render_path(path), message))
+        file = self.file_of(path)
+        self.problems.append(ConfigProblem(file, line, column, render_path(path), message))
 
     def warn(self, path: Path, message: str) -> None:
         line, column = self.position(path)
-        where = f"{self.file}:{line}" if line else self.file
+        file = self.file_of(path)
+        where = f"{file}:{line}" if line else file
         field = f" {render_path(path)}:" if path else ""
         self.warnings.append(f"{where}:{field} {message}")
-        self.warned.append(ConfigProblem(self.file, line, column, render_path(path), message))
+        self.warned.append(ConfigProblem(file, line, column, render_path(path), message))
 
     def make_warnings_errors(self) -> None:
         """``--strict``: every warning so far becomes a problem."""
