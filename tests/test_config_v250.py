@@ -411,3 +411,26 @@ def test_a_whole_value_macro_gives_numbers_and_booleans_their_type() -> None:
         (17, "models.quoted.timeouts.connect", "expected a whole number, found '${low}'"),
     ]
     # a quoted "${low}" is text, as for every number
+
+
+def test_global_macros_reach_every_top_level_key() -> None:
+    config = load(
+        """
+        macros:
+          key: sk-abc
+          gpu: big
+        apiKeys: ["${key}"]
+        store:
+          path: /var/${gpu}/activity.db
+        hooks:
+          onStartup:
+            preload: ["${gpu}"]
+        models:
+          big:
+            cmd: s --port ${PORT}
+        """
+    )
+    assert config.api_keys == ("sk-abc",)
+    assert config.store.path == "/var/big/activity.db"
+    assert config.hooks.on_startup.preload == ("big",)
+    assert problems('apiKeys: ["${nokey}"]\n') == [(1, "apiKeys[0]", "unknown macro '${nokey}'")]

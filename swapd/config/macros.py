@@ -164,12 +164,32 @@ def resolve_typed(data: dict[str, Any], problems: Problems) -> None:
     number or boolean anywhere is reported (a model's are resolved by ``expand_models``)."""
     global_macros: Mapping[str, Any] = data.get("macros", {})
     for key in list(data):
+        if key not in ("models", "macros", "peers"):  # peers: expand_peers
+            data[key] = _expand_text(data[key], global_macros, (key,), problems)
         if key not in ("models", "macros"):
             resolved = _resolve_refs(data[key], global_macros, (key,), problems)
             if resolved is INVALID:
                 del data[key]  # reported; the default applies to the later stages
             else:
                 data[key] = resolved
+
+
+def _expand_text(node: Any, scope: Mapping[str, Any], path: Path, problems: Problems) -> Any:
+    """Global macros in the text values outside ``models`` (llama-swap v243: every
+    top-level key); a leftover ``${name}`` is an unknown macro at its path."""
+    if isinstance(node, str):
+        if "${" not in node:
+            return node
+        for name, value in reversed(list(scope.items())):
+            node = node.replace("${" + name + "}", render_scalar(value))
+        for match in _REFERENCE.finditer(node):
+            problems.add(path, f"unknown macro '${{{match.group(1)}}}'")
+        return node
+    if isinstance(node, dict):
+        return {k: _expand_text(v, scope, (*path, k), problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_text(v, scope, (*path, i), problems) for i, v in enumerate(node)]
+    return node
 
 
 def _resolve_refs(node: Any, scope: Mapping[str, Any], path: Path, problems: Problems) -> Any:
