@@ -147,3 +147,41 @@ async def test_upstream_ignore_paths_refuse_to_load_but_pass_when_ready() -> Non
             again = await client.get("/upstream/ui/static/app.js")
             assert again.status_code == 404  # ready: passed through to the upstream
             assert await running(client) == ["ui"]
+
+
+async def test_capabilities_in_the_event_stream_model_status() -> None:
+    extra = "capabilities: {in: [audio], out: [text]}"
+    config = "models:\n" + model("whisper", extra=extra)
+    with trio.fail_after(30):
+        async with (
+            open_swapd(config) as swapd,
+            httpx.AsyncClient(base_url=swapd.url, timeout=10) as client,
+            client.stream("GET", "/api/events") as stream,
+        ):
+            raw = b""
+            status = None
+            async for chunk in stream.aiter_raw():
+                raw += chunk
+                status = _model_status(raw)
+                if status is not None:
+                    break
+    assert status is not None
+    (entry,) = status
+    assert entry["architecture"] == {
+        "input_modalities": ["audio"],
+        "output_modalities": ["text"],
+        "modality": "audio->text",
+    }
+    capabilities = entry["capabilities"]
+    assert isinstance(capabilities, dict) and capabilities["audio_transcriptions"] is True
+
+
+def _model_status(raw: bytes) -> list[dict[str, object]] | None:
+    """The first complete ``modelStatus`` event in the SSE bytes read so far."""
+    for block in raw.decode(errors="replace").split("\n\n")[:-1]:  # complete blocks only
+        if block.startswith("event:message\ndata:"):
+            outer = json.loads(block.split("data:", 1)[1])
+            if outer["type"] == "modelStatus":
+                found: list[dict[str, object]] = json.loads(outer["data"])
+                return found
+    return None

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 import trio
 from quart import Quart, Response, websocket
 
+from swapd.core.capabilities import capability_fields
 from swapd.core.events import (
     ModelPreloaded,
     ModelRestart,
@@ -114,6 +115,7 @@ def model_status(
                 "sleepable": spec.sleep_enabled,
                 "crashes": stat.crashes,
                 "gaveUp": stat.gave_up,
+                **capability_fields(spec.capabilities),  # as in /v1/models (v225)
             }
         )
     for peer_id, peer in sorted(services.config.peers.items()):
