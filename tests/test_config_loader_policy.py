@@ -9,10 +9,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+import httpx
 import pytest
+import trio
 
-from swapd.config import Config, ConfigError, parse_config
+from swapd.config import Config, ConfigError, load_config, parse_config
 from swapd.errors import ConfigProblem
+from swapd.testing import open_swapd
+from swapd.testing.server import free_port_base
 
 ROOT = Path(__file__).parent.parent
 
@@ -248,3 +252,29 @@ def test_daemon_strict_refuses_to_start_on_warnings(tmp_path: Path) -> None:
     result = swapd("--strict", "--config", str(path), "--listen", "127.0.0.1:0")
     assert result.returncode == 1
     assert f"{path}:1:1: listen: unknown setting 'listen' ignored" in result.stderr
+
+
+# --- reloads ------------------------------------------------------------------------------
+
+
+async def test_a_reload_logs_warnings_and_strict_refuses_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = f"startPort: {free_port_base()}\nmodels:\n  m:\n    cmd: s --port ${{PORT}}\n"
+    lenient, strict = tmp_path / "lenient.yaml", tmp_path / "strict.yaml"
+    for path in (lenient, strict):
+        path.write_text(base)
+    with trio.fail_after(30):
+        async with (
+            open_swapd(load_config(lenient)) as one,
+            open_swapd(load_config(strict, strict=True)) as two,
+            httpx.AsyncClient() as client,
+        ):
+            for path in (lenient, strict):
+                path.write_text(base + "    tags: [x]\n")
+            ok = await client.post(one.url + "/api/config/reload")
+            refused = await client.post(two.url + "/api/config/reload")
+    assert ok.status_code == 200
+    assert f"config: {lenient}:5: models.m.tags: 'tags' is not a setting" in caplog.text
+    assert refused.status_code == 400
+    assert f"{strict}:5:5: models.m.tags: 'tags' is not a setting" in refused.text
