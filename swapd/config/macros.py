@@ -19,9 +19,11 @@ Theory of operation (llama-swap's rules, reference section 2.6):
   from ``startPort``, models taken in sorted-ID order. ``${PID}`` is only meaningful in
   ``cmdStop`` and is replaced when the model is stopped.
 
-Deliberate differences from llama-swap, each a fix of a documented sharp edge: macros
-also expand in ``env`` values and model ``setParams`` (llama-swap: only peers'), ``PID``
-is a reserved name, and every leftover is reported with its line.
+llama-swap v243 rules (delta spec 2.1): macros reach every value of a model (``env``,
+``aliases``, names, filters including ``setParamsByID`` keys, and a number or boolean
+written as exactly ``${name}``, which takes the macro's type); global macros reach every
+value outside ``models``; ``PID`` is reserved; there is no length limit. Every leftover
+is reported with its line.
 """
 
 from __future__ import annotations
@@ -74,13 +76,9 @@ def check_definitions(macros: Mapping[str, Any], path: Path, problems: Problems)
             )
         elif name in RESERVED:
             problems.add(here, f"macro name '{name}' is reserved")
-        if isinstance(value, str):
-            if len(value) >= 1024:
-                problems.add(
-                    here, f"macro value for '{name}' exceeds maximum length of 1024 characters"
-                )
-            if "${" + name + "}" in value:
-                problems.add(here, f"macro '{name}' contains self-reference")
+        # No length limit: llama-swap dropped its 1024-character one in v209.
+        if isinstance(value, str) and "${" + name + "}" in value:
+            problems.add(here, f"macro '{name}' contains self-reference")
 
 
 def expand_models(
