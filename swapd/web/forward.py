@@ -595,15 +595,10 @@ async def _exchange(
             while True:
                 event = state.next_event()
                 if event is h11.NEED_DATA:
-                    with trio.move_on_at(deadline) as waited:
+                    if head_timeout <= 0:  # the common case: no cancel scope per read
                         data = await _receiver(conn)(_READ_SIZE)
-                    if waited.cancelled_caught:
-                        raise _UpstreamError(
-                            f"no response headers within {head_timeout:g} s "
-                            "(timeouts.responseHeader)",
-                            reused=False,
-                            answered=True,  # the request went out: never replay it
-                        )
+                    else:
+                        data = await _read_by(conn, deadline, head_timeout)
                     answered = answered or bool(data)
                     state.receive_data(data)
                 elif type(event) is h11.Response:
@@ -619,6 +614,17 @@ async def _exchange(
         pool.release(None)
         await conn.aclose()
         raise
+
+
+async def _read_by(conn: _Connection, deadline: float, head_timeout: float) -> bytes:
+    """One read of the response head, before ``deadline`` (``timeouts.responseHeader``)."""
+    with trio.move_on_at(deadline):
+        return await _receiver(conn)(_READ_SIZE)
+    raise _UpstreamError(
+        f"no response headers within {head_timeout:g} s (timeouts.responseHeader)",
+        reused=False,
+        answered=True,  # the request went out: never replay it
+    )
 
 
 def _joined(pieces: list[bytes | bytearray]) -> bytes:
