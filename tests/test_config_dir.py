@@ -135,3 +135,20 @@ async def test_a_reload_rereads_the_directory(tmp_path: Path) -> None:
             assert reply.json()["x_upstream_model"] == "b"
             shown = (await client.get("/api/config")).json()["yaml"]
             assert "# --- " in shown and "20-b.yaml" in shown
+
+
+def test_the_daemon_takes_a_config_dir_and_strict(tmp_path: Path) -> None:
+    directory = write(
+        tmp_path / "d",
+        {"a.yaml": "models:\n  one:\n    cmd: s --port ${PORT}\n", "b.yaml": "listen: :8080\n"},
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "swapd", "--strict", "--config-dir", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 1
+    assert f"{directory / 'b.yaml'}:1:1: listen: unknown setting 'listen' ignored" in result.stderr
