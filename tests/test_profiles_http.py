@@ -178,3 +178,25 @@ async def test_spillover_sends_the_second_concurrent_request_to_the_next_target(
     assert replies == {"first": "a", "second": "b"}
     # both ended: a is active again with no reservation, so it takes the next one
     assert after.json()["x_upstream_model"] == "a"
+
+
+async def test_a_profile_change_is_an_event() -> None:
+    config = "models:\n" + model("a") + model("b") + PROFILES
+    with trio.fail_after(30):
+        async with (
+            open_swapd(config) as swapd,
+            httpx.AsyncClient(base_url=swapd.url, timeout=10) as client,
+            client.stream("GET", "/api/events") as stream,
+        ):
+            chunks = stream.aiter_raw()
+            raw = await anext(chunks)  # the snapshot
+            await client.put("/api/profiles/active", json={"name": "coding"})
+            while b"profileChanged" not in raw or not raw.endswith(b"\n\n"):
+                raw += await anext(chunks)
+    events = [
+        json.loads(block.split("data:", 1)[1])
+        for block in raw.decode().split("\n\n")
+        if block.startswith("event:message\ndata:")
+    ]
+    changed = [json.loads(e["data"]) for e in events if e["type"] == "profileChanged"]
+    assert changed == [{"active": "coding"}]

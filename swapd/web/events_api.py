@@ -52,6 +52,7 @@ from swapd.observe.telemetry import MetricsRecorded
 from swapd.reload import ConfigReloaded, ConfigReloadStarted
 from swapd.supervise.supervisor import ModelStatistics
 from swapd.web.app import Services
+from swapd.web.profiles_api import ProfileChanged
 
 __all__ = ["model_status", "register"]
 
@@ -160,7 +161,7 @@ class _Feed:
         elif isinstance(event, ConfigReloaded):
             put(("configReload", {"state": "end", **event.result.as_json()}))
             self._refresh()
-        elif isinstance(event, ModelPreloaded | ModelRestart):
+        elif isinstance(event, ModelPreloaded | ModelRestart | ProfileChanged):
             put((event.kind, event.as_json()))
         elif isinstance(event, ShuttingDown):
             self.queue.close()

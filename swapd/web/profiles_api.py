@@ -9,22 +9,36 @@
 
 While a profile is active, a request whose model equals one of its pins goes to the pin's
 target (``Router.pinned``). The selection lives in the router, so a reload or a restart
-ends it, as in llama-swap.
+ends it, as in llama-swap. A change is published as ``ProfileChanged`` (the event stream's
+``profileChanged``, whose data is ``{"active": ...}``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
+import attrs
 from quart import Quart, Response, request
 
 from swapd.web import problems
 from swapd.web.app import Services, json_response
 
-__all__ = ["register"]
+__all__ = ["ProfileChanged", "register"]
 
 log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class ProfileChanged:
+    """The active profile changed (None: no profile is active)."""
+
+    kind = "profileChanged"
+    active: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"active": self.active}
 
 
 def register(app: Quart, services: Services) -> None:
@@ -53,6 +67,7 @@ def register(app: Quart, services: Services) -> None:
             return _error(404, f'profile "{name}" not found')
         services.router.activate(name or None)
         log.info('active profile changed to "%s"', name or "")
+        services.bus.publish(ProfileChanged(services.router.active_profile))
         return json_response(200, {"active": services.router.active_profile})
 
     app.add_url_rule("/api/profiles", "profiles", list_profiles, methods=["GET"])
