@@ -434,3 +434,23 @@ def test_global_macros_reach_every_top_level_key() -> None:
     assert config.store.path == "/var/big/activity.db"
     assert config.hooks.on_startup.preload == ("big",)
     assert problems('apiKeys: ["${nokey}"]\n') == [(1, "apiKeys[0]", "unknown macro '${nokey}'")]
+
+
+def test_spillover_targets_must_be_able_to_run_together() -> None:
+    text = """
+        models:
+          a: {cmd: "s --port ${PORT}", aliases: [alias-a]}
+          b: {cmd: "s --port ${PORT}"}
+        GROUPS
+        selectors:
+          s: {strategy: spillover, targets: [a, b]}
+          twice: {strategy: spillover, targets: [a, alias-a]}
+        """
+    found = problems(text.replace("GROUPS", ""))
+    assert [m for _, _, m in found] == [
+        "selectors.s.targets must all be in one group with swap: false "
+        "(spillover runs them side by side)",
+        "selectors.twice.targets resolve to the same model twice",
+    ]
+    ok = text.replace("GROUPS", "groups:\n          pair: {swap: false, members: [a, b]}")
+    assert problems(ok) == [(9, "selectors.twice.targets", "selectors.twice.targets resolve to the same model twice")]  # fmt: skip

@@ -122,6 +122,10 @@ def check_root(data: dict[str, Any], alias_of: dict[str, str], problems: Problem
     routable = set(models) | set(alias_of) | peer_names | peer_fqns
     for selector_id, selector in selectors.items():
         _check_selector(selector_id, selector, models, alias_of, routable, selectors, problems)
+        if selector.get("strategy") == "spillover" and not problems.any_under(
+            ("selectors", selector_id)
+        ):
+            _check_spillover(selector_id, selector, data, alias_of, problems)
     for profile_id, profile in data.get("profiles", {}).items():
         _check_profile(profile_id, profile, routable | set(selectors), problems)
 
@@ -183,6 +187,38 @@ def _check_selector(
                 where,
                 f'selectors.{selector_id}.targets[{index}] references unknown model "{target}"',
             )
+
+
+def _check_spillover(
+    selector_id: str,
+    selector: dict[str, Any],
+    data: dict[str, Any],
+    alias_of: dict[str, str],
+    problems: Problems,
+) -> None:
+    """Spillover targets run side by side: no target twice, and the local ones in one
+    group that does not swap (llama-swap v241)."""
+    here: Path = ("selectors", selector_id, "targets")
+    models: dict[str, Any] = data.get("models", {})
+    resolved = [alias_of.get(t, t) for t in selector.get("targets", [])]
+    if len(set(resolved)) != len(resolved):
+        problems.add(here, f"selectors.{selector_id}.targets resolve to the same model twice")
+        return
+    local = [m for m in resolved if m in models]
+    groups = {
+        group_id
+        for group_id, group in data.get("groups", {}).items()
+        for member in group.get("members", ())
+        if member in local
+    }
+    if len(local) > 1 and (
+        len(groups) != 1 or data["groups"][next(iter(groups))].get("swap", True)
+    ):
+        problems.add(
+            here,
+            f"selectors.{selector_id}.targets must all be in one group with swap: false "
+            "(spillover runs them side by side)",
+        )
 
 
 def _check_profile(
