@@ -211,7 +211,13 @@ class SelectorStrategy(enum.StrEnum):
 class Timeouts:
     """Seconds for the HTTP exchange with an upstream; 0 turns one off."""
 
-    connect: int = setting(30, key="connect", minimum=0, doc="Connecting to the upstream.")
+    connect: int = setting(
+        30,
+        key="connect",
+        minimum=0,
+        doc="Connecting to the upstream (the TLS handshake included); taken when the "
+        "upstream's connection pool is made.",
+    )
     keepalive: int = setting(
         30, key="keepalive", minimum=0, doc="TCP keep-alive period (not applied by swapd)."
     )
@@ -221,12 +227,18 @@ class Timeouts:
         minimum=0,
         doc="Waiting for the response headers after the request was sent; peers default to 60.",
     )
-    tls_handshake: int = setting(10, key="tlsHandshake", minimum=0, doc="The TLS handshake.")
+    tls_handshake: int = setting(
+        10, key="tlsHandshake", minimum=0, doc="The TLS handshake (swapd: part of connect)."
+    )
     expect_continue: int = setting(
         1, key="expectContinue", minimum=0, doc="Waiting for 100-continue (not applied by swapd)."
     )
     idle_conn: int = setting(
-        90, key="idleConn", minimum=0, doc="How long an idle pooled connection is kept."
+        90,
+        key="idleConn",
+        minimum=0,
+        doc="Idle pooled connection lifetime (not applied: swapd keeps them until the "
+        "upstream closes them).",
     )
 
 
@@ -256,7 +268,8 @@ class Compat:
     ignore_websockets: bool = setting(
         False,
         key="ignoreWebsockets",
-        doc="WebSocket upgrades to this model can never start it (409 while not ready).",
+        doc="WebSocket upgrades bypass the scheduler (not active yet: swapd does not "
+        "forward WebSockets through /upstream/).",
     )
 
 

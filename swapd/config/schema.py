@@ -166,6 +166,17 @@ _SECTIONS = (
     ("`peers.<id>`", "PeerConfig"),
     ("`hooks`", "Hooks"),
     ("`hooks.onStartup`", "StartupHooks"),
+    ("`models.<id>.timeouts` / `peers.<id>.timeouts`", "Timeouts"),
+    ("`models.<id>.capabilities`", "Capabilities"),
+    ("`models.<id>.compat`", "Compat"),
+    ("`upstream`", "Upstream"),
+    ("`profiles.<name>`", "Profile"),
+    ("`selectors.<id>`", "Selector"),
+    ("`selectors.<id>.settings`", "SelectorSettings"),
+    ("`store`", "Store"),
+    ("`performance`", "Performance"),
+    ("`ui`", "Ui"),
+    ("`ui.activity`", "UiActivity"),
 )
 
 
@@ -178,7 +189,8 @@ def render_reference() -> str:
         "",
         "Generated from `swapd/config/model.py` by `swapd schema --reference`; do not edit.",
         "Macros (`${name}`, `${env.NAME}`, `${MODEL_ID}`, `${PORT}`, `${PID}`) are described in",
-        "the README. Legacy spellings are accepted so llama-swap files load unchanged.",
+        "the README. Legacy spellings are accepted so llama-swap files load unchanged; what",
+        "swapd does with each llama-swap key is in [compatibility.md](compatibility.md).",
         "",
     ]
     for title, class_name in _SECTIONS:
