@@ -348,6 +348,7 @@ def test_selectors_are_checked() -> None:
           s1: {strategy: warm, targets: [far, ghost]}
           s2: {strategy: spillover, targets: [s1]}
           s3: {strategy: sometimes, targets: [big]}
+          p/far: {strategy: pin, targets: [big]}
         """
     )
     assert [(line, m) for line, _, m in found] == [
@@ -356,6 +357,7 @@ def test_selectors_are_checked() -> None:
         (8, 'selectors.s1.targets[1] references unknown model "ghost"'),
         (9, 'selectors.s2.targets[0] references selector "s1": selector chaining is not supported'),
         (10, "'sometimes' is not valid; expected one of: warm, pin, spillover"),
+        (11, 'selectors.p/far: name conflicts with peer model "p/far"'),
     ]
 
 

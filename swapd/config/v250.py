@@ -160,6 +160,10 @@ def _check_selector(
         problems.add(
             here, f'selectors.{selector_id}: name conflicts with model alias "{selector_id}"'
         )
+    elif selector_id in routable:
+        problems.add(
+            here, f'selectors.{selector_id}: name conflicts with peer model "{selector_id}"'
+        )
     if "strategy" not in selector:
         return  # reported while shaping (a required setting)
     targets = selector.get("targets", [])
