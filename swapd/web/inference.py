@@ -178,8 +178,10 @@ def _select(services: Services, selector_id: str, selector: Selector) -> str:
     router = services.router
 
     def state_of(target: str) -> ModelState | None:
-        model_id = router.resolve_local(target)
-        return services.supervisor.runner(model_id).state if model_id is not None else None
+        route = router.lookup(target)  # pins were applied to the selector's name already
+        if route is None or route.kind != "local":
+            return None
+        return services.supervisor.runner(route.target).state
 
     reserved = router.reservations.get(selector_id, {})
     target = pick_target(selector, state_of, reserved)
