@@ -376,7 +376,7 @@ def _print_model_v250(model: ModelConfig, write: Callable[[str], object]) -> Non
     for name, params in sorted(model.filters.set_params_by_id.items()):
         write(f"    setParamsByID {name}: {json.dumps(params, sort_keys=True)}\n")
     if model.compat.ignore_websockets:
-        write("    compat: ignoreWebsockets (not active yet)\n")
+        write("    compat: ignoreWebsockets\n")
 
 
 def _print_root_v250(config: Config, write: Callable[[str], object]) -> None:

@@ -32,7 +32,6 @@ WARNINGS: dict[str, list[str]] = {
         "F:10: store: 'store' is accepted, not active yet in swapd",
         "F:12: performance: 'performance' is accepted, not active yet in swapd",
         "F:15: ui: 'ui' is accepted, not active yet in swapd",
-        "F:51: models.comfy.compat.ignoreWebsockets: accepted, not active yet in swapd (swapd does not forward WebSocket upgrades through /upstream/ yet)",
     ],
     "windows-box.yaml": [
         "F:2: listen: unknown setting 'listen' ignored: the address is a command-line option: swapd --listen HOST:PORT",

@@ -280,8 +280,6 @@ def test_keys_accepted_but_not_active_yet_warn() -> None:
         "t.yaml:2: store: 'store' is accepted, not active yet in swapd",
         "t.yaml:3: performance: 'performance' is accepted, not active yet in swapd",
         "t.yaml:4: ui: 'ui' is accepted, not active yet in swapd",
-        "t.yaml:10: models.m.compat.ignoreWebsockets: accepted, not active yet in swapd "
-        "(swapd does not forward WebSocket upgrades through /upstream/ yet)",
     )
 
 

@@ -268,8 +268,8 @@ class Compat:
     ignore_websockets: bool = setting(
         False,
         key="ignoreWebsockets",
-        doc="WebSocket upgrades bypass the scheduler (not active yet: swapd does not "
-        "forward WebSockets through /upstream/).",
+        doc="WebSockets through /upstream/ bypass the scheduler: they cannot start the "
+        "model (409 while it is not ready) and do not keep it loaded.",
     )
 
 

@@ -56,12 +56,6 @@ def resolve_models(data: dict[str, Any], problems: Problems) -> None:
         elif unload == 0:
             model["unloadTimeout"] = global_unload
         _by_id_aliases(model_id, model, models, explicit, problems)
-        if model.get("compat", {}).get("ignoreWebsockets"):
-            problems.warn(
-                (*here, "compat", "ignoreWebsockets"),
-                "accepted, not active yet in swapd (swapd does not forward WebSocket "
-                "upgrades through /upstream/ yet)",
-            )
     for peer in data.get("peers", {}).values():
         if "timeouts" in peer:
             peer["timeouts"].setdefault("responseHeader", 60)

@@ -275,6 +275,7 @@ def create_app(services: Services) -> Quart:
         observe_api,
         profiles_api,
         ui_routes,
+        upstream_ws,
     )
 
     inference.register(app, services)
@@ -284,6 +285,7 @@ def create_app(services: Services) -> Quart:
     config_api.register(app, services)
     ui_routes.register(app, services)
     profiles_api.register(app, services)
+    upstream_ws.register(app, services)
     # Plain JSON inference POSTs skip Quart (fastpath.py); everything else gets the
     # cleanup middleware and the app.
     app.asgi_app = fastpath.FastPath(  # type: ignore[method-assign, assignment]
