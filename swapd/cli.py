@@ -2,9 +2,9 @@
 
 ::
 
-    swapd [--config PATH] [--listen ADDR]... [--watch-config]    run the daemon
-          [--tls-cert-file PEM --tls-key-file PEM]
-    swapd check-config PATH [--json]                             validate, print the resolved config
+    swapd [--config PATH] [--config-dir DIR] [--listen ADDR]...  run the daemon
+          [--watch-config] [--tls-cert-file PEM --tls-key-file PEM] [--strict]
+    swapd check-config PATH|DIR [--json] [--strict]              validate, print the resolved config
     swapd schema [--reference]                                   print the config JSON schema
                                                                  (or the Markdown reference)
     swapd install-service [--print] [--socket] [--config PATH] [--listen ADDR]...
@@ -18,6 +18,9 @@ no default address is added.
 llama-swap's single-dash spellings (``-config``, ``-listen``, ``-watch-config``,
 ``-version``, ``-tls-cert-file``, ``-tls-key-file``) are accepted too.
 
+``--strict`` turns config warnings (unknown keys, group members that are not models, keys
+accepted but not active yet) into errors, for CI of config repositories.
+
 Exit status: 0 success; 1 the config is invalid or the daemon failed; 2 bad usage.
 """
 
@@ -29,15 +32,17 @@ import os
 import shlex
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
 from swapd import __version__
 from swapd.config import Config, ConfigError, load_config
-from swapd.config.model import DEFAULT_GROUP
+from swapd.config.load import load_config_dir
+from swapd.config.model import DEFAULT_GROUP, ModelConfig, Timeouts
 from swapd.config.preflight import missing_config_hint, preflight
+from swapd.core.capabilities import capability_fields
 from swapd.ops.activation import ActivationError, inherited_sockets
 
 if TYPE_CHECKING:
@@ -50,6 +55,7 @@ EXIT_CONFIG = 1
 EXIT_USAGE = 2
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_CONFIG = "config.yaml"
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -84,6 +90,9 @@ def _listen_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+_STRICT_HELP = "treat config warnings (unknown keys, ...) as errors"
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="swapd",
@@ -91,18 +100,29 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", "-version", action="store_true", help="print the version")
     parser.add_argument(
-        "--config", "-config", default="config.yaml", metavar="PATH", help="config file"
+        "--config", "-config", default=None, metavar="PATH", help="config file (config.yaml)"
+    )
+    parser.add_argument(
+        "--config-dir",
+        "-config-dir",
+        default=None,
+        metavar="DIR",
+        help="merge the *.yaml/*.yml files of DIR (after --config, if given)",
     )
     _add_listen_options(parser, default=[])
     parser.add_argument(
         "--watch-config", "-watch-config", action="store_true", help="reload on file change"
     )
+    parser.add_argument("--strict", action="store_true", help=_STRICT_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     check = commands.add_parser(
         "check-config", help="validate a config file and print it resolved (ports, argv, groups)"
     )
     check.add_argument("path", metavar="PATH")
     check.add_argument("--json", action="store_true", help="print the resolved config as JSON")
+    check.add_argument(
+        "--strict", action="store_true", default=argparse.SUPPRESS, help=_STRICT_HELP
+    )
     schema = commands.add_parser("schema", help="print the config file's JSON schema")
     schema.add_argument(
         "--reference", action="store_true", help="print the Markdown configuration reference"
@@ -180,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(render_reference() if args.reference else render_schema())
         return EXIT_OK
     if args.command == "check-config":
-        return _check_config(args.path, as_json=args.json)
+        return _check_config(args.path, as_json=args.json, strict=args.strict)
     if bool(args.tls_cert_file) != bool(args.tls_key_file):
         print(
             "Error: Both --tls-cert-file and --tls-key-file must be provided for TLS.",
@@ -216,7 +236,10 @@ def _run_daemon(args: argparse.Namespace) -> int:
         print(f"Error: {hint}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        config = load_config(args.config)
+        if args.config_dir:
+            config = load_config_dir(args.config_dir, config_file=args.config, strict=args.strict)
+        else:
+            config = load_config(args.config or DEFAULT_CONFIG, strict=args.strict)
     except ConfigError as exc:
         print(f"Error loading config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -246,7 +269,7 @@ def _install_service(args: argparse.Namespace) -> int:
         unit_directory,
     )
 
-    config_path = os.path.abspath(args.config)
+    config_path = os.path.abspath(args.config or DEFAULT_CONFIG)
     try:
         load_config(config_path)
         tls = _tls_files(args)
@@ -283,9 +306,12 @@ def _install_service(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check_config(path: str, *, as_json: bool) -> int:
+def _check_config(path: str, *, as_json: bool, strict: bool = False) -> int:
     try:
-        config = load_config(path)
+        if os.path.isdir(path):  # a --config-dir directory
+            config = load_config_dir(path, strict=strict)
+        else:
+            config = load_config(path, strict=strict)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
@@ -325,6 +351,7 @@ def _print_resolved(config: Config, out: TextIO) -> None:
             write(f"    aliases: {', '.join(model.aliases)}\n")
         if model.sleep_enabled:
             write("    sleep:  enabled\n")
+        _print_model_v250(model, write)
     write("groups:\n")
     for group_id, group in config.groups.items():
         flags = [f"swap={str(group.swap).lower()}", f"exclusive={str(group.exclusive).lower()}"]
@@ -338,3 +365,44 @@ def _print_resolved(config: Config, out: TextIO) -> None:
             write(f"  {peer_id}: {peer.proxy} ({', '.join(peer.models)})\n")
     if config.hooks.on_startup.preload:
         write(f"preload: {', '.join(config.hooks.on_startup.preload)}\n")
+    _print_root_v250(config, write)
+
+
+def _print_model_v250(model: ModelConfig, write: Callable[[str], object]) -> None:
+    """The llama-swap v250 settings of one model, where they differ from the defaults."""
+    if model.unload_timeout:
+        write(f"    unloadTimeout: {model.unload_timeout}s\n")
+    if model.timeouts != Timeouts():
+        write(f"    timeouts: {_timeouts_text(model.timeouts)}\n")
+    caps = capability_fields(model.capabilities)
+    if caps:
+        write(f"    capabilities: {json.dumps(caps, sort_keys=True)}\n")
+    for name, params in sorted(model.filters.set_params_by_id.items()):
+        write(f"    setParamsByID {name}: {json.dumps(params, sort_keys=True)}\n")
+    if model.compat.ignore_websockets:
+        write("    compat: ignoreWebsockets\n")
+
+
+def _print_root_v250(config: Config, write: Callable[[str], object]) -> None:
+    if config.global_ttl:
+        write(f"globalTTL: {config.global_ttl}s\n")
+    if config.unload_timeout:
+        write(f"unloadTimeout: {config.unload_timeout}s\n")
+    write(f"upstream.ignorePaths: {', '.join(config.upstream.ignore_paths)}\n")
+    for peer_id, peer in sorted(config.peers.items()):
+        write(f"  peer {peer_id} timeouts: {_timeouts_text(peer.timeouts)}\n")
+    if config.profiles:
+        write("profiles:\n")
+        for profile_id, profile in sorted(config.profiles.items()):
+            pins = ", ".join(f"{k} -> {v or '(disabled)'}" for k, v in sorted(profile.pins.items()))
+            write(f"  {profile_id}: {pins}\n")
+    if config.selectors:
+        write("selectors:\n")
+        for selector_id, selector in sorted(config.selectors.items()):
+            targets = ", ".join(selector.targets)
+            write(f"  {selector_id}: {selector.strategy.value} over {targets}\n")
+
+
+def _timeouts_text(timeouts: Timeouts) -> str:
+    parts = attrs.asdict(timeouts)
+    return " ".join(f"{k}={v}" for k, v in parts.items())

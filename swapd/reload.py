@@ -33,7 +33,8 @@ import attrs
 import trio
 
 from swapd.config.diff import ConfigDiff, diff_configs
-from swapd.config.load import parse_config, read_config_text
+from swapd.config.load import load_config_dir, parse_config, read_config_text
+from swapd.config.merge import dir_sources, read_sources
 from swapd.config.model import Config
 from swapd.errors import ConfigError
 
@@ -143,10 +144,37 @@ class Reloader:
         assert self.path is not None
         text = read_config_text(self.path)
         keep = {m: spec.port for m, spec in old.models.items() if spec.port is not None}
-        new = parse_config(text, file=self.path, environ=self._environ, keep_ports=keep)
+        strict = old.strict  # --strict holds for reloads too
+        if old.config_dir:  # --config-dir: re-read the directory, not just one file
+            new = self._load_dir(old, keep)
+            text = _dir_text(old)
+        else:
+            new = parse_config(
+                text, file=self.path, environ=self._environ, keep_ports=keep, strict=strict
+            )
         if new.start_port != old.start_port:  # a new range was asked for: renumber
-            new = parse_config(text, file=self.path, environ=self._environ)
+            if old.config_dir:
+                new = self._load_dir(old, None)
+            else:
+                new = parse_config(text, file=self.path, environ=self._environ, strict=strict)
+        for warning in new.warnings:
+            log.warning("config: %s", warning)
         return new, text
+
+    def _load_dir(self, old: Config, keep: dict[str, int] | None) -> Config:
+        return load_config_dir(
+            old.config_dir,
+            config_file=old.config_file or None,
+            environ=self._environ,
+            keep_ports=keep,
+            strict=old.strict,
+        )
+
+
+def _dir_text(config: Config) -> str:
+    """Every source of a ``--config-dir`` config, each under a comment naming it."""
+    files = dir_sources(config.config_file or None, config.config_dir)
+    return "".join(f"# --- {name} ---\n{body}" for name, body in read_sources(files))
 
 
 def _read_quietly(path: str | None) -> str:

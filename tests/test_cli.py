@@ -64,10 +64,6 @@ def test_check_config_json_is_the_resolved_config() -> None:
     [
         ("models:\n  m:\n    ttl: 5\n", ":2:3: models.m: missing required setting 'cmd'"),
         ("startPort: abc\n", ":1:1: startPort: expected a whole number, found 'abc'"),
-        (
-            "models:\n  m:\n    cmd: s --port ${PORT}\n    ttll: 3\n",
-            ":4:5: models.m.ttll: unknown setting 'ttll' (did you mean 'ttl'?)",
-        ),
         ("models:\n  a: 1\n  a: 2\n", ":3:4: Duplicate key 'a' found"),
     ],
 )

@@ -251,10 +251,26 @@ routing:
 """
     base = "routing.router.settings.groups"
     assert problems(text) == [
-        (6, f"{base}.chat.members[1]", "'ghost' is not a model ID (see models:)"),
-        (6, f"{base}.chat.members[2]", "'coder' is an alias of 'qwen'; list the model ID"),
         (7, f"{base}['(default)']", "the group name (default) is reserved"),
     ]
+    # Members that are not model IDs are warnings (llama-swap v193 loaded such files),
+    # reported where they are written; strict mode makes them errors.
+    lenient = """
+routing:
+  router:
+    settings:
+      groups:
+        chat: {members: [gemma, ghost, coder]}
+"""
+    warnings = load(lenient).warnings
+    assert any(
+        f"{base}.chat.members[1]" in w and "'ghost' is not a model ID" in w for w in warnings
+    )
+    assert any(
+        f"{base}.chat.members[2]" in w and "'coder' is an alias of 'qwen'" in w for w in warnings
+    )
+    with pytest.raises(ConfigError):
+        parse_config(MODELS + textwrap.dedent(lenient), file="test.yaml", strict=True)
 
 
 @pytest.mark.parametrize(

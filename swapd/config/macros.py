@@ -19,9 +19,11 @@ Theory of operation (llama-swap's rules, reference section 2.6):
   from ``startPort``, models taken in sorted-ID order. ``${PID}`` is only meaningful in
   ``cmdStop`` and is replaced when the model is stopped.
 
-Deliberate differences from llama-swap, each a fix of a documented sharp edge: macros
-also expand in ``env`` values and model ``setParams`` (llama-swap: only peers'), ``PID``
-is a reserved name, and every leftover is reported with its line.
+llama-swap v243 rules (delta spec 2.1): macros reach every value of a model (``env``,
+``aliases``, names, filters including ``setParamsByID`` keys, and a number or boolean
+written as exactly ``${name}``, which takes the macro's type); global macros reach every
+value outside ``models``; ``PID`` is reserved; there is no length limit. Every leftover
+is reported with its line.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ from typing import Any
 
 from swapd.config import cmdline
 from swapd.config.gofmt import render_scalar
-from swapd.config.shape import Path, Problems
+from swapd.config.shape import INVALID, MacroRef, Path, Problems, check_number
 
-__all__ = ["RESERVED", "check_definitions", "expand_models", "expand_peers"]
+__all__ = ["RESERVED", "check_definitions", "expand_models", "expand_peers", "resolve_typed"]
 
 RESERVED = ("PORT", "MODEL_ID", "PID")
 _NAME = re.compile(r"[a-zA-Z0-9_-]+")
@@ -42,11 +44,22 @@ _REFERENCE = re.compile(r"\$\{([a-zA-Z0-9_-]+)\}")
 _MAX_PORT = 65535
 
 # Text settings of a model that macros expand in, as paths inside the model's mapping.
-_MODEL_TEXT = (("cmd",), ("cmdStop",), ("proxy",), ("checkEndpoint",), ("filters", "stripParams"))
+_MODEL_TEXT = (
+    ("cmd",),
+    ("cmdStop",),
+    ("proxy",),
+    ("checkEndpoint",),
+    ("filters", "stripParams"),
+    ("name",),
+    ("description",),
+    ("useModelName",),
+)
 # Settings holding any value, expanded with types kept.
-_MODEL_TYPED = (("metadata",), ("filters", "setParams"))
-_PEER_TEXT = (("apiKey",), ("filters", "stripParams"))
-_PEER_TYPED = (("filters", "setParams"),)
+_MODEL_TYPED = (("metadata",), ("filters", "setParams"), ("filters", "setParamsByID"))
+_TYPED_SLOTS = frozenset(_MODEL_TYPED)
+_PEER_TEXT = (("apiKey",), ("proxy",), ("filters", "stripParams"))
+_PEER_TYPED = (("filters", "setParams"), ("filters", "setParamsByID"))
+_BY_ID = ("filters", "setParamsByID")
 
 
 def check_definitions(macros: Mapping[str, Any], path: Path, problems: Problems) -> None:
@@ -63,13 +76,9 @@ def check_definitions(macros: Mapping[str, Any], path: Path, problems: Problems)
             )
         elif name in RESERVED:
             problems.add(here, f"macro name '{name}' is reserved")
-        if isinstance(value, str):
-            if len(value) >= 1024:
-                problems.add(
-                    here, f"macro value for '{name}' exceeds maximum length of 1024 characters"
-                )
-            if "${" + name + "}" in value:
-                problems.add(here, f"macro '{name}' contains self-reference")
+        # No length limit: llama-swap dropped its 1024-character one in v209.
+        if isinstance(value, str) and "${" + name + "}" in value:
+            problems.add(here, f"macro '{name}' contains self-reference")
 
 
 def expand_models(
@@ -105,6 +114,14 @@ def expand_models(
         ordered.update(own)  # an existing name keeps its place: override in place
         for name, value in reversed(list(ordered.items())):
             _apply(model, _model_slots(model), name, value)
+            _apply_to_keys(model, name, value)
+        for key in list(model):
+            if key != "macros":
+                resolved = _resolve_refs(model[key], ordered, (*here, key), problems)
+                if resolved is INVALID:
+                    del model[key]
+                else:
+                    model[key] = resolved
         if "${PORT}" in model.get("cmd", ""):
             wants_port.append(model_id)
         elif "${PORT}" in model.get("proxy", ""):
@@ -135,7 +152,76 @@ def expand_models(
         model["port"] = port
         slots = [s for s in _model_slots(model) if s[0] != "checkEndpoint"]
         _apply(model, slots, "PORT", port)
+        _apply_to_keys(model, "PORT", port)
         _report_leftovers(model, model_id, here, problems)
+
+
+def resolve_typed(data: dict[str, Any], problems: Problems) -> None:
+    """Number and boolean settings outside ``models`` written as ``${name}`` take the
+    global macro's typed value (``startPort: ${base}``); then any ``${name}`` left in a
+    number or boolean anywhere is reported (a model's are resolved by ``expand_models``)."""
+    global_macros: Mapping[str, Any] = data.get("macros", {})
+    for key in list(data):
+        if key not in ("models", "macros", "peers"):  # peers: expand_peers
+            data[key] = _expand_text(data[key], global_macros, (key,), problems)
+        if key not in ("models", "macros"):
+            resolved = _resolve_refs(data[key], global_macros, (key,), problems)
+            if resolved is INVALID:
+                del data[key]  # reported; the default applies to the later stages
+            else:
+                data[key] = resolved
+
+
+def _expand_text(node: Any, scope: Mapping[str, Any], path: Path, problems: Problems) -> Any:
+    """Global macros in the text values outside ``models`` (llama-swap v243: every
+    top-level key); a leftover ``${name}`` is an unknown macro at its path."""
+    if isinstance(node, str):
+        if "${" not in node:
+            return node
+        for name, value in reversed(list(scope.items())):
+            node = node.replace("${" + name + "}", render_scalar(value))
+        for match in _REFERENCE.finditer(node):
+            problems.add(path, f"unknown macro '${{{match.group(1)}}}'")
+        return node
+    if isinstance(node, dict):
+        return {k: _expand_text(v, scope, (*path, k), problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_text(v, scope, (*path, i), problems) for i, v in enumerate(node)]
+    return node
+
+
+def _resolve_refs(node: Any, scope: Mapping[str, Any], path: Path, problems: Problems) -> Any:
+    """``node`` with every ``MacroRef`` replaced by its macro's value, when that value has
+    the setting's type; problems recorded (and the entry dropped: the default applies)."""
+    if isinstance(node, MacroRef):
+        return _typed(node, scope, path, problems)
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            resolved = _resolve_refs(value, scope, (*path, key), problems)
+            if resolved is not INVALID:
+                out[key] = resolved
+        return out
+    if isinstance(node, list):
+        items = [_resolve_refs(v, scope, (*path, i), problems) for i, v in enumerate(node)]
+        return [item for item in items if item is not INVALID]
+    return node
+
+
+def _typed(ref: MacroRef, scope: Mapping[str, Any], path: Path, problems: Problems) -> Any:
+    if ref.name not in scope:
+        problems.add(path, f"unknown macro '${{{ref.name}}}'")
+        return INVALID
+    value = scope[ref.name]
+    if ref.kind is bool:
+        if isinstance(value, bool):
+            return value
+        problems.add(path, f"macro '${{{ref.name}}}' is {value!r}; expected true or false")
+        return INVALID
+    if isinstance(value, int) and not isinstance(value, bool):
+        return check_number(value, path, ref.meta, problems)
+    problems.add(path, f"macro '${{{ref.name}}}' is {value!r}; expected a whole number")
+    return INVALID
 
 
 def expand_peers(data: dict[str, Any], problems: Problems) -> None:
@@ -158,6 +244,7 @@ Slot = tuple[str | int, ...]
 def _model_slots(model: Mapping[str, Any]) -> list[Slot]:
     slots = list(_slots(model, _MODEL_TEXT, _MODEL_TYPED))
     slots.extend(("env", i) for i in range(len(model.get("env", ()))))
+    slots.extend(("aliases", i) for i in range(len(model.get("aliases", ()))))
     for key in ("sleepEndpoints", "wakeEndpoints"):
         for i, step in enumerate(model.get(key, ())):
             slots.extend((key, i, part) for part in ("endpoint", "body") if part in step)
@@ -200,7 +287,29 @@ def _apply(mapping: Any, slots: list[Slot], name: str, value: Any) -> None:
 
 
 def _is_typed(slot: Slot) -> bool:
-    return slot[0] == "metadata" or slot[:2] == ("filters", "setParams")
+    return slot[:1] in _TYPED_SLOTS or slot[:2] in _TYPED_SLOTS
+
+
+def _apply_to_keys(model: dict[str, Any], name: str, value: Any) -> None:
+    """``filters.setParamsByID`` keys are the one place mapping keys are expanded (they
+    name what a client asks for, e.g. ``${MODEL_ID}:high``). Two keys that expand to the
+    same text are kept apart here and reported with the leftovers."""
+    by_id = _get(model, _BY_ID)
+    if not isinstance(by_id, dict):
+        return
+    token = "${" + name + "}"
+    if not any(token in key for key in by_id):
+        return
+    text = render_scalar(value)
+    expanded: dict[str, Any] = {}
+    for key, params in by_id.items():
+        new = key.replace(token, text)
+        if new in expanded:
+            collisions = model.setdefault("_by_id_collisions", [])
+            collisions.append((key, new))
+            continue
+        expanded[new] = params
+    model["filters"]["setParamsByID"] = expanded
 
 
 def _substitute(node: Any, token: str, text: str, typed: Any) -> Any:
@@ -236,9 +345,20 @@ def _leftovers(node: Any, slot: Slot) -> Iterator[tuple[Slot, str]]:
                 yield where, match.group(1)
 
 
-def _report_leftovers(
-    model: Mapping[str, Any], model_id: str, here: Path, problems: Problems
-) -> None:
+def _report_leftovers(model: dict[str, Any], model_id: str, here: Path, problems: Problems) -> None:
+    for original, value in model.pop("_by_id_collisions", ()):
+        problems.add(
+            (*here, *_BY_ID),
+            f'model {model_id} filters.setParamsByID: keys "{original}" and another key '
+            f'resolve to the same value "{value}"',
+        )
+    for key in _get(model, _BY_ID) or ():
+        for match in _REFERENCE.finditer(key):
+            problems.add(
+                (*here, *_BY_ID),
+                f"unknown macro '${{{match.group(1)}}}' found in model {model_id} "
+                "filters.setParamsByID key",
+            )
     for slot in _model_slots(model):
         field = ".".join(str(p) for p in slot if not isinstance(p, int))
         for where, name in _leftovers(_get(model, slot), slot):
@@ -252,8 +372,10 @@ def _leftover_message(name: str, slot: Slot, model_id: str, field: str) -> str |
         if slot == ("cmdStop",):
             return None  # replaced when the model is stopped
         return "${PID} is only available in cmdStop"
-    if slot[0] == "metadata" or slot[:2] == ("filters", "setParams"):
+    if _is_typed(slot):
         return f"unknown macro '${{{name}}}'"
+    if slot[0] in ("aliases", "name", "description", "useModelName", "env"):
+        return f"model {model_id} {field}: unknown macro '${{{name}}}'"
     if name in ("PORT", "MODEL_ID"):
         return f"macro '${{{name}}}' should have been substituted in {model_id}.{field}"
     return f"unknown macro '${{{name}}}' found in {model_id}.{field}"

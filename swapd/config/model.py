@@ -22,6 +22,14 @@ import attrs
 
 __all__ = [
     "DEFAULT_GROUP",
+    "Capabilities",
+    "Compat",
+    "Modality",
+    "Profile",
+    "Selector",
+    "SelectorStrategy",
+    "Timeouts",
+    "Upstream",
     "Config",
     "Endpoint",
     "Filters",
@@ -167,15 +175,171 @@ class Filters:
         factory=dict,
         doc="Body keys to set or override (any JSON value). `model` is never set.",
     )
+    set_params_by_id: Mapping[str, Mapping[str, Any]] = setting(
+        key="setParamsByID",
+        factory=dict,
+        doc="Per requested name: body keys set after setParams. Each key (macros expanded) "
+        "other than the model's ID becomes an alias of the model.",
+    )
 
     def stripped_keys(self) -> tuple[str, ...]:
         """``stripParams`` cleaned: trimmed, de-duplicated, sorted, without ``model``."""
         keys = {part.strip() for part in self.strip_params.split(",")}
         return tuple(sorted(k for k in keys if k and k != "model"))
 
-    def set_items(self) -> tuple[tuple[str, Any], ...]:
-        """``setParams`` in key order, without ``model``."""
-        return tuple(sorted((k, v) for k, v in self.set_params.items() if k != "model"))
+    def set_items(self, requested: str | None = None) -> tuple[tuple[str, Any], ...]:
+        """``setParams`` in key order, without ``model``; then, when the ``requested`` name
+        has a ``setParamsByID`` entry, its keys in order (applied later, so they win)."""
+        items = sorted((k, v) for k, v in self.set_params.items() if k != "model")
+        by_id = self.set_params_by_id.get(requested or "", {})
+        items.extend(sorted((k, v) for k, v in by_id.items() if k != "model"))
+        return tuple(items)
+
+
+# --- llama-swap v250 settings (see docs/compatibility.md) ---------------------------------
+
+
+class Modality(enum.StrEnum):
+    TEXT = "text"
+    AUDIO = "audio"
+    IMAGE = "image"
+
+
+class SelectorStrategy(enum.StrEnum):
+    WARM = "warm"
+    PIN = "pin"
+    SPILLOVER = "spillover"
+
+
+@attrs.frozen(kw_only=True)
+class Timeouts:
+    """Seconds for the HTTP exchange with an upstream; 0 turns one off."""
+
+    connect: int = setting(
+        30,
+        key="connect",
+        minimum=0,
+        doc="Connecting to the upstream (the TLS handshake included); taken when the "
+        "upstream's connection pool is made.",
+    )
+    keepalive: int = setting(
+        30, key="keepalive", minimum=0, doc="TCP keep-alive period (not applied by swapd)."
+    )
+    response_header: int = setting(
+        0,
+        key="responseHeader",
+        minimum=0,
+        doc="Waiting for the response headers after the request was sent; peers default to 60.",
+    )
+    tls_handshake: int = setting(
+        10, key="tlsHandshake", minimum=0, doc="The TLS handshake (swapd: part of connect)."
+    )
+    expect_continue: int = setting(
+        1, key="expectContinue", minimum=0, doc="Waiting for 100-continue (not applied by swapd)."
+    )
+    idle_conn: int = setting(
+        90,
+        key="idleConn",
+        minimum=0,
+        doc="Idle pooled connection lifetime (not applied: swapd keeps them until the "
+        "upstream closes them).",
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Capabilities:
+    """What a model can do, shown in /v1/models the way OpenRouter lists models."""
+
+    inputs: tuple[Modality, ...] = setting(
+        key="in", factory=tuple, doc="Input modalities: text, audio, image."
+    )
+    outputs: tuple[Modality, ...] = setting(
+        key="out", factory=tuple, doc="Output modalities: text, audio, image."
+    )
+    tools: bool = setting(False, key="tools", doc="Function calling.")
+    reranker: bool = setting(False, key="reranker", doc="A reranking model.")
+    context: int = setting(0, key="context", minimum=0, doc="Context length in tokens; 0: unset.")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.inputs or self.outputs or self.tools or self.reranker or self.context)
+
+
+@attrs.frozen(kw_only=True)
+class Compat:
+    """Workarounds for particular upstreams."""
+
+    ignore_websockets: bool = setting(
+        False,
+        key="ignoreWebsockets",
+        doc="WebSockets through /upstream/ bypass the scheduler: they cannot start the "
+        "model (409 while it is not ready) and do not keep it loaded.",
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Upstream:
+    """The ``/upstream/<model>/...`` passthrough."""
+
+    ignore_paths: tuple[str, ...] = setting(
+        key="ignorePaths",
+        factory=tuple,
+        doc="Regular expressions for paths (after /upstream/<model>) that never load a "
+        "model: a match on a model that is not ready answers 409. Empty: static assets "
+        "(js, json, css, png, gif, jpg, jpeg, ico, txt).",
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Performance:
+    disabled: bool = setting(False, key="disabled", doc="Turn system sampling off.")
+    every: str = setting("5s", key="every", doc="Sampling period, a Go duration (at least 5s).")
+
+
+@attrs.frozen(kw_only=True)
+class UiActivity:
+    session_id: tuple[str, ...] = setting(
+        key="session_id", factory=tuple, doc="Request headers shown as a session column."
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Ui:
+    activity: UiActivity = setting(key="activity", factory=UiActivity, doc="The activity view.")
+
+
+@attrs.frozen(kw_only=True)
+class Profile:
+    """A named set of pins: while active, a request for a pin's name goes to its target."""
+
+    description: str = setting("", key="description", doc="Shown in /api/profiles.")
+    pins: Mapping[str, str | None] = setting(
+        key="pins",
+        factory=dict,
+        doc="Requested name → model, alias, peer model or selector; empty disables the name.",
+    )
+
+
+@attrs.frozen(kw_only=True)
+class SelectorSettings:
+    spillover: int = setting(
+        1, key="spillover", minimum=1, doc="Requests a spillover target takes before the next."
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Selector:
+    """A virtual model ID that picks one of its targets per request."""
+
+    strategy: SelectorStrategy = setting(key="strategy", doc="pin, warm or spillover.")
+    targets: tuple[str, ...] = setting(key="targets", factory=tuple, doc="Models, in order.")
+    name: str = setting("", key="name", doc="Display name.")
+    description: str = setting("", key="description", doc="Description.")
+    unlisted: bool = setting(False, key="unlisted", doc="Hide from /v1/models.")
+    metadata: Mapping[str, Any] = setting(key="metadata", factory=dict, doc="Free-form values.")
+    settings: SelectorSettings = setting(
+        key="settings", factory=SelectorSettings, doc="Strategy settings."
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -209,7 +373,10 @@ class ModelConfig:
         doc="Path polled until it answers 200 before the model is ready; `none` disables.",
     )
     ttl: int = setting(
-        0, key="ttl", doc="Unload after this many idle seconds; 0 (or less) never unloads."
+        -1,
+        key="ttl",
+        doc="Unload after this many idle seconds; 0 never unloads; -1 inherits globalTTL. "
+        "Loaded configs hold the resolved value.",
     )
     unlisted: bool = setting(False, key="unlisted", doc="Hide from /v1/models.")
     use_model_name: str = setting(
@@ -251,6 +418,20 @@ class ModelConfig:
     macros: Mapping[str, MacroValue] = setting(
         key="macros", factory=dict, doc="Model-level macros; override global macros of the name."
     )
+    # llama-swap v250 settings
+    unload_timeout: int = setting(
+        0,
+        key="unloadTimeout",
+        doc="Seconds a stop of this model waits after SIGTERM (or cmdStop) before SIGKILL; "
+        "0 inherits the global unloadTimeout. Loaded configs hold the resolved value.",
+    )
+    timeouts: Timeouts = setting(
+        key="timeouts", factory=Timeouts, doc="Timeouts of the HTTP exchange with the upstream."
+    )
+    capabilities: Capabilities = setting(
+        key="capabilities", factory=Capabilities, doc="What the model can do (/v1/models)."
+    )
+    compat: Compat = setting(key="compat", factory=Compat, doc="Workarounds.")
 
     # Memory-aware admission (docs/memory.md).
     footprint: Mapping[str, str] = setting(
@@ -392,6 +573,11 @@ class PeerConfig:
     models: tuple[str, ...] = setting(key="models", doc="Model names served by the peer.")
     filters: Filters = setting(
         key="filters", factory=Filters, doc="Request-body rewriting for this peer."
+    )
+    timeouts: Timeouts = setting(
+        key="timeouts",
+        factory=lambda: Timeouts(response_header=60),
+        doc="Timeouts of the HTTP exchange with the peer (responseHeader defaults to 60).",
     )
 
 
@@ -554,12 +740,35 @@ class Config:
     store: StoreConfig = setting(
         key="store", factory=StoreConfig, doc="The activity history (requests, model loads)."
     )
-    profiles: Mapping[str, Any] = setting(
-        key="profiles", factory=dict, doc="Removed in llama-swap; accepted and ignored."
-    )
     memory: MemoryConfig = setting(
         key="memory", factory=MemoryConfig, doc="Memory budgets (swapd's own; docs/memory.md)."
     )
+    # llama-swap v250 settings, grouped so other additions merge cleanly
+    global_ttl: int = setting(
+        0, key="globalTTL", minimum=0, doc="Idle TTL (s) of models whose ttl is -1; 0: never."
+    )
+    unload_timeout: int = setting(
+        0,
+        key="unloadTimeout",
+        minimum=0,
+        doc="Seconds a model's stop waits after SIGTERM (or cmdStop) before SIGKILL; "
+        "0: swapd's stop grace, 10 s (llama-swap's default).",
+    )
+    upstream: Upstream = setting(
+        key="upstream", factory=Upstream, doc="The /upstream/<model>/ passthrough."
+    )
+    profiles: Mapping[str, Profile] = setting(
+        key="profiles",
+        factory=dict,
+        doc="Named pin sets; at most one is active (PUT /api/profiles/active).",
+    )
+    selectors: Mapping[str, Selector] = setting(
+        key="selectors", factory=dict, doc="Virtual model IDs that pick a target per request."
+    )
+    performance: Performance = setting(
+        key="performance", factory=Performance, doc="System sampling (not active yet)."
+    )
+    ui: Ui = setting(key="ui", factory=Ui, doc="Web UI settings (not active yet).")
 
     # Computed by the loader.
     source: str = derived("")
@@ -568,6 +777,11 @@ class Config:
     #: ``(default)``.
     active_matrix: MatrixConfig | None = derived()
     warnings: tuple[str, ...] = derived(factory=tuple)
+    #: Loaded with ``--strict`` (warnings were errors); a reload keeps the same rule.
+    strict: bool = derived(False)
+    #: Loaded with ``--config-dir``: the directory, and the ``--config`` file merged first.
+    config_dir: str = derived("")
+    config_file: str = derived("")
 
     def group_of(self, model_id: str) -> str:
         """The ID of the group ``model_id`` belongs to (``(default)`` if none)."""

@@ -18,6 +18,7 @@ has a line.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from swapd.config.model import DEFAULT_GROUP
@@ -141,6 +142,7 @@ def _check_groups(
         problems.add((*base, DEFAULT_GROUP), f"the group name {DEFAULT_GROUP} is reserved")
     for group_id, group in groups.items():
         seen: set[str] = set()
+        kept: list[str] = []
         for index, member in enumerate(group.get("members", ())):
             here = (*base, group_id, "members", index)
             if member in seen:
@@ -148,12 +150,9 @@ def _check_groups(
                 continue
             seen.add(member)
             if member not in models:
-                if member in alias_of:
-                    problems.add(
-                        here, f"'{member}' is an alias of '{alias_of[member]}'; list the model ID"
-                    )
-                else:
-                    problems.add(here, f"'{member}' is not a model ID (see models:)")
+                # llama-swap v193 accepted these (its own example lists a commented-out
+                # model); v250 refuses them. A warning keeps the file loading.
+                problems.warn(here, _not_a_member(member, models, alias_of))
                 continue
             if member in member_of:
                 problems.add(
@@ -163,6 +162,17 @@ def _check_groups(
                 )
                 continue
             member_of[member] = group_id
+            kept.append(member)
+        if "members" in group:
+            group["members"] = kept
+
+
+def _not_a_member(member: str, models: dict[str, Any], alias_of: dict[str, str]) -> str:
+    if member in alias_of:
+        return f"'{member}' is an alias of '{alias_of[member]}', not a model ID; ignored"
+    close = difflib.get_close_matches(member, list(models), n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else " (see models:)"
+    return f"'{member}' is not a model ID; ignored{hint}"
 
 
 def _check_matrix(

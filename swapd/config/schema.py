@@ -6,7 +6,7 @@ committed file is current and that loader and schema agree on a corpus of files.
 
 What the schema can say, it says like the loader: unknown keys are errors, integers and
 booleans are typed, an empty value (null) means "use the default", a whole-value
-``${env.NAME}`` may stand in for a number or a boolean. What it cannot say (aliases
+``${env.NAME}`` or ``${macro}`` may stand in for a number or a boolean. What it cannot say (aliases
 unique, group members exist, macros resolve) only the loader checks.
 """
 
@@ -26,7 +26,10 @@ from swapd.config.model import Config, MacroValue
 __all__ = ["SCHEMA_ID", "config_schema", "render_reference", "render_schema"]
 
 SCHEMA_ID = "https://swapd.invalid/config-schema.json"
-_ENV_ONLY = {"type": "string", "pattern": r"^\$\{env\.[A-Za-z_][A-Za-z0-9_]*\}$"}
+_ENV_ONLY = {
+    "type": "string",
+    "pattern": r"^\$\{(env\.[A-Za-z_][A-Za-z0-9_]*|[a-zA-Z0-9_-]+)\}$",
+}
 _SCALAR = {"type": ["string", "number", "boolean"]}
 
 
@@ -172,6 +175,16 @@ _SECTIONS = (
     ("`hooks.onStartup`", "StartupHooks"),
     ("`memory`", "MemoryConfig"),
     ("`store`", "StoreConfig"),
+    ("`models.<id>.timeouts` / `peers.<id>.timeouts`", "Timeouts"),
+    ("`models.<id>.capabilities`", "Capabilities"),
+    ("`models.<id>.compat`", "Compat"),
+    ("`upstream`", "Upstream"),
+    ("`profiles.<name>`", "Profile"),
+    ("`selectors.<id>`", "Selector"),
+    ("`selectors.<id>.settings`", "SelectorSettings"),
+    ("`performance`", "Performance"),
+    ("`ui`", "Ui"),
+    ("`ui.activity`", "UiActivity"),
 )
 
 
@@ -184,7 +197,8 @@ def render_reference() -> str:
         "",
         "Generated from `swapd/config/model.py` by `swapd schema --reference`; do not edit.",
         "Macros (`${name}`, `${env.NAME}`, `${MODEL_ID}`, `${PORT}`, `${PID}`) are described in",
-        "the README. Legacy spellings are accepted so llama-swap files load unchanged.",
+        "the README. Legacy spellings are accepted so llama-swap files load unchanged; what",
+        "swapd does with each llama-swap key is in [compatibility.md](compatibility.md).",
         "Groups, the matrix and priorities are explained in [routing.md](routing.md).",
         "",
     ]

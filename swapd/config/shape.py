@@ -19,7 +19,6 @@ position for every path so later stages (macros, cross-field checks) report line
 
 from __future__ import annotations
 
-import difflib
 import enum
 import re
 import types
@@ -29,11 +28,20 @@ from typing import Any
 
 import attrs
 
-from swapd.config import source
+from swapd.config import known, source
 from swapd.config.model import MacroValue
 from swapd.errors import ConfigError, ConfigProblem
 
-__all__ = ["INVALID", "Path", "Problems", "render_path", "shape_document", "typed_value"]
+__all__ = [
+    "INVALID",
+    "MacroRef",
+    "Path",
+    "Problems",
+    "check_number",
+    "render_path",
+    "shape_document",
+    "typed_value",
+]
 
 Path = tuple[str | int, ...]
 
@@ -50,6 +58,17 @@ _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _INF = re.compile(r"[-+]?\.(inf|Inf|INF)")
 _NAN = re.compile(r"\.(nan|NaN|NAN)")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-/:]+")
+_WHOLE_MACRO = re.compile(r"\$\{([a-zA-Z0-9_-]+)\}")
+
+
+@attrs.frozen
+class MacroRef:
+    """A number or boolean setting written as exactly ``${name}``: the macro's typed
+    value decides (llama-swap v243), once ``macros.py`` knows the macros in scope."""
+
+    name: str
+    kind: type  # int or bool
+    meta: Mapping[str, Any]
 
 
 class _Invalid:
@@ -81,8 +100,19 @@ class Problems:
     file: str
     problems: list[ConfigProblem] = attrs.field(factory=list)
     warnings: list[str] = attrs.field(factory=list)
+    #: The warnings as problems, for ``--strict`` (which turns them into errors).
+    warned: list[ConfigProblem] = attrs.field(factory=list)
     positions: dict[Path, tuple[int, int]] = attrs.field(factory=dict)
     paths: list[Path] = attrs.field(factory=list)
+    #: With ``--config-dir``: the source file of a path (the closest enclosing one counts).
+    origins: dict[Path, str] = attrs.field(factory=dict)
+
+    def file_of(self, path: Path) -> str:
+        for end in range(len(path), -1, -1):
+            found = self.origins.get(path[:end])
+            if found is not None:
+                return found
+        return self.file
 
     def position(self, path: Path) -> tuple[int, int]:
         # Fall back to the closest enclosing key that has a known place.
@@ -95,13 +125,21 @@ class Problems:
     def add(self, path: Path, message: str) -> None:
         self.paths.append(path)
         line, column = self.position(path)
-        self.problems.append(ConfigProblem(self.file, line, column, render_path(path), message))
+        file = self.file_of(path)
+        self.problems.append(ConfigProblem(file, line, column, render_path(path), message))
 
     def warn(self, path: Path, message: str) -> None:
-        line, _ = self.position(path)
-        where = f"{self.file}:{line}" if line else self.file
+        line, column = self.position(path)
+        file = self.file_of(path)
+        where = f"{file}:{line}" if line else file
         field = f" {render_path(path)}:" if path else ""
         self.warnings.append(f"{where}:{field} {message}")
+        self.warned.append(ConfigProblem(file, line, column, render_path(path), message))
+
+    def make_warnings_errors(self) -> None:
+        """``--strict``: every warning so far becomes a problem."""
+        self.problems.extend(self.warned)
+        self.paths.extend(() for _ in self.warned)
 
     def any_under(self, prefix: Path) -> bool:
         """Whether a problem was already reported at or below ``prefix``."""
@@ -180,6 +218,19 @@ def _fields_of(cls: type) -> tuple[_Field, ...]:
         )
         _FIELDS[cls] = found
     return found
+
+
+def check_number(value: int, path: Path, meta: Mapping[str, Any], problems: Problems) -> Any:
+    """``value`` within the setting's ``minimum`` (raised to it with a warning when the
+    setting clamps); INVALID with a problem recorded otherwise."""
+    minimum = meta.get("minimum")
+    if minimum is not None and value < minimum:
+        if meta.get("clamp"):
+            problems.warn(path, f"{value} is below the minimum {minimum}; using {minimum}")
+            return minimum
+        problems.add(path, f"must be at least {minimum}, found {value}")
+        return INVALID
+    return value
 
 
 def _kind(node: Any) -> str:
@@ -301,6 +352,9 @@ class _Shaper:
         text = self.scalar_text(node, path, "true or false")
         if text is None:
             return INVALID
+        whole = _WHOLE_MACRO.fullmatch(text)
+        if whole and not source.is_quoted(node):
+            return MacroRef(whole.group(1), bool, {})
         if not source.is_quoted(node):
             if text in _TRUE:
                 return True
@@ -318,18 +372,13 @@ class _Shaper:
         text = self.scalar_text(node, path, "a whole number")
         if text is None:
             return INVALID
+        whole = _WHOLE_MACRO.fullmatch(text)
+        if whole and not source.is_quoted(node):
+            return MacroRef(whole.group(1), int, meta)
         if source.is_quoted(node) or not _INT.fullmatch(text.strip()):
             self.problems.add(path, f"expected a whole number, found {text!r}")
             return INVALID
-        value = int(text)
-        minimum = meta.get("minimum")
-        if minimum is not None and value < minimum:
-            if meta.get("clamp"):
-                self.problems.warn(path, f"{value} is below the minimum {minimum}; using {minimum}")
-                return minimum
-            self.problems.add(path, f"must be at least {minimum}, found {value}")
-            return INVALID
-        return value
+        return check_number(int(text), path, meta, self.problems)
 
     def shape_any(self, node: Any, path: Path) -> Any:
         if isinstance(node, source.Mapping):
@@ -411,7 +460,10 @@ class _Shaper:
 
     def shape_class(self, node: Any, cls: type, path: Path) -> Any:
         if not isinstance(node, source.Mapping):
-            self.problems.add(path, f"expected a mapping of settings, found {_kind(node)}")
+            message = known.NOT_A_MAPPING.get(cls.__name__)
+            self.problems.add(
+                path, message or f"expected a mapping of settings, found {_kind(node)}"
+            )
             return INVALID
         fields = _fields_of(cls)
         by_key = {f.key: f for f in fields}
@@ -424,7 +476,10 @@ class _Shaper:
             field = by_key.get(key)
             if field is None:
                 self.problems.positions[(*path, key)] = source.key_position(node, raw_key)
-                self.problems.add((*path, key), _unknown_key_message(key, fields))
+                # A key that only holds an anchor (``x-base: &base``) is a template.
+                if source.anchor_of(child) is None:
+                    message = known.unknown_key_message(cls.__name__, key, [f.key for f in fields])
+                    self.problems.warn((*path, key), message)
                 continue
             here = (*path, field.key)
             self.problems.positions[here] = source.key_position(node, raw_key)
@@ -449,14 +504,3 @@ class _Shaper:
             elif field.key not in out and field.key not in invalid:
                 self.problems.add((*path, field.key), f"'{field.key}' must not be empty")
         return out
-
-
-def _unknown_key_message(key: str, fields: tuple[_Field, ...]) -> str:
-    known = [f.key for f in fields]
-    folded = {k.lower(): k for k in known}
-    close = folded.get(key.lower()) or next(
-        iter(difflib.get_close_matches(key, known, n=1, cutoff=0.6)), None
-    )
-    if close:
-        return f"unknown setting '{key}' (did you mean '{close}'?)"
-    return f"unknown setting '{key}'; known settings: {', '.join(sorted(known))}"

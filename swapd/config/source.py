@@ -1,10 +1,20 @@
 """YAML text → a tree of mappings, sequences and strings that remembers where each came from.
 
 This is the only module that imports strictyaml. We use its parser, which is what makes
-the YAML strict: no duplicate keys, no anchors, aliases or tags, and no implicit typing
-(every scalar arrives as text; the schema in ``model.py`` decides what it means, so
-``yes`` stays a string and ``0755`` never becomes a number). Flow style
-(``aliases: [a, b]``) is allowed because llama-swap files use it everywhere.
+the YAML strict: no duplicate keys, no tags, and no implicit typing (every scalar arrives
+as text; the schema in ``model.py`` decides what it means, so ``yes`` stays a string and
+``0755`` never becomes a number). Flow style (``aliases: [a, b]``) is allowed because
+llama-swap files use it everywhere.
+
+Anchors, aliases and merge keys (``&base``, ``*base``, ``<<: *base``, ``<<: [*a, *b]``)
+are allowed, because llama-swap reads them and real files use them to share a model
+template. They are handled by the parser strictyaml is built on (ruamel), not by a text
+pre-pass: an alias is the anchored node itself, so every position inside it is the
+anchor's text, and a merge key becomes the mapping's ``merge`` list (earlier sources win,
+the mapping's own keys win over all of them). ``key_position`` follows that list, so a
+merged-in key points at the line where the anchor's mapping wrote it, and a key that
+overrides a merged one points at its own line. A document whose aliases would expand past
+``MAX_EXPANDED_NODES`` ("billion laughs") is refused.
 
 We deliberately stop at strictyaml's parse tree and apply our own schema walk
 (``shape.py``) instead of strictyaml's validators, for two measured reasons: its
@@ -15,8 +25,8 @@ alone takes about 2 s there. The tree's ``lc`` records give exact key positions 
 The loader is strictyaml's, minus its round-trip scanner: that scanner turns every
 comment and blank line into tokens and re-gathers them before each token is read, only so
 that a dump could write the comments back; swapd never dumps the tree. The base scanner
-skips comments, and the strict checks (no tags, no anchors) are made here on the same
-tokens strictyaml checks. Measured on a 1,000-model file: the parse took ~30% less.
+skips comments, and the strict check (no tags) is made here on the same tokens
+strictyaml checks. Measured on a 1,000-model file: the parse took ~30% less.
 """
 
 from __future__ import annotations
@@ -44,7 +54,19 @@ from strictyaml.ruamel.tokens import CommentToken, ScalarToken
 
 from swapd.errors import ConfigError, ConfigProblem
 
-__all__ = ["Mapping", "Sequence", "is_block", "is_quoted", "key_position", "parse_yaml"]
+__all__ = [
+    "MAX_EXPANDED_NODES",
+    "Mapping",
+    "Sequence",
+    "anchor_of",
+    "is_block",
+    "is_quoted",
+    "key_position",
+    "parse_yaml",
+]
+
+#: Nodes a document may hold once its aliases are expanded (a 1,000-model file has ~30,000).
+MAX_EXPANDED_NODES = 2_000_000
 
 Mapping = CommentedMap
 Sequence = CommentedSeq
@@ -61,8 +83,9 @@ _PLAIN_FLOW = re.compile(f"(?:[^{_END}:,\\[\\]{{}}]|:(?=[^{_END}]))*")
 
 
 class _StrictScanner(Scanner):  # type: ignore[misc]
-    """The base scanner (comments skipped) with strictyaml's checks: no tags, no anchors;
-    plain scalars are scanned by regular expression instead of one character at a time."""
+    """The base scanner (comments skipped) with strictyaml's check for tags (anchors and
+    aliases are allowed, unlike strictyaml); plain scalars are scanned by regular
+    expression instead of one character at a time."""
 
     label = "config"
 
@@ -195,14 +218,6 @@ class _StrictScanner(Scanner):  # type: ignore[misc]
                 "Found disallowed tag tokens (do not specify types in markup)",
                 token.start_mark,
             )
-        if isinstance(token, tokens.AnchorToken):
-            raise strict_exceptions.AnchorTokenDisallowed(
-                "While scanning",
-                token.start_mark,
-                "Found confusing disallowed anchor token "
-                "(surround with ' and ' to make text appear literally)",
-                token.end_mark,
-            )
         return True
 
 
@@ -233,7 +248,7 @@ def parse_yaml(text: str, *, file: str) -> Any:
     Raises ConfigError (with the line) on a syntax error or a construct strict YAML forbids.
     """
     try:
-        return ruamel_main.load(text, Loader=_Loader)
+        tree = ruamel_main.load(text, Loader=_Loader)
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else 0
@@ -242,14 +257,41 @@ def parse_yaml(text: str, *, file: str) -> Any:
         context = getattr(exc, "context", None)
         message = _describe_syntax_error(type(exc).__name__, str(problem), context)
         raise ConfigError([ConfigProblem(file, line, column, "", message)]) from None
+    if _expanded_size(tree, {}) > MAX_EXPANDED_NODES:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    file,
+                    0,
+                    0,
+                    "",
+                    f"YAML aliases expand this document past {MAX_EXPANDED_NODES} values; "
+                    "refused (nested aliases multiply)",
+                )
+            ]
+        )
+    return tree
+
+
+def _expanded_size(node: Any, seen: dict[int, int]) -> int:
+    """How many values ``node`` holds with every alias expanded; shared nodes are counted
+    once per use but computed once (``seen``), so this is linear in the parsed text."""
+    if not isinstance(node, Mapping | Sequence):
+        return 1
+    known = seen.get(id(node))
+    if known is not None:
+        return known
+    seen[id(node)] = 1  # a recursive alias (an anchor used inside itself) counts once
+    children = node.values() if isinstance(node, Mapping) else node
+    size = 1 + sum(_expanded_size(child, seen) for child in children)
+    seen[id(node)] = size
+    return size
 
 
 def _describe_syntax_error(kind: str, problem: str, context: Any) -> str:
     problem = problem.strip()
     if kind == "DuplicateKeysDisallowed":
         return f"{problem} (each key may appear once per mapping)"
-    if kind == "AnchorTokenDisallowed":
-        return "YAML anchors and aliases (&x, *x) are not allowed; quote the text if it is a value"
     if kind == "TagTokenDisallowed":
         return "YAML tags (!!int, !tag) are not allowed; the schema decides types"
     if context:
@@ -258,12 +300,25 @@ def _describe_syntax_error(kind: str, problem: str, context: Any) -> str:
 
 
 def key_position(mapping: Any, key: str) -> tuple[int, int]:
-    """1-based (line, column) of ``key`` in a parsed mapping, (0, 0) when unknown."""
+    """1-based (line, column) of ``key`` in a parsed mapping, (0, 0) when unknown.
+
+    A key the mapping got through a merge key (``<<: *base``) is found where the merged
+    mapping wrote it: the first merge source holding it, as the merge itself picks."""
     try:
         line, col = mapping.lc.key(key)
     except (AttributeError, KeyError, TypeError):
+        for _, merged in getattr(mapping, "merge", ()):
+            if key in merged:
+                return key_position(merged, key)
         return (0, 0)
     return (line + 1, col + 1)
+
+
+def anchor_of(node: Any) -> str | None:
+    """The anchor name (``&name``) written on a parsed node, if any."""
+    anchor = getattr(node, "anchor", None)
+    value = getattr(anchor, "value", None)
+    return value if isinstance(value, str) else None
 
 
 def item_position(sequence: Any, index: int) -> tuple[int, int]:

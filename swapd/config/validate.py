@@ -8,10 +8,11 @@ with the implicit ``(default)`` group and the active matrix.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from typing import Any
 
-from swapd.config import cmdline, routing
+from swapd.config import cmdline, routing, v250
 from swapd.config.memory_check import check_memory
 from swapd.config.shape import Path, Problems
 
@@ -27,14 +28,14 @@ def check_and_derive(data: dict[str, Any], problems: Problems) -> None:
             _check_model(model_id, model, problems)
         # Every loaded model carries a concrete value; unset inherits the global one.
         model.setdefault("sendLoadingState", data.get("sendLoadingState", False))
+    v250.resolve_models(data, problems)
     _check_aliases(models, problems)
     alias_of = {a: m for m, model in models.items() for a in model.get("aliases", ())}
     routing.check_routing(data, models, alias_of, problems)
     _check_peers(data, problems)
     _normalise_preload(data, models, alias_of, problems)
     check_memory(data, problems)
-    if data.get("profiles"):
-        problems.warn(("profiles",), "profiles were removed in favour of groups; ignored")
+    v250.check_root(data, alias_of, problems)
     if data.get("logRequests"):
         problems.warn(("logRequests",), "logRequests is deprecated and has no effect")
     if data.get("metricsMaxInMemory", 1000) <= 0:
@@ -79,6 +80,8 @@ def _check_model(model_id: str, model: dict[str, Any], problems: Problems) -> No
             model["argv"] = cmdline.split_command(model["cmd"])
         except ValueError:
             problems.add((*here, "cmd"), "cmd is empty: it must name the command to run")
+        else:
+            _warn_lost_backslashes(here, model, problems)
     if model.get("cmdStop", "").strip():
         try:
             model["stop_argv"] = cmdline.split_command(model["cmdStop"])
@@ -96,6 +99,20 @@ def _check_model(model_id: str, model: dict[str, Any], problems: Problems) -> No
         if not sep or not name or any(c.isspace() for c in name):
             problems.add((*here, "env", index), f"env entry {entry!r} must look like NAME=value")
     _check_sleep(here, model, problems)
+
+
+_WINDOWS_PATH = re.compile(r"(?<![\w'\"])[A-Za-z]:\\")
+
+
+def _warn_lost_backslashes(here: Path, model: dict[str, Any], problems: Problems) -> None:
+    """``C:\\models\\x.gguf`` unquoted: POSIX quoting reads each backslash as an escape
+    (as llama-swap does), so the path arrives without them. Almost never what was meant."""
+    if _WINDOWS_PATH.search(model["cmd"]) and not any("\\" in arg for arg in model["argv"]):
+        problems.warn(
+            (*here, "cmd"),
+            "backslashes outside quotes are escapes and were dropped (the path became "
+            f"{model['argv'][0]!r}): put Windows paths in quotes or use forward slashes",
+        )
 
 
 def _check_sleep(here: Path, model: dict[str, Any], problems: Problems) -> None:

@@ -138,7 +138,9 @@ class ProcessInstance:
         if self._spec.stop_argv:
             pid = str(self._group.pid)
             stop_argv = [arg.replace("${PID}", pid) for arg in self._spec.stop_argv]
-        return await self._group.stop(grace=self._stop_grace, stop_argv=stop_argv)
+        # The config's unloadTimeout (model, else global) when set; else the daemon's grace.
+        grace = self._spec.unload_timeout or self._stop_grace
+        return await self._group.stop(grace=grace, stop_argv=stop_argv)
 
     def kill(self) -> None:
         self._group.kill()

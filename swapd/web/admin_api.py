@@ -23,6 +23,8 @@ from quart import Quart, Response, redirect, request
 from werkzeug.wrappers.response import Response as Redirect
 
 from swapd import __version__
+from swapd.config.model import ModelConfig, Selector, SelectorStrategy
+from swapd.core.capabilities import SHADOWED_METADATA, capability_fields
 from swapd.core.states import RUNNING, ModelState
 from swapd.errors import ModelNotFound
 from swapd.web.app import Services, json_response
@@ -49,8 +51,7 @@ def model_list(services: Services) -> list[dict[str, Any]]:
             record["name"] = model.name.strip()
         if model.description.strip():
             record["description"] = model.description.strip()
-        if model.metadata:
-            record["meta"] = {"llamaswap": dict(model.metadata)}
+        _add_capabilities(record, model)
         records.append(record)
         if config.include_aliases_in_list:
             records.extend(
@@ -69,8 +70,79 @@ def model_list(services: Services) -> list[dict[str, Any]]:
             }
             for name in peer.models
         )
+    for selector_id, selector in config.selectors.items():
+        if not selector.unlisted:
+            records.append(_selector_record(services, selector_id, selector, created, states))
+    listed = {r["id"] for r in records}
+    for pin, target in services.router.pins().items():  # the active profile's names
+        if target and pin not in listed and services.router.resolve(pin) is not None:
+            target_id = services.router.resolve_local(target)
+            state = states.get(target_id, ModelState.STOPPED).value if target_id else "remote"
+            records.append(
+                {
+                    "id": pin,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "swapd",
+                    "status": state,
+                    "meta": {"llamaswap": {"type": "profile"}},
+                }
+            )
     records.sort(key=lambda r: r["id"])
     return records
+
+
+def _selector_record(
+    services: Services,
+    selector_id: str,
+    selector: Selector,
+    created: int,
+    states: dict[str, ModelState],
+) -> dict[str, Any]:
+    """A selector's listing: loaded when a local target is (for ``pin``, the first one)."""
+    targets = (
+        selector.targets[:1] if selector.strategy is SelectorStrategy.PIN else selector.targets
+    )
+    local = [services.router.resolve_local(t) for t in targets]
+    loaded = any(
+        states.get(m) in (ModelState.READY, ModelState.STARTING) for m in local if m is not None
+    )
+    meta: dict[str, Any] = {
+        **selector.metadata,
+        "type": "selector",
+        "strategy": selector.strategy.value,
+        "targets": list(selector.targets),
+    }
+    if selector.strategy is SelectorStrategy.SPILLOVER:
+        meta["spillover"] = selector.settings.spillover
+    record: dict[str, Any] = {
+        "id": selector_id,
+        "object": "model",
+        "created": created,
+        "owned_by": "swapd",
+        "status": ModelState.READY.value if loaded else ModelState.STOPPED.value,
+        "meta": {"llamaswap": meta},
+    }
+    if selector.name.strip():
+        record["name"] = selector.name.strip()
+    if selector.description.strip():
+        record["description"] = selector.description.strip()
+    return record
+
+
+def _add_capabilities(record: dict[str, Any], model: ModelConfig) -> None:
+    """``capabilities`` fields, and ``meta`` (user metadata; ``n_ctx`` with a context)."""
+    fields = capability_fields(model.capabilities)
+    record.update(fields)
+    metadata = dict(model.metadata)
+    if fields:
+        for key in SHADOWED_METADATA:
+            metadata.pop(key, None)
+    meta: dict[str, Any] = {"llamaswap": metadata} if metadata else {}
+    if model.capabilities.context > 0:
+        meta["n_ctx"] = model.capabilities.context
+    if meta:
+        record["meta"] = meta
 
 
 def register(app: Quart, services: Services) -> None:

@@ -276,8 +276,10 @@ def create_app(services: Services) -> Quart:
         inflight_api,
         observe_api,
         ollama_api,
+        profiles_api,
         recording,
         ui_routes,
+        upstream_ws,
     )
 
     inference.register(app, services)
@@ -289,6 +291,8 @@ def create_app(services: Services) -> Quart:
     ollama_api.register(app, services)  # Ollama's /api/* routes
     activity_api.register(app, services)
     inflight_api.register(app, services)
+    profiles_api.register(app, services)
+    upstream_ws.register(app, services)
     # Plain JSON inference POSTs skip Quart (fastpath.py); everything else gets the
     # cleanup middleware and the app.
     fast = fastpath.FastPath(

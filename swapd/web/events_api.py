@@ -52,6 +52,7 @@ from urllib.parse import urlsplit
 import trio
 from quart import Quart, Response, request, websocket
 
+from swapd.core.capabilities import capability_fields
 from swapd.core.events import (
     ModelPreloaded,
     ModelRestart,
@@ -68,6 +69,7 @@ from swapd.reload import ConfigReloaded, ConfigReloadStarted
 from swapd.supervise.supervisor import ModelStatistics
 from swapd.web import cors, problems
 from swapd.web.app import Services, json_response
+from swapd.web.profiles_api import ProfileChanged
 from swapd.web.revocation import credentials_of, ended_when_revoked
 
 __all__ = ["model_status", "register"]
@@ -132,6 +134,7 @@ def model_status(
                 "sleepable": spec.sleep_enabled,
                 "crashes": stat.crashes,
                 "gaveUp": stat.gave_up,
+                **capability_fields(spec.capabilities),  # as in /v1/models (v225)
             }
         )
     for peer_id, peer in sorted(services.config.peers.items()):
@@ -200,7 +203,7 @@ class _Feed:
         elif isinstance(event, ConfigReloaded):
             put(("configReload", {"state": "end", **event.result.as_json()}))
             self._refresh()
-        elif isinstance(event, ModelPreloaded | ModelRestart):
+        elif isinstance(event, ModelPreloaded | ModelRestart | ProfileChanged):
             put((event.kind, event.as_json()))
         elif isinstance(event, ShuttingDown):
             self.queue.close()

@@ -79,14 +79,20 @@ class FastPath:
             name = bodies.extract_model(body)
             route = services.router.resolve(name) if name else None
         spec = services.config.models.get(route.target) if route is not None else None
-        if route is None or route.kind != "local" or spec is None or spec.send_loading_state:
+        if (
+            route is None
+            or route.kind != "local"
+            or spec is None
+            or spec.send_loading_state
+            or route.requested != name  # a profile pin: the app rewrites the model name
+        ):
             await self.app(scope, _replay(body, more, receive), send)
             return
         body = bodies.rewrite_json_body(
             body,
             use_model_name=spec.use_model_name,
             strip=spec.filters.stripped_keys(),
-            set_items=spec.filters.set_items(),
+            set_items=spec.filters.set_items(route.requested),
         )
         if services.config.api_keys:
             headers = strip_credentials(headers)

@@ -472,12 +472,15 @@ class Forwarder:
         self._tls = ssl.create_default_context()
         self._pools: dict[str, _Pool] = {}
 
-    def _pool_for(self, base: str, max_connections: int) -> _Pool:
+    def _pool_for(
+        self, base: str, max_connections: int, connect_timeout: float | None = None
+    ) -> _Pool:
         """The pool for ``base``, sized to what the upstream may serve at once."""
         pool = self._pools.get(base)
         if pool is None:
+            timeout = self._connect_timeout if connect_timeout is None else connect_timeout
             try:
-                pool = _Pool(base, self._tls, self._connect_timeout, max_connections)
+                pool = _Pool(base, self._tls, timeout, max_connections)
             except ValueError as exc:
                 raise UpstreamUnreachable(f"upstream {base}: {exc}") from None
             self._pools[base] = pool
@@ -492,13 +495,21 @@ class Forwarder:
         content: bytes | AsyncIterator[bytes] | None,
         *,
         max_connections: int = 64,
+        connect_timeout: float | None = None,
+        response_header_timeout: float = 0,
     ) -> Exchange:
         """Send the request; return once the upstream's status and headers arrived.
+
+        ``connect_timeout`` (the config's ``timeouts.connect``; 0 for none) applies to the
+        pool of ``base`` when it is made; ``response_header_timeout`` (0 for none) bounds
+        the wait for the response head once the request was sent.
 
         A reused keep-alive connection found dead before any answer came (the upstream
         closed it as the request went out) is replaced once by a fresh connection, when
         the body can be sent again (bytes or none)."""
-        pool = self._pool_for(base, max_connections)
+        if connect_timeout == 0:
+            connect_timeout = float("inf")
+        pool = self._pool_for(base, max_connections, connect_timeout)
         head = [(b"host", pool.host_header.encode("latin-1"))]
         head += [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
         if isinstance(content, bytes | bytearray):
@@ -515,7 +526,9 @@ class Forwarder:
         for attempt in (1, 2):
             try:
                 conn, reused = await pool.acquire()
-                return await _exchange(pool, conn, reused, request, content)
+                return await _exchange(
+                    pool, conn, reused, request, content, response_header_timeout
+                )
             except _UpstreamError as exc:
                 if attempt == 1 and exc.reused and not exc.answered and replayable:
                     continue
@@ -564,8 +577,10 @@ async def _exchange(
     reused: bool,
     request: h11.Request,
     content: bytes | AsyncIterator[bytes] | None,
+    head_timeout: float = 0,
 ) -> Exchange:
-    """Send ``request`` on ``conn`` and read the response head. On any failure the
+    """Send ``request`` on ``conn`` and read the response head (within ``head_timeout``
+    seconds of the request being sent, when it is above 0). On any failure the
     connection is closed and its slot given back."""
     state = conn.h11
     answered = False
@@ -575,11 +590,15 @@ async def _exchange(
             await _send(conn, request, content)
         except (h11.LocalProtocolError, *_NETWORK_ERRORS) as exc:
             send_error = exc  # the upstream may still have answered (413 to a big upload)
+        deadline = trio.current_time() + head_timeout if head_timeout > 0 else float("inf")
         try:
             while True:
                 event = state.next_event()
                 if event is h11.NEED_DATA:
-                    data = await _receiver(conn)(_READ_SIZE)
+                    if head_timeout <= 0:  # the common case: no cancel scope per read
+                        data = await _receiver(conn)(_READ_SIZE)
+                    else:
+                        data = await _read_by(conn, deadline, head_timeout)
                     answered = answered or bool(data)
                     state.receive_data(data)
                 elif type(event) is h11.Response:
@@ -595,6 +614,17 @@ async def _exchange(
         pool.release(None)
         await conn.aclose()
         raise
+
+
+async def _read_by(conn: _Connection, deadline: float, head_timeout: float) -> bytes:
+    """One read of the response head, before ``deadline`` (``timeouts.responseHeader``)."""
+    with trio.move_on_at(deadline):
+        return await _receiver(conn)(_READ_SIZE)
+    raise _UpstreamError(
+        f"no response headers within {head_timeout:g} s (timeouts.responseHeader)",
+        reused=False,
+        answered=True,  # the request went out: never replay it
+    )
 
 
 def _joined(pieces: list[bytes | bytearray]) -> bytes:

@@ -19,6 +19,8 @@ Routes (POST unless noted):
 
 from __future__ import annotations
 
+import functools
+import re
 import urllib.parse
 from collections.abc import AsyncIterator
 
@@ -26,9 +28,11 @@ from quart import Quart, Response, current_app, redirect, request
 from werkzeug.datastructures import Headers
 from werkzeug.wrappers.response import Response as Redirect
 
+from swapd.config.model import Selector, SelectorStrategy
 from swapd.core.routing import Route
+from swapd.core.selectors import pick_target
 from swapd.core.states import ModelState
-from swapd.errors import BadRequest, ModelNotFound
+from swapd.errors import BadRequest, Conflict, ModelNotFound, ModelUnavailable
 from swapd.supervise.supervisor import Lease
 from swapd.web import bodies, problems, recording, relay
 from swapd.web.app import Services, register_cleanup
@@ -67,13 +71,15 @@ def register(app: Quart, services: Services) -> None:
         if name is None:
             raise BadRequest("missing or invalid 'model' key in the JSON request body")
         route = _resolve(services, name)
+        # A profile pin rewrote the name: the upstream sees the pin's target.
+        pinned = route.requested if route.requested != name else ""
         if route.kind == "local":
             spec = services.config.models[route.target]
             body = bodies.rewrite_json_body(
                 body,
-                use_model_name=spec.use_model_name,
+                use_model_name=spec.use_model_name or pinned,
                 strip=spec.filters.stripped_keys(),
-                set_items=spec.filters.set_items(),
+                set_items=spec.filters.set_items(route.requested),
             )
             if (
                 spec.send_loading_state
@@ -86,9 +92,9 @@ def register(app: Quart, services: Services) -> None:
             filters = services.config.peers[route.target].filters
             body = bodies.rewrite_json_body(
                 body,
-                use_model_name="",
+                use_model_name=pinned,
                 strip=filters.stripped_keys(),
-                set_items=filters.set_items(),
+                set_items=filters.set_items(route.requested),
             )
         return await _forward(services, route, body)
 
@@ -106,7 +112,7 @@ def register(app: Quart, services: Services) -> None:
         route = _resolve(services, name)
         new_name = None
         if route.kind == "local":
-            new_name = services.config.models[route.target].use_model_name or name
+            new_name = services.config.models[route.target].use_model_name or route.requested
         try:
             body = upload.body(new_name if form_model is not None else None)
         except ValueError as exc:
@@ -156,6 +162,7 @@ def register(app: Quart, services: Services) -> None:
             if request.query_string:
                 target += "?" + request.query_string.decode("latin-1")
             return redirect(target, 301 if request.method in ("GET", "HEAD") else 308)
+        _refuse_ignored_path(services, model_id, "/" + "/".join(remainder))
         route = Route("local", model_id, model_id)
         content = _stream_request_body() if request.method not in ("GET", "HEAD") else None
         return await _forward(services, route, content, path="/" + "/".join(remainder))
@@ -165,16 +172,60 @@ def register(app: Quart, services: Services) -> None:
     app.add_url_rule("/upstream/<path:rest>", "upstream", upstream, methods=methods)
 
 
+def _select(services: Services, selector_id: str, selector: Selector) -> str:
+    """The selector's target for this request; a spillover pick is reserved until the
+    request is over. No usable target: 503."""
+    router = services.router
+
+    def state_of(target: str) -> ModelState | None:
+        route = router.lookup(target)  # pins were applied to the selector's name already
+        if route is None or route.kind != "local":
+            return None
+        return services.supervisor.runner(route.target).state
+
+    reserved = router.reservations.get(selector_id, {})
+    target = pick_target(selector, state_of, reserved)
+    if target is None:
+        raise ModelUnavailable(f'selector "{selector_id}" has no available spillover targets')
+    if selector.strategy is SelectorStrategy.SPILLOVER:
+        router.reserve(selector_id, target, +1)
+        register_cleanup(lambda: router.reserve(selector_id, target, -1))
+    return target
+
+
+def _refuse_ignored_path(services: Services, model_id: str, path: str) -> None:
+    """``upstream.ignorePaths``: a matching path (a UI's static asset, say) on a model that
+    is not ready answers 409 instead of loading the model (llama-swap v229)."""
+    if services.supervisor.runner(model_id).state is ModelState.READY:
+        return
+    unquoted = urllib.parse.unquote(path)
+    if any(p.search(unquoted) for p in _ignore_patterns(services.config.upstream.ignore_paths)):
+        raise Conflict(f"model {model_id} is not loaded; path matches upstream.ignorePaths")
+
+
+@functools.cache
+def _ignore_patterns(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(p) for p in patterns)
+
+
 async def _stream_request_body() -> AsyncIterator[bytes]:
     async for chunk in request.body:
         yield chunk
 
 
 def _resolve(services: Services, name: str) -> Route:
+    """Profile pin, then selector, then model/alias/peer (llama-swap v241's order)."""
     activity = recording.current()
     if activity is not None:  # an unknown model's row names what was asked for
         activity.note_model(name)
-    route = services.router.resolve(name)
+    router = services.router
+    wanted = router.pinned(name)
+    if wanted == "":  # the active profile disables this name
+        raise ModelNotFound("no model id could be identified")
+    selector = services.config.selectors.get(wanted or name)
+    if selector is not None:
+        wanted = _select(services, wanted or name, selector)
+    route = router.lookup(wanted or name)
     if route is None:
         raise ModelNotFound(problems.unknown_model_message(name, services.router.names()))
     return route

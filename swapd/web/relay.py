@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from swapd.config.model import Timeouts
 from swapd.core.routing import Route
 from swapd.errors import UpstreamUnreachable
 from swapd.observe.captures import CaptureRecorder
@@ -96,14 +97,32 @@ async def open_exchange(
 ) -> Exchange:
     """Open the upstream exchange; a local model that refuses the connection is re-checked
     (``Supervisor.recheck``)."""
+    timeouts = _timeouts(services, route)
     try:
         return await services.forwarder.open(
-            base, method, target, headers, content, max_connections=pool
+            base,
+            method,
+            target,
+            headers,
+            content,
+            max_connections=pool,
+            connect_timeout=timeouts.connect if timeouts else None,
+            response_header_timeout=timeouts.response_header if timeouts else 0,
         )
     except UpstreamUnreachable as exc:
         if exc.connect_failed and route.kind == "local":
             services.supervisor.recheck(route.target)
         raise
+
+
+def _timeouts(services: Services, route: Route) -> Timeouts | None:
+    """The config's ``timeouts`` for the route's model or peer (gone after a reload: None)."""
+    config = services.config
+    if route.kind == "local":
+        model = config.models.get(route.target)
+        return model.timeouts if model is not None else None
+    peer = config.peers.get(route.target)
+    return peer.timeouts if peer is not None else None
 
 
 def _metered(
