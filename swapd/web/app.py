@@ -70,10 +70,8 @@ class Services:
 
 
 def json_response(status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> Response:
-    import json
-
     response = Response(
-        json.dumps(body, ensure_ascii=False),
+        problems.json_bytes(body),
         status=status,
         content_type="application/json; charset=utf-8",
     )

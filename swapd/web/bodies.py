@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.message import Message
@@ -34,7 +35,10 @@ from email.utils import collapse_rfc2231_value
 from typing import Any, Protocol
 
 __all__ = [
+    "PARSE_WHOLE",
+    "JsonFields",
     "extract_model",
+    "read_fields",
     "is_streaming",
     "parse_multipart_model",
     "rewrite_json_body",
@@ -71,18 +75,34 @@ def _loads(body: bytes, *, raw_floats: bool = False) -> Any:
         return None
 
 
+def _parse_error(body: bytes) -> str | None:
+    """Why ``body`` is not valid JSON (the parser's message and position), else None."""
+    try:
+        json.loads(body, parse_float=_finite_float, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        return f"the body is not valid JSON: {exc}"
+    except UnicodeDecodeError as exc:
+        return f"the body is not valid JSON: byte {exc.start} is not valid {exc.encoding}"
+    except RecursionError:
+        return "the body is nested too deeply to be read"
+    except ValueError as exc:
+        return f"the body is not valid JSON: {exc}"
+    return None
+
+
 def _compact(value: Any, *, ensure_ascii: bool = False) -> str:
     return json.dumps(value, ensure_ascii=ensure_ascii, separators=(",", ":"), allow_nan=False)
 
 
-def extract_model(body: bytes) -> str | None:
+def extract_model(body: bytes, *, parsed: Any = None) -> str | None:
     """The top-level ``model`` of a JSON object body, rendered as a string.
 
     A JSON string is returned as is; a number, boolean, object or array as its compact JSON
     text (``false`` → ``"false"``, ``12`` → ``"12"``, ``1.50`` → ``"1.50"``). ``None`` when
     the key is missing, ``null`` or ``""``, or the body is not a JSON object.
+    ``parsed``: ``body`` already parsed (not parsed again).
     """
-    obj = _loads(body)
+    obj = _loads(body) if parsed is None else parsed
     if not isinstance(obj, dict):
         return None
     value = obj.get("model")
@@ -97,6 +117,148 @@ def extract_model(body: bytes) -> str | None:
         return _compact(value)
     except (ValueError, RecursionError):
         return None
+
+
+#: Bodies up to this size are parsed whole (and so checked whole); larger ones are
+#: scanned for their top-level ``model`` and ``stream`` only, without building the rest:
+#: a body of millions of tiny arrays would otherwise cost ~25 times its size in memory
+#: and block for seconds. Callers scan those off the event loop (``trio.to_thread``).
+PARSE_WHOLE = 1024 * 1024
+_MAX_FIELD = 64 * 1024  # a model or stream value longer than this is no model name
+
+
+@dataclass(frozen=True, slots=True)
+class JsonFields:
+    """What the inference routes need from a JSON body: its ``model`` (as
+    :func:`extract_model` renders it), whether it asks for a stream, and why it is not
+    valid JSON (``error``, with the parser's position) when it is not."""
+
+    model: str | None
+    stream: bool
+    error: str | None = None
+
+
+def read_fields(body: bytes) -> JsonFields:
+    """``model`` and ``stream`` of a JSON body, parsing it once. Never raises.
+
+    Over :data:`PARSE_WHOLE` only the top level is walked: other values are skipped, not
+    built (and not checked beyond their brackets and strings; the upstream judges them).
+    Duplicate keys: the last wins, as in the whole parse."""
+    if len(body) <= PARSE_WHOLE:
+        obj = _loads(body)
+        if obj is None:
+            error = _parse_error(body)
+            if error is not None:
+                return JsonFields(None, False, error)
+        if not isinstance(obj, dict):
+            return JsonFields(None, False)
+        return JsonFields(extract_model(body, parsed=obj), _truthy(obj.get("stream")))
+    try:
+        raw = _top_level(body, ("model", "stream"))
+    except ValueError as exc:
+        return JsonFields(None, False, f"the body is not valid JSON: {exc}")
+    model = raw.get("model")
+    stream = raw.get("stream")
+    return JsonFields(
+        extract_model(b'{"model":' + model.encode() + b"}") if model is not None else None,
+        is_streaming(b'{"stream":' + stream.encode() + b"}") if stream is not None else False,
+    )
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_SCALAR = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null")
+_scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]
+
+
+def _top_level(body: bytes, wanted: tuple[str, ...]) -> dict[str, str]:
+    """The source text of each ``wanted`` key of a top-level object (the last of
+    duplicates); empty for a body that is not an object. Raises ValueError with a
+    position for what is not JSON on the way."""
+    try:
+        text = body.decode(json.detect_encoding(body))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"byte {exc.start} is not valid {exc.encoding}") from None
+    text = text.removeprefix("\ufeff")
+    pos = _WS.match(text, 0).end()  # type: ignore[union-attr]
+    if not text.startswith("{", pos):
+        return {}
+    found: dict[str, str] = {}
+    pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+    if text.startswith("}", pos):
+        return found
+    while True:
+        if not text.startswith('"', pos):
+            raise ValueError(f"expecting a property name in double quotes (char {pos})")
+        key, pos = _scanstring(text, pos + 1)
+        pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
+        if not text.startswith(":", pos):
+            raise ValueError(f"expecting ':' delimiter (char {pos})")
+        pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+        end = _skip_value(text, pos)
+        if key in wanted:
+            if end - pos > _MAX_FIELD:
+                found.pop(key, None)
+            else:
+                found[key] = text[pos:end]
+        pos = _WS.match(text, end).end()  # type: ignore[union-attr]
+        if text.startswith("}", pos):
+            break
+        if not text.startswith(",", pos):
+            raise ValueError(f"expecting ',' delimiter (char {pos})")
+        pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+    pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+    if pos != len(text):
+        raise ValueError(f"extra data (char {pos})")
+    return found
+
+
+def _skip_value(text: str, pos: int) -> int:
+    """The end of the JSON value starting at ``pos``, without building it."""
+    if text.startswith('"', pos):
+        return int(_scanstring(text, pos + 1)[1])
+    if not (text.startswith("[", pos) or text.startswith("{", pos)):
+        match = _SCALAR.match(text, pos)
+        if match is None or match.end() == pos:
+            raise ValueError(f"expecting a value (char {pos})")
+        return match.end()
+    # Between two strings brackets are only counted (str.count runs in C); the value
+    # ends in the run of closing brackets before the next string or the end, where the
+    # depth only falls: found there by bisection.
+    depth = 0
+    while True:
+        quote = text.find('"', pos)
+        stop = len(text) if quote < 0 else quote
+        opens = text.count("[", pos, stop) + text.count("{", pos, stop)
+        closes = text.count("]", pos, stop) + text.count("}", pos, stop)
+        if depth + opens - closes > 0:
+            if quote < 0:
+                raise ValueError(f"unterminated array or object (char {len(text)})")
+            depth += opens - closes
+            pos = int(_scanstring(text, quote + 1)[1])
+            continue
+        run = pos + len(text[pos:stop].rstrip(_CLOSERS))
+        depth += _opens(text, pos, run) - _closes(text, pos, run)
+        if depth <= 0:
+            raise ValueError(f"unbalanced brackets (char {run})")
+        low, high = run, stop  # the value ends at the first i with depth - closes == 0
+        while low < high:
+            mid = (low + high) // 2
+            if depth - _closes(text, run, mid) <= 0:
+                high = mid
+            else:
+                low = mid + 1
+        return low
+
+
+_CLOSERS = "]} \t\n\r,"
+
+
+def _opens(text: str, start: int, end: int) -> int:
+    return text.count("[", start, end) + text.count("{", start, end)
+
+
+def _closes(text: str, start: int, end: int) -> int:
+    return text.count("]", start, end) + text.count("}", start, end)
 
 
 def _truthy(value: Any) -> bool:

@@ -33,6 +33,7 @@ from swapd.supervise.supervisor import Lease
 from swapd.web import bodies, problems, relay
 from swapd.web.app import Services, register_cleanup
 from swapd.web.auth import strip_credentials
+from swapd.web.fastpath import FIELDS_KEY, MAX_NAME, read_json_fields
 from swapd.web.forward import Exchange, request_headers
 from swapd.web.loading import loading_stream
 from swapd.web.upload import read_upload
@@ -63,10 +64,14 @@ def register(app: Quart, services: Services) -> None:
     async def json_inference() -> Response:
         body = await request.get_data(cache=False)
         assert isinstance(body, bytes)
-        name = bodies.extract_model(body) or request.args.get("model") or None
+        fields = request.scope.get(FIELDS_KEY) or await read_json_fields(body)
+        name = fields.model or request.args.get("model") or None
         if name is None:
-            raise BadRequest("missing or invalid 'model' key in the JSON request body")
+            raise BadRequest(
+                fields.error or "missing or invalid 'model' key in the JSON request body"
+            )
         route = _resolve(services, name)
+        original = body
         if route.kind == "local":
             spec = services.config.models[route.target]
             body = bodies.rewrite_json_body(
@@ -79,7 +84,7 @@ def register(app: Quart, services: Services) -> None:
                 spec.send_loading_state
                 and request.path == "/v1/chat/completions"
                 and services.supervisor.runner(route.target).state is not ModelState.READY
-                and bodies.is_streaming(body)
+                and (fields.stream if body is original else bodies.is_streaming(body))
             ):
                 return await _loading_response(services, route, body)
         else:
@@ -171,7 +176,7 @@ async def _stream_request_body() -> AsyncIterator[bytes]:
 
 
 def _resolve(services: Services, name: str) -> Route:
-    route = services.router.resolve(name)
+    route = services.router.resolve(name) if len(name) <= MAX_NAME else None
     if route is None:
         raise ModelNotFound(problems.unknown_model_message(name, services.router.names()))
     return route
@@ -206,8 +211,9 @@ async def _loading_response(services: Services, route: Route, body: bytes) -> Re
 
 
 def _client_headers(services: Services) -> list[tuple[str, str]]:
-    """The client's headers, without the credentials it used for swapd itself."""
-    headers = list(request.headers.items())
+    """The client's headers as it sent them (not Quart's view, which adds a synthetic
+    ``Remote-Addr``), without the credentials it used for swapd itself."""
+    headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.scope["headers"]]
     return strip_credentials(headers) if services.config.api_keys else headers
 
 
