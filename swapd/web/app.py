@@ -269,6 +269,7 @@ def create_app(services: Services) -> Quart:
         config_api,
         events_api,
         fastpath,
+        hostcheck,
         inference,
         observe_api,
         ui_routes,
@@ -282,7 +283,11 @@ def create_app(services: Services) -> Quart:
     ui_routes.register(app, services)
     # Plain JSON inference POSTs skip Quart (fastpath.py); everything else gets the
     # cleanup middleware and the app.
-    app.asgi_app = fastpath.FastPath(  # type: ignore[method-assign, assignment]
-        _CleanupMiddleware(app.asgi_app), services, frozenset(inference.JSON_ROUTES)
+    # The Host check (hostcheck.py) comes first, for every request and WebSocket.
+    app.asgi_app = hostcheck.HostCheck(  # type: ignore[method-assign, assignment]
+        fastpath.FastPath(
+            _CleanupMiddleware(app.asgi_app), services, frozenset(inference.JSON_ROUTES)
+        ),
+        services,
     )
     return app

@@ -35,6 +35,7 @@ from email.utils import collapse_rfc2231_value
 from typing import Any, Protocol
 
 __all__ = [
+    "MAX_PARTS",
     "PARSE_WHOLE",
     "JsonFields",
     "extract_model",
@@ -428,6 +429,11 @@ def _boundary(content_type: str) -> bytes:
     return boundary.encode("ascii")
 
 
+#: Forms have a handful of fields; a body of many tiny parts would make the scan (a
+#: header parse for each part whose name mentions "model") cost seconds.
+MAX_PARTS = 1000
+
+
 class ByteSource(Protocol):
     """What the multipart scanner reads: ``bytes``, or a mapped file (``upload.py``)."""
 
@@ -475,7 +481,11 @@ def _model_fields(
     closing, start, nl = opening
     delimiter = nl + dash
     fields: list[_Field] = []
+    parts = 0
     while not closing:
+        parts += 1
+        if parts > MAX_PARTS:
+            raise ValueError(f"the form has more than {MAX_PARTS} parts")
         search = start
         while True:
             end = body.find(delimiter, search)

@@ -33,6 +33,7 @@ from swapd.supervise.supervisor import Lease
 from swapd.web import bodies, problems, relay
 from swapd.web.app import Services, register_cleanup
 from swapd.web.auth import strip_credentials
+from swapd.web.bodies import JsonFields
 from swapd.web.fastpath import FIELDS_KEY, MAX_NAME, read_json_fields
 from swapd.web.forward import Exchange, request_headers
 from swapd.web.loading import loading_stream
@@ -64,7 +65,8 @@ def register(app: Quart, services: Services) -> None:
     async def json_inference() -> Response:
         body = await request.get_data(cache=False)
         assert isinstance(body, bytes)
-        fields = request.scope.get(FIELDS_KEY) or await read_json_fields(body)
+        cached = request.scope.get(FIELDS_KEY)  # the fast path parsed it already
+        fields = cached if isinstance(cached, JsonFields) else await read_json_fields(body)
         name = fields.model or request.args.get("model") or None
         if name is None:
             raise BadRequest(

@@ -26,7 +26,7 @@ __all__ = ["REDACTED", "config_secrets", "redact_command", "redact_config_text"]
 
 REDACTED = "REDACTED"
 
-_SECRET_WORD = r"(?:key|token|secret|passw(?:or)?d|auth|credential)"
+_SECRET_WORD = r"(?:key|token|secret|passw(?:or)?d|auth|credential)"  # noqa: S105
 _SECRET_NAME = re.compile(rf"[A-Za-z0-9_]*{_SECRET_WORD}[A-Za-z0-9_]*", re.IGNORECASE)
 # --api-key X, --api-key=X, -hf-token 'X' (the value: a quoted string or one word)
 _SECRET_OPTION = re.compile(
@@ -48,9 +48,7 @@ def _replace_all(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def redact_command(
-    cmd: str, config: Config, environ: Mapping[str, str] | None = None
-) -> str:
+def redact_command(cmd: str, config: Config, environ: Mapping[str, str] | None = None) -> str:
     """``cmd`` without the secrets described in the module docstring."""
     environ = os.environ if environ is None else environ
     secrets = config_secrets(config)
@@ -71,21 +69,30 @@ def redact_config_text(text: str, config: Config) -> str:
     except ConfigError:
         root = None  # the file changed since it loaded: fall back to text replacement
     if isinstance(root, Mapping):
+        root_map: Any = root
         starts = _line_starts(text)
-        keys = root.get("apiKeys")
+        keys: Any = root_map.get("apiKeys")
         if isinstance(keys, list):
             flow = _in_flow(keys)
-            for index in range(len(keys)):
-                spans.append(_scalar_span(text, starts, keys.lc.item(index), flow=flow))
-        peers = root.get("peers")
+            spans.extend(
+                _scalar_span(text, starts, _lc(keys).item(index), flow=flow)
+                for index in range(len(keys))
+            )
+        peers: Any = root_map.get("peers")
         if isinstance(peers, Mapping):
+            peer: Any
             for peer in peers.values():
                 if isinstance(peer, Mapping) and "apiKey" in peer:
-                    position = peer.lc.value("apiKey")
+                    position = _lc(peer).value("apiKey")
                     spans.append(_scalar_span(text, starts, position, flow=_in_flow(peer)))
     for start, end in sorted(spans, reverse=True):
         text = text[:start] + REDACTED + text[end:]
     return _replace_all(text, config_secrets(config))
+
+
+def _lc(node: object) -> Any:
+    """The node's source positions (ruamel's ``lc``)."""
+    return node.lc  # type: ignore[attr-defined]
 
 
 def _in_flow(node: Any) -> bool:
