@@ -193,6 +193,31 @@ class _EndAfterResponse:
         return received
 
 
+SMALL_BODY = 64 * 1024
+
+
+async def _drain_small_body() -> None:
+    """Read the rest of a small request body before an error answers it early (a 401
+    before the body was looked at, a 404).
+
+    A response that starts before the body is complete must close the connection
+    (``_EndAfterResponse``), and hypercorn closes it from its reading task while the
+    response may still be written from ours: with a pipelined request behind the body,
+    about half such answers were lost (``BusyResourceError``). A small body that is
+    already on its way is read instead (at most 1 s), so the connection stays usable and
+    the next request is answered. Large or slow bodies still close the connection."""
+    if not has_request_context():
+        return
+    length = request.content_length
+    if length is None or length > SMALL_BODY or request.method in ("GET", "HEAD"):
+        return
+    with trio.move_on_after(1.0):
+        try:
+            await request.get_data(cache=False)
+        except Exception:  # noqa: BLE001 - the body was streamed already: close as before
+            log.debug("could not drain the request body", exc_info=True)
+
+
 def _current_path() -> str:
     return request.path if has_request_context() else websocket.path
 
@@ -244,10 +269,12 @@ def create_app(services: Services) -> Quart:
 
     @app.errorhandler(SwapdError)
     async def swapd_error(exc: SwapdError) -> Response:
+        await _drain_small_body()
         return error_response(exc, _current_path())
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
+        await _drain_small_body()
         status = exc.code or 500
         message = {404: "not found", 405: "method not allowed", 413: "request body too large"}.get(
             status, exc.description or exc.name
