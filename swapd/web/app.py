@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -34,6 +34,7 @@ from swapd.web import cors, problems
 from swapd.web.auth import WWW_AUTHENTICATE, KeyChecker
 from swapd.web.flow import FlowHTTPConnection, FlowRequest
 from swapd.web.forward import Forwarder
+from swapd.web.relay import StallWatch
 
 __all__ = ["Services", "create_app", "json_response", "register_cleanup"]
 
@@ -58,9 +59,11 @@ class Services:
     started_at: float = attrs.field(factory=time.time)
     max_body_bytes: int = 512 * 1024 * 1024
     reloader: Reloader | None = None  # None: no file to reload from
+    stalls: StallWatch = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.use_config(self.config)
+        self.stalls = StallWatch(lambda: self.config.send_timeout)
 
     def use_config(self, config: Config) -> None:
         """Switch every per-request lookup to ``config`` at once (a reload)."""
@@ -214,7 +217,7 @@ async def _drain_small_body() -> None:
     with trio.move_on_after(1.0):
         try:
             await request.get_data(cache=False)
-        except Exception:  # noqa: BLE001 - the body was streamed already: close as before
+        except Exception:  # the body was streamed already: close as before
             log.debug("could not drain the request body", exc_info=True)
 
 
@@ -243,6 +246,18 @@ def create_app(services: Services) -> Quart:
     )
     app.url_map.strict_slashes = False
     app.extensions["swapd"] = services
+
+    @app.while_serving
+    async def watch_stalled_clients() -> AsyncGenerator[None, None]:
+        scope = trio.CancelScope()
+
+        async def run() -> None:
+            with scope:
+                await services.stalls.run()
+
+        app.nursery.start_soon(run)
+        yield
+        scope.cancel()
 
     @app.before_request
     async def guard() -> Response | None:

@@ -156,6 +156,8 @@ def read_fields(body: bytes) -> JsonFields:
         return JsonFields(extract_model(body, parsed=obj), _truthy(obj.get("stream")))
     try:
         raw = _top_level(body, ("model", "stream"))
+    except _TooLong as exc:
+        return JsonFields(None, False, str(exc))
     except ValueError as exc:
         return JsonFields(None, False, f"the body is not valid JSON: {exc}")
     model = raw.get("model")
@@ -169,6 +171,10 @@ def read_fields(body: bytes) -> JsonFields:
 _WS = re.compile(r"[ \t\n\r]*")
 _SCALAR = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null")
 _scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]
+
+
+class _TooLong(ValueError):
+    """A wanted value too long to be what it should be (a model name, a flag)."""
 
 
 def _top_level(body: bytes, wanted: tuple[str, ...]) -> dict[str, str]:
@@ -198,9 +204,8 @@ def _top_level(body: bytes, wanted: tuple[str, ...]) -> dict[str, str]:
         end = _skip_value(text, pos)
         if key in wanted:
             if end - pos > _MAX_FIELD:
-                found.pop(key, None)
-            else:
-                found[key] = text[pos:end]
+                raise _TooLong(f"the '{key}' value is {end - pos} characters long, too long")
+            found[key] = text[pos:end]
         pos = _WS.match(text, end).end()  # type: ignore[union-attr]
         if text.startswith("}", pos):
             break
