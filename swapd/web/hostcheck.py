@@ -7,7 +7,9 @@ loopback address (127.0.0.0/8, ::1; also a wildcard listener reached through loo
 must name swapd by:
 
 - an IP address (a page cannot rebind an address literal: its origin would be that address),
-- ``localhost`` or a ``*.localhost`` name (RFC 6761: always loopback),
+- a name without a dot (``localhost``, a container or LAN name: a rebinding page needs a
+  name it controls in public DNS, which always has one) or a ``*.localhost`` name
+  (RFC 6761: always loopback),
 - this machine's host name,
 - or a name listed in the config's ``allowedHosts`` (``*`` turns the check off: for a
   reverse proxy on the same machine that passes the public Host through).
@@ -69,8 +71,8 @@ def host_allowed(host: str, allowed: Iterable[str], machine: str) -> bool:
         return True
     except ValueError:
         pass
-    if name == "localhost" or name.endswith(".localhost") or name == machine:
-        return True
+    if "." not in name or name.endswith(".localhost") or name == machine:
+        return True  # localhost, a LAN or container name: no outside page controls those
     extra = {_hostname(entry) for entry in allowed}
     return "*" in extra or name in extra
 
