@@ -4,8 +4,10 @@ This module owns the byte-level work an inference route does before forwarding a
 (reference sections 5.5, 5.6 and 6), as pure functions on ``bytes`` so every edge case
 is testable without a server:
 
-* JSON bodies: :func:`extract_model`, :func:`rewrite_json_body` (``useModelName`` →
-  ``stripParams`` → ``setParams``) and :func:`is_streaming`.
+* JSON bodies: :func:`read_fields` (``model`` and ``stream`` in one parse, bounded for
+  large bodies, with the parser's message for invalid JSON), :func:`extract_model`,
+  :func:`rewrite_json_body` (``useModelName`` → ``stripParams`` → ``setParams``) and
+  :func:`is_streaming`.
 * ``multipart/form-data`` bodies: :func:`parse_multipart_model` and
   :func:`rewrite_multipart_model`, which edits the ``model`` field in place and keeps every
   other byte, unlike llama-swap's rebuild (sharp edge 23).

@@ -12,7 +12,9 @@ So it reads the start of the body, at most ``HEAD_BYTES``:
   (at most ``HEAD_BYTES`` in memory) and scanned there through ``mmap``, then streamed
   from the file.
 
-A streamed body goes upstream with chunked framing. Only the first ``model`` field is
+A form may have at most ``bodies.MAX_PARTS`` parts, and the scans run in a thread, so a
+form of many tiny parts neither blocks the event loop nor costs seconds. A streamed body
+goes upstream with chunked framing. Only the first ``model`` field is
 rewritten in the streamed cases (a form has one).
 """
 
