@@ -21,13 +21,15 @@ in most JSON parsers.
 compatibility): ``a.b`` addresses ``b`` inside the object ``a``, ``\\.`` is a literal dot,
 and a component made of digits indexes an existing array. A top-level ``model`` is never
 stripped or set.
+
+(About 470 lines: both body kinds live here because they share what "the model" of a
+request means; the large-body JSON walk is its own module, ``jsonscan.py``.)
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.message import Message
@@ -35,6 +37,8 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import collapse_rfc2231_value
 from typing import Any, Protocol
+
+from swapd.web.jsonscan import TooLong, top_level
 
 __all__ = [
     "MAX_PARTS",
@@ -157,8 +161,8 @@ def read_fields(body: bytes) -> JsonFields:
             return JsonFields(None, False)
         return JsonFields(extract_model(body, parsed=obj), _truthy(obj.get("stream")))
     try:
-        raw = _top_level(body, ("model", "stream"))
-    except _TooLong as exc:
+        raw = top_level(body, ("model", "stream"), max_value=_MAX_FIELD)
+    except TooLong as exc:
         return JsonFields(None, False, str(exc))
     except ValueError as exc:
         return JsonFields(None, False, f"the body is not valid JSON: {exc}")
@@ -168,105 +172,6 @@ def read_fields(body: bytes) -> JsonFields:
         extract_model(b'{"model":' + model.encode() + b"}") if model is not None else None,
         is_streaming(b'{"stream":' + stream.encode() + b"}") if stream is not None else False,
     )
-
-
-_WS = re.compile(r"[ \t\n\r]*")
-_SCALAR = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null")
-_scanstring: Any = json.decoder.scanstring  # type: ignore[attr-defined]
-
-
-class _TooLong(ValueError):
-    """A wanted value too long to be what it should be (a model name, a flag)."""
-
-
-def _top_level(body: bytes, wanted: tuple[str, ...]) -> dict[str, str]:
-    """The source text of each ``wanted`` key of a top-level object (the last of
-    duplicates); empty for a body that is not an object. Raises ValueError with a
-    position for what is not JSON on the way."""
-    try:
-        text = body.decode(json.detect_encoding(body))
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"byte {exc.start} is not valid {exc.encoding}") from None
-    text = text.removeprefix("\ufeff")
-    pos = _WS.match(text, 0).end()  # type: ignore[union-attr]
-    if not text.startswith("{", pos):
-        return {}
-    found: dict[str, str] = {}
-    pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
-    if text.startswith("}", pos):
-        return found
-    while True:
-        if not text.startswith('"', pos):
-            raise ValueError(f"expecting a property name in double quotes (char {pos})")
-        key, pos = _scanstring(text, pos + 1)
-        pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
-        if not text.startswith(":", pos):
-            raise ValueError(f"expecting ':' delimiter (char {pos})")
-        pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
-        end = _skip_value(text, pos)
-        if key in wanted:
-            if end - pos > _MAX_FIELD:
-                raise _TooLong(f"the '{key}' value is {end - pos} characters long, too long")
-            found[key] = text[pos:end]
-        pos = _WS.match(text, end).end()  # type: ignore[union-attr]
-        if text.startswith("}", pos):
-            break
-        if not text.startswith(",", pos):
-            raise ValueError(f"expecting ',' delimiter (char {pos})")
-        pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
-    pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
-    if pos != len(text):
-        raise ValueError(f"extra data (char {pos})")
-    return found
-
-
-def _skip_value(text: str, pos: int) -> int:
-    """The end of the JSON value starting at ``pos``, without building it."""
-    if text.startswith('"', pos):
-        return int(_scanstring(text, pos + 1)[1])
-    if not (text.startswith("[", pos) or text.startswith("{", pos)):
-        match = _SCALAR.match(text, pos)
-        if match is None or match.end() == pos:
-            raise ValueError(f"expecting a value (char {pos})")
-        return match.end()
-    # Between two strings brackets are only counted (str.count runs in C); the value
-    # ends in the run of closing brackets before the next string or the end, where the
-    # depth only falls: found there by bisection.
-    depth = 0
-    while True:
-        quote = text.find('"', pos)
-        stop = len(text) if quote < 0 else quote
-        opens = text.count("[", pos, stop) + text.count("{", pos, stop)
-        closes = text.count("]", pos, stop) + text.count("}", pos, stop)
-        if depth + opens - closes > 0:
-            if quote < 0:
-                raise ValueError(f"unterminated array or object (char {len(text)})")
-            depth += opens - closes
-            pos = int(_scanstring(text, quote + 1)[1])
-            continue
-        run = pos + len(text[pos:stop].rstrip(_CLOSERS))
-        depth += _opens(text, pos, run) - _closes(text, pos, run)
-        if depth <= 0:
-            raise ValueError(f"unbalanced brackets (char {run})")
-        low, high = run, stop  # the value ends at the first i with depth - closes == 0
-        while low < high:
-            mid = (low + high) // 2
-            if depth - _closes(text, run, mid) <= 0:
-                high = mid
-            else:
-                low = mid + 1
-        return low
-
-
-_CLOSERS = "]} \t\n\r,"
-
-
-def _opens(text: str, start: int, end: int) -> int:
-    return text.count("[", start, end) + text.count("{", start, end)
-
-
-def _closes(text: str, start: int, end: int) -> int:
-    return text.count("]", start, end) + text.count("}", start, end)
 
 
 def _truthy(value: Any) -> bool:
