@@ -89,6 +89,7 @@ def register(app: Quart, services: Services) -> None:
         origin = request.headers.get("origin")
         if origin:
             response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"  # the answer differs by Origin: caches must know
         return response
 
     async def running() -> Response:

@@ -181,8 +181,9 @@ async def test_invalid_json_is_named_with_the_parsers_position(tmp_path: Path) -
                 error = body["error"]["message"]
                 assert error.startswith("the body is not valid JSON"), error
                 assert "line 1 column 16 (char 15)" in error
-            listing = await client.get("/v1/models")
+            listing = await client.get("/v1/models", headers={"origin": "http://a.example"})
             assert listing.content.endswith(b"}\n")
+            assert listing.headers["vary"] == "Origin"  # the echoed Origin varies the answer
 
 
 # --- 9: a client that never reads its stream ----------------------------------------------
