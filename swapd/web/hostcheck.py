@@ -101,7 +101,7 @@ class HostCheck:
                 host = value.decode("latin-1")
                 break
         if host is None:
-            return True  # HTTP/1.0 without Host (and HTTP/2 with :authority) are no browser's
+            return True  # HTTP/1.0 without Host: no browser sends that (HTTP/2 maps :authority)
         allowed = self.services.config.allowed_hosts
         return host_allowed(host, allowed, self.machine)
 
