@@ -1,7 +1,8 @@
 """Unit checks of the pure parts of issue #16's fixes: the bounded JSON scan
 (``bodies.read_fields``), the Host rule (``hostcheck.host_allowed``), redaction
 (``redact.py``), response framing (``forward.response_headers``) and the models'
-environment (``instance.inherited_environment``). The HTTP behaviour is in
+environment (``instance.inherited_environment``) and the stalled-reader watch
+(``relay.StallWatch``). The HTTP behaviour is in
 tests/reliability/test_security_http.py."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 from typing import Any
 
 import pytest
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +22,7 @@ from swapd.web.forward import response_headers
 from swapd.web.hostcheck import host_allowed
 from swapd.web.problems import close_matches, json_bytes
 from swapd.web.redact import redact_command, redact_config_text
+from swapd.web.relay import StallWatch
 
 PAD = b" " * (bodies.PARSE_WHOLE + 1)  # pushes a body onto the scanning path
 
@@ -145,3 +148,28 @@ def test_models_do_not_inherit_the_variables_holding_keys() -> None:
     config = parse_config(CONFIG, file="x")
     environ = {"KEY_A": "sk-plain", "PART": "sk-flow-k", "SHORT": "sk", "PATH": "/bin"}
     assert inherited_environment(environ, config) == {"SHORT": "sk", "PATH": "/bin"}
+
+
+async def test_the_stall_watch_cuts_only_sends_that_wait_too_long(autojump_clock: object) -> None:
+    cut: list[str] = []
+
+    def cutter(name: str) -> Any:
+        async def run() -> None:
+            cut.append(name)
+
+        return run
+
+    watch = StallWatch(lambda: 5.0)
+    stuck = watch.track(cutter("stuck"))
+    moving = watch.track(cutter("moving"))
+    watch.track(cutter("idle"))  # waiting for its upstream: never cut
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch.run)
+        stuck.since = trio.current_time()
+        for _ in range(20):  # a chunk sent every second
+            moving.since = trio.current_time()
+            await trio.sleep(0.5)
+            moving.since = None
+            await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    assert cut == ["stuck"]
