@@ -605,7 +605,7 @@ def test_unknown_key_suggests_the_closest(key: str, suggestion: str) -> None:
 
 def test_unknown_root_key_without_a_close_match_lists_known_keys() -> None:
     problem = one_problem("zzzzqqq: 1\n")
-    assert problem.message.startswith("unknown setting 'zzzzqqq'; known settings: apiKeys,")
+    assert problem.message.startswith("unknown setting 'zzzzqqq'; known settings: allowedHosts,")
 
 
 def test_group_members_must_be_model_ids() -> None:
