@@ -149,7 +149,9 @@ async def test_errors_are_openai_and_anthropic_shaped() -> None:
             assert anthropic.json()["error"]["type"] == "not_found_error"
             bad = await client.post("/v1/chat/completions", content=b"{not json")
             assert bad.status_code == 400
-            assert "model" in bad.json()["error"]["message"]
+            message = bad.json()["error"]["message"]
+            assert message.startswith("the body is not valid JSON"), message
+            assert "(char 1)" in message  # the parser's position
             no_model = await client.post("/v1/chat/completions", json={"messages": []})
             assert no_model.status_code == 400
             unknown_route = await client.get("/v2/nothing")

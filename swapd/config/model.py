@@ -713,6 +713,20 @@ class Config:
     api_keys: tuple[str, ...] = setting(
         key="apiKeys", factory=tuple, doc="Keys clients must present; empty: no auth."
     )
+    # swapd's own (not llama-swap's): the DNS-rebinding guard and the stalled-reader cut.
+    allowed_hosts: tuple[str, ...] = setting(
+        key="allowedHosts",
+        factory=tuple,
+        doc="Host names a request to a loopback listener may carry besides localhost, "
+        "IP addresses and this machine's name (DNS-rebinding guard); `*` allows any.",
+    )
+    send_timeout: int = setting(
+        60,
+        key="sendTimeout",
+        minimum=0,
+        doc="Seconds a response may wait on a client that reads nothing before the request "
+        "is cut and its model freed; 0: wait forever.",
+    )
     macros: Mapping[str, MacroValue] = setting(
         key="macros", factory=dict, doc="Reusable ${name} snippets, expanded in order."
     )

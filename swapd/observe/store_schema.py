@@ -243,7 +243,7 @@ def insert_activity(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> 
     marks = ", ".join("?" * (len(ACTIVITY_COLUMNS) - 1))
     conn.executemany(
         f"INSERT INTO activity ({names}) VALUES ({marks})",  # noqa: S608
-        (row[1:] for row in rows),
+        (_storable(row[1:]) for row in rows),
     )
     last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'activity'").fetchone()
     return range(int(last[0]) - len(rows) + 1, int(last[0]) + 1)
@@ -255,8 +255,22 @@ def insert_loads(conn: sqlite3.Connection, rows: Iterable[Sequence[Any]]) -> Non
     marks = ", ".join("?" * (len(LoadColumns) - 1))
     conn.executemany(
         f"INSERT INTO loads ({names}) VALUES ({marks})",  # noqa: S608
-        (row[1:] for row in rows),
+        (_storable(row[1:]) for row in rows),
     )
+
+
+def _storable(values: Sequence[Any]) -> list[Any]:
+    """Text SQLite can take: a client may send a model name with a lone surrogate
+    (valid JSON, not UTF-8), which sqlite3 refuses; such text is stored escaped."""
+    return [_utf8(v) if isinstance(v, str) else v for v in values]
+
+
+def _utf8(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def prune(conn: sqlite3.Connection, *, max_rows: int, min_ts_ms: int | None) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import collections
 import os
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, nullcontext
 from typing import Protocol
 
@@ -28,7 +28,14 @@ from swapd.supervise import health, sleepwake
 from swapd.supervise.lifeline import Lifeline
 from swapd.supervise.procgroup import ExitStatus, ProcessGroup, SpawnError, open_process_group
 
-__all__ = ["Instance", "Launcher", "OutputSink", "ProcessInstance", "ProcessLauncher"]
+__all__ = [
+    "Instance",
+    "Launcher",
+    "OutputSink",
+    "ProcessInstance",
+    "ProcessLauncher",
+    "inherited_environment",
+]
 
 #: Called with (model_id, stream, line) for every line a model's server prints.
 OutputSink = Callable[[str, str, str], None]
@@ -195,7 +202,7 @@ class ProcessLauncher:
     @asynccontextmanager
     async def open(self, model_id: str, spec: ModelConfig) -> AsyncIterator[Instance]:
         await _refuse_taken_port(model_id, spec)
-        env = dict(self._environ)
+        env = inherited_environment(self._environ, self._config)
         for entry in spec.env:
             name, _, value = entry.partition("=")
             env[name] = value
@@ -232,6 +239,22 @@ class ProcessLauncher:
                 self._stop_grace,
                 probe_log,
             )
+
+
+def inherited_environment(environ: Mapping[str, str], config: Config) -> dict[str, str]:
+    """swapd's environment as a model inherits it: without the variables that hold the
+    config's secrets (the client ``apiKeys`` and the peers' ``apiKey``, typically put
+    there through ``${env.NAME}``): a model server has no business with swapd's keys. A
+    variable counts when its value is a secret or a part of one of at least 8 characters.
+    A model that needs one gets it explicitly, through its ``env`` list."""
+    secrets = [s for s in (*config.api_keys, *(p.api_key for p in config.peers.values())) if s]
+    if not secrets:
+        return dict(environ)
+    return {
+        name: value
+        for name, value in environ.items()
+        if not any(value == s or (len(value) >= 8 and value in s) for s in secrets)
+    }
 
 
 async def _refuse_taken_port(model_id: str, spec: ModelConfig) -> None:

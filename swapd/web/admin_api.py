@@ -3,7 +3,8 @@
 - ``GET /v1/models``, ``GET /models``: OpenAI-style list of local models (``unlisted``
   hidden; aliases too with ``includeAliasesInList``) and peers' models, sorted by ID,
   each with its ``status`` (the model's state); metadata under ``meta.llamaswap``.
-- ``GET /running``: models with a process, with state, command, proxy and TTL; also a
+- ``GET /running``: models with a process, with state, command (secrets redacted:
+  ``redact.py``), proxy and TTL; also a
   persistent or preloaded model swapd gave up restarting (``"state": "failed"``).
 - ``POST /api/models/load/<model>``: start a model now; answers once it is ready.
 - ``POST /api/models/sleep/<model>``: put an idle ready model to sleep (``sleepMode``);
@@ -28,6 +29,7 @@ from swapd.core.capabilities import SHADOWED_METADATA, capability_fields
 from swapd.core.states import RUNNING, ModelState
 from swapd.errors import ModelNotFound
 from swapd.web.app import Services, json_response
+from swapd.web.redact import redact_command
 
 __all__ = ["register", "model_list"]
 
@@ -159,6 +161,7 @@ def register(app: Quart, services: Services) -> None:
         origin = request.headers.get("origin")
         if origin:
             response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"  # the answer differs by Origin: caches must know
         return response
 
     async def running() -> Response:
@@ -175,7 +178,7 @@ def register(app: Quart, services: Services) -> None:
                     "state": "failed" if stat.gave_up else stat.state.value,
                     "crashes": stat.crashes,
                     "lastError": stat.last_error,
-                    "cmd": spec.cmd,
+                    "cmd": redact_command(spec.cmd, services.config),
                     "proxy": spec.proxy,
                     "ttl": spec.ttl,
                     "name": spec.name,

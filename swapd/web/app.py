@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -34,6 +34,7 @@ from swapd.web import cors, problems
 from swapd.web.auth import WWW_AUTHENTICATE, KeyChecker
 from swapd.web.flow import FlowHTTPConnection, FlowRequest
 from swapd.web.forward import Forwarder
+from swapd.web.relay import StallWatch
 
 __all__ = ["Services", "create_app", "json_response", "register_cleanup"]
 
@@ -58,9 +59,11 @@ class Services:
     started_at: float = attrs.field(factory=time.time)
     max_body_bytes: int = 512 * 1024 * 1024
     reloader: Reloader | None = None  # None: no file to reload from
+    stalls: StallWatch = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.use_config(self.config)
+        self.stalls = StallWatch(lambda: self.config.send_timeout)
 
     def use_config(self, config: Config) -> None:
         """Switch every per-request lookup to ``config`` at once (a reload)."""
@@ -70,10 +73,8 @@ class Services:
 
 
 def json_response(status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> Response:
-    import json
-
     response = Response(
-        json.dumps(body, ensure_ascii=False),
+        problems.json_bytes(body),
         status=status,
         content_type="application/json; charset=utf-8",
     )
@@ -195,6 +196,31 @@ class _EndAfterResponse:
         return received
 
 
+SMALL_BODY = 64 * 1024
+
+
+async def _drain_small_body() -> None:
+    """Read the rest of a small request body before an error answers it early (a 401
+    before the body was looked at, a 404).
+
+    A response that starts before the body is complete must close the connection
+    (``_EndAfterResponse``), and hypercorn closes it from its reading task while the
+    response may still be written from ours: with a pipelined request behind the body,
+    about half such answers were lost (``BusyResourceError``). A small body that is
+    already on its way is read instead (at most 1 s), so the connection stays usable and
+    the next request is answered. Large or slow bodies still close the connection."""
+    if not has_request_context():
+        return
+    length = request.content_length
+    if length is None or length > SMALL_BODY or request.method in ("GET", "HEAD"):
+        return
+    with trio.move_on_after(1.0):
+        try:
+            await request.get_data(cache=False)
+        except Exception:  # the body was streamed already: close as before
+            log.debug("could not drain the request body", exc_info=True)
+
+
 def _current_path() -> str:
     return request.path if has_request_context() else websocket.path
 
@@ -221,6 +247,18 @@ def create_app(services: Services) -> Quart:
     app.url_map.strict_slashes = False
     app.extensions["swapd"] = services
 
+    @app.while_serving
+    async def watch_stalled_clients() -> AsyncGenerator[None, None]:
+        scope = trio.CancelScope()
+
+        async def run() -> None:
+            with scope:
+                await services.stalls.run()
+
+        app.nursery.start_soon(run)
+        yield
+        scope.cancel()
+
     @app.before_request
     async def guard() -> Response | None:
         if request.method == "OPTIONS":
@@ -246,10 +284,12 @@ def create_app(services: Services) -> Quart:
 
     @app.errorhandler(SwapdError)
     async def swapd_error(exc: SwapdError) -> Response:
+        await _drain_small_body()
         return error_response(exc, _current_path())
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
+        await _drain_small_body()
         status = exc.code or 500
         message = {404: "not found", 405: "method not allowed", 413: "request body too large"}.get(
             status, exc.description or exc.name
@@ -272,6 +312,7 @@ def create_app(services: Services) -> Quart:
         config_api,
         events_api,
         fastpath,
+        hostcheck,
         inference,
         inflight_api,
         observe_api,
@@ -298,11 +339,13 @@ def create_app(services: Services) -> Quart:
     fast = fastpath.FastPath(
         _CleanupMiddleware(app.asgi_app), services, frozenset(inference.JSON_ROUTES)
     )
-    # Outermost: every inference request, fast path or not, gets its activity row.
-    app.asgi_app = recording.ActivityRecorder(  # type: ignore[method-assign, assignment]
+    # Every inference request, fast path or not, gets its activity row.
+    recorded = recording.ActivityRecorder(
         fast,
         services.telemetry,
         paths=frozenset(inference.JSON_ROUTES + inference.MULTIPART_ROUTES),
         prefixes=("/sdapi/v1/", "/upstream/"),
     )
+    # Outermost: the Host check (hostcheck.py), for every request and WebSocket.
+    app.asgi_app = hostcheck.HostCheck(recorded, services)  # type: ignore[method-assign, assignment]
     return app

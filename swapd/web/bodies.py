@@ -4,8 +4,10 @@ This module owns the byte-level work an inference route does before forwarding a
 (reference sections 5.5, 5.6 and 6), as pure functions on ``bytes`` so every edge case
 is testable without a server:
 
-* JSON bodies: :func:`extract_model`, :func:`rewrite_json_body` (``useModelName`` →
-  ``stripParams`` → ``setParams``) and :func:`is_streaming`.
+* JSON bodies: :func:`read_fields` (``model`` and ``stream`` in one parse, bounded for
+  large bodies, with the parser's message for invalid JSON), :func:`extract_model`,
+  :func:`rewrite_json_body` (``useModelName`` → ``stripParams`` → ``setParams``) and
+  :func:`is_streaming`.
 * ``multipart/form-data`` bodies: :func:`parse_multipart_model` and
   :func:`rewrite_multipart_model`, which edits the ``model`` field in place and keeps every
   other byte, unlike llama-swap's rebuild (sharp edge 23).
@@ -19,6 +21,9 @@ in most JSON parsers.
 compatibility): ``a.b`` addresses ``b`` inside the object ``a``, ``\\.`` is a literal dot,
 and a component made of digits indexes an existing array. A top-level ``model`` is never
 stripped or set.
+
+(About 470 lines: both body kinds live here because they share what "the model" of a
+request means; the large-body JSON walk is its own module, ``jsonscan.py``.)
 """
 
 from __future__ import annotations
@@ -33,8 +38,14 @@ from email.policy import compat32
 from email.utils import collapse_rfc2231_value
 from typing import Any, Protocol
 
+from swapd.web.jsonscan import TooLong, top_level
+
 __all__ = [
+    "MAX_PARTS",
+    "PARSE_WHOLE",
+    "JsonFields",
     "extract_model",
+    "read_fields",
     "is_streaming",
     "parse_multipart_model",
     "rewrite_json_body",
@@ -71,18 +82,34 @@ def _loads(body: bytes, *, raw_floats: bool = False) -> Any:
         return None
 
 
+def _parse_error(body: bytes) -> str | None:
+    """Why ``body`` is not valid JSON (the parser's message and position), else None."""
+    try:
+        json.loads(body, parse_float=_finite_float, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        return f"the body is not valid JSON: {exc}"
+    except UnicodeDecodeError as exc:
+        return f"the body is not valid JSON: byte {exc.start} is not valid {exc.encoding}"
+    except RecursionError:
+        return "the body is nested too deeply to be read"
+    except ValueError as exc:
+        return f"the body is not valid JSON: {exc}"
+    return None
+
+
 def _compact(value: Any, *, ensure_ascii: bool = False) -> str:
     return json.dumps(value, ensure_ascii=ensure_ascii, separators=(",", ":"), allow_nan=False)
 
 
-def extract_model(body: bytes) -> str | None:
+def extract_model(body: bytes, *, parsed: Any = None) -> str | None:
     """The top-level ``model`` of a JSON object body, rendered as a string.
 
     A JSON string is returned as is; a number, boolean, object or array as its compact JSON
     text (``false`` → ``"false"``, ``12`` → ``"12"``, ``1.50`` → ``"1.50"``). ``None`` when
     the key is missing, ``null`` or ``""``, or the body is not a JSON object.
+    ``parsed``: ``body`` already parsed (not parsed again).
     """
-    obj = _loads(body)
+    obj = _loads(body) if parsed is None else parsed
     if not isinstance(obj, dict):
         return None
     value = obj.get("model")
@@ -97,6 +124,54 @@ def extract_model(body: bytes) -> str | None:
         return _compact(value)
     except (ValueError, RecursionError):
         return None
+
+
+#: Bodies up to this size are parsed whole (and so checked whole); larger ones are
+#: scanned for their top-level ``model`` and ``stream`` only, without building the rest:
+#: a body of millions of tiny arrays would otherwise cost ~25 times its size in memory
+#: and block for seconds. Callers scan those off the event loop (``trio.to_thread``).
+PARSE_WHOLE = 1024 * 1024
+_MAX_FIELD = 64 * 1024  # a model or stream value longer than this is no model name
+
+
+@dataclass(frozen=True, slots=True)
+class JsonFields:
+    """What the inference routes need from a JSON body: its ``model`` (as
+    :func:`extract_model` renders it), whether it asks for a stream, and why it is not
+    valid JSON (``error``, with the parser's position) when it is not."""
+
+    model: str | None
+    stream: bool
+    error: str | None = None
+
+
+def read_fields(body: bytes) -> JsonFields:
+    """``model`` and ``stream`` of a JSON body, parsing it once. Never raises.
+
+    Over :data:`PARSE_WHOLE` only the top level is walked: other values are skipped, not
+    built (and not checked beyond their brackets and strings; the upstream judges them).
+    Duplicate keys: the last wins, as in the whole parse."""
+    if len(body) <= PARSE_WHOLE:
+        obj = _loads(body)
+        if obj is None:
+            error = _parse_error(body)
+            if error is not None:
+                return JsonFields(None, False, error)
+        if not isinstance(obj, dict):
+            return JsonFields(None, False)
+        return JsonFields(extract_model(body, parsed=obj), _truthy(obj.get("stream")))
+    try:
+        raw = top_level(body, ("model", "stream"), max_value=_MAX_FIELD)
+    except TooLong as exc:
+        return JsonFields(None, False, str(exc))
+    except ValueError as exc:
+        return JsonFields(None, False, f"the body is not valid JSON: {exc}")
+    model = raw.get("model")
+    stream = raw.get("stream")
+    return JsonFields(
+        extract_model(b'{"model":' + model.encode() + b"}") if model is not None else None,
+        is_streaming(b'{"stream":' + stream.encode() + b"}") if stream is not None else False,
+    )
 
 
 def _truthy(value: Any) -> bool:
@@ -266,6 +341,11 @@ def _boundary(content_type: str) -> bytes:
     return boundary.encode("ascii")
 
 
+#: Forms have a handful of fields; a body of many tiny parts would make the scan (a
+#: header parse for each part whose name mentions "model") cost seconds.
+MAX_PARTS = 1000
+
+
 class ByteSource(Protocol):
     """What the multipart scanner reads: ``bytes``, or a mapped file (``upload.py``)."""
 
@@ -313,7 +393,11 @@ def _model_fields(
     closing, start, nl = opening
     delimiter = nl + dash
     fields: list[_Field] = []
+    parts = 0
     while not closing:
+        parts += 1
+        if parts > MAX_PARTS:
+            raise ValueError(f"the form has more than {MAX_PARTS} parts")
         search = start
         while True:
             end = body.find(delimiter, search)

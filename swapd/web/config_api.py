@@ -20,19 +20,15 @@ from quart import Quart, Response
 from swapd.config.model import Config
 from swapd.web import problems
 from swapd.web.app import Services, json_response
+from swapd.web.redact import REDACTED, redact_config_text
 
 __all__ = ["REDACTED", "redact_secrets", "register"]
 
-REDACTED = "REDACTED"
-
 
 def redact_secrets(text: str, config: Config) -> str:
-    """``text`` with every API key and peer key of ``config`` replaced, longest first (a
-    key may contain another)."""
-    secrets = {*config.api_keys, *(peer.api_key for peer in config.peers.values())}
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
+    """``text`` (the config file) with every API key and peer key of ``config`` replaced,
+    found in the parsed YAML, so quoting and escapes cannot hide one (``redact.py``)."""
+    return redact_config_text(text, config)
 
 
 def register(app: Quart, services: Services) -> None:

@@ -27,7 +27,6 @@ released in a shielded ``finally``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -42,7 +41,7 @@ from swapd.web.auth import strip_credentials
 if TYPE_CHECKING:
     from swapd.web.app import Services
 
-__all__ = ["FastPath"]
+__all__ = ["FIELDS_KEY", "MAX_NAME", "FastPath", "read_json_fields"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +49,18 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
+
+FIELDS_KEY = "swapd.json_fields"
+#: Longer model names are no model (IDs are short); they are not looked up or matched.
+MAX_NAME = 1024
+
+
+async def read_json_fields(body: bytes) -> bodies.JsonFields:
+    """``bodies.read_fields``, off the event loop for a body too large to parse whole:
+    the scan is Python code, so the loop keeps running while it works."""
+    if len(body) <= bodies.PARSE_WHOLE:
+        return bodies.read_fields(body)
+    return await trio.to_thread.run_sync(bodies.read_fields, body)
 
 
 class FastPath:
@@ -76,8 +87,10 @@ class FastPath:
             return  # the client went away before its body arrived
         route = None
         if not more:
-            name = bodies.extract_model(body)
-            route = services.router.resolve(name) if name else None
+            # Parsed once: the Quart route reads the result from the scope.
+            fields = scope[FIELDS_KEY] = await read_json_fields(body)
+            name = fields.model
+            route = services.router.resolve(name) if name and len(name) <= MAX_NAME else None
         spec = services.config.models.get(route.target) if route is not None else None
         if (
             route is None
@@ -226,7 +239,7 @@ async def _serve(
 async def _send_error(
     send: Send, status: int, body: dict[str, Any], extra: list[tuple[str, str]]
 ) -> None:
-    data = json.dumps(body, ensure_ascii=False).encode()
+    data = problems.json_bytes(body)
     headers = [
         (b"content-type", b"application/json; charset=utf-8"),
         (b"content-length", str(len(data)).encode()),

@@ -25,7 +25,7 @@ from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers.request import TrioBody, TrioRequest
 
 if TYPE_CHECKING:
-    from hypercorn.typing import ASGIReceiveCallable
+    from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
     from quart.wrappers import Request
 
 __all__ = ["HIGH_WATER", "FlowBody", "FlowHTTPConnection", "FlowRequest"]
@@ -40,10 +40,22 @@ class FlowBody(TrioBody):
         super().__init__(expected_content_length, max_content_length)
         self._whole = False
         self._drained = trio.Event()
+        self.abandoned = False
+
+    def abandon(self) -> None:
+        """The response is complete: nobody reads the rest of the body. The receiver takes
+        and drops it from now on, so hypercorn can hand over the end of the request."""
+        self.abandoned = True
+        self._drained.set()
 
     async def room(self) -> None:
         """Return once the receiver may take another message."""
-        while not self._whole and self._must_raise is None and len(self._data) >= HIGH_WATER:
+        while (
+            not self._whole
+            and not self.abandoned
+            and self._must_raise is None
+            and len(self._data) >= HIGH_WATER
+        ):
             if self._drained.is_set():
                 self._drained = trio.Event()
             await self._drained.wait()
@@ -64,7 +76,28 @@ class FlowRequest(TrioRequest):
 
 
 class FlowHTTPConnection(TrioASGIHTTPConnection):
-    """quart-trio's connection with a receiver that waits for room in the body."""
+    """quart-trio's connection with a receiver that waits for room in the body.
+
+    A response that ends while the receiver waits (a 400 for a form refused after its
+    first megabyte) abandons the body: hypercorn delivers the end of the request
+    (``http.disconnect``) behind the unread body messages, from inside the response's
+    last send, and would wait for room forever (measured: the connection hung)."""
+
+    async def handle_request(  # type: ignore[override]
+        self, nursery: trio.Nursery, request: Request, send: ASGISendCallable
+    ) -> None:
+        body = request.body
+
+        async def send_and_abandon(message: Any) -> None:
+            if (
+                isinstance(body, FlowBody)
+                and message["type"] == "http.response.body"
+                and not message.get("more_body", False)
+            ):
+                body.abandon()
+            await send(message)
+
+        await super().handle_request(nursery, request, send_and_abandon)
 
     async def handle_messages(  # type: ignore[override]
         self, nursery: trio.Nursery, request: Request, receive: ASGIReceiveCallable
@@ -75,6 +108,8 @@ class FlowHTTPConnection(TrioASGIHTTPConnection):
                 await body.room()
             message = await receive()
             if message["type"] == "http.request":
+                if isinstance(body, FlowBody) and body.abandoned:
+                    continue
                 body.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     body.set_complete()

@@ -99,12 +99,18 @@ def request_headers(
 
 
 def response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Headers to send back to the client."""
+    """Headers to send back to the client. With ``Transfer-Encoding`` the body is
+    decoded from its framing, so a ``Content-Length`` sent alongside it is dropped (it
+    is to be ignored then: RFC 9112 section 6.3) and the server frames the body anew."""
     out: list[tuple[str, str]] = []
     named: set[str] | None = None
     event_stream = False
+    headers = list(headers)
+    framed = any(name.lower() == "transfer-encoding" for name, _ in headers)
     for name, value in headers:
         lower = name.lower()
+        if framed and lower == "content-length":
+            continue
         if lower in HOP_BY_HOP:
             if lower == "connection":
                 named = named or set()

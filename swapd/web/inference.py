@@ -37,6 +37,8 @@ from swapd.supervise.supervisor import Lease
 from swapd.web import bodies, problems, recording, relay
 from swapd.web.app import Services, register_cleanup
 from swapd.web.auth import strip_credentials
+from swapd.web.bodies import JsonFields
+from swapd.web.fastpath import FIELDS_KEY, MAX_NAME, read_json_fields
 from swapd.web.forward import Exchange, request_headers
 from swapd.web.loading import loading_stream
 from swapd.web.upload import read_upload
@@ -67,12 +69,17 @@ def register(app: Quart, services: Services) -> None:
     async def json_inference() -> Response:
         body = await request.get_data(cache=False)
         assert isinstance(body, bytes)
-        name = bodies.extract_model(body) or request.args.get("model") or None
+        cached = request.scope.get(FIELDS_KEY)  # the fast path parsed it already
+        fields = cached if isinstance(cached, JsonFields) else await read_json_fields(body)
+        name = fields.model or request.args.get("model") or None
         if name is None:
-            raise BadRequest("missing or invalid 'model' key in the JSON request body")
+            raise BadRequest(
+                fields.error or "missing or invalid 'model' key in the JSON request body"
+            )
         route = _resolve(services, name)
         # A profile pin rewrote the name: the upstream sees the pin's target.
         pinned = route.requested if route.requested != name else ""
+        original = body
         if route.kind == "local":
             spec = services.config.models[route.target]
             body = bodies.rewrite_json_body(
@@ -85,7 +92,7 @@ def register(app: Quart, services: Services) -> None:
                 spec.send_loading_state
                 and request.path == "/v1/chat/completions"
                 and services.supervisor.runner(route.target).state is not ModelState.READY
-                and bodies.is_streaming(body)
+                and (fields.stream if body is original else bodies.is_streaming(body))
             ):
                 return await _loading_response(services, route, body)
         else:
@@ -217,7 +224,9 @@ def _resolve(services: Services, name: str) -> Route:
     """Profile pin, then selector, then model/alias/peer (llama-swap v241's order)."""
     activity = recording.current()
     if activity is not None:  # an unknown model's row names what was asked for
-        activity.note_model(name)
+        activity.note_model(name[:MAX_NAME])
+    if len(name) > MAX_NAME:  # no model has such a name; nothing more is done with it
+        raise ModelNotFound(problems.unknown_model_message(name, services.router.names()))
     router = services.router
     wanted = router.pinned(name)
     if wanted == "":  # the active profile disables this name
@@ -260,8 +269,9 @@ async def _loading_response(services: Services, route: Route, body: bytes) -> Re
 
 
 def _client_headers(services: Services) -> list[tuple[str, str]]:
-    """The client's headers, without the credentials it used for swapd itself."""
-    headers = list(request.headers.items())
+    """The client's headers as it sent them (not Quart's view, which adds a synthetic
+    ``Remote-Addr``), without the credentials it used for swapd itself."""
+    headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.scope["headers"]]
     return strip_credentials(headers) if services.config.api_keys else headers
 
 

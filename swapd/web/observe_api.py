@@ -44,7 +44,7 @@ def register(app: Quart, services: Services) -> None:
         return json_response(200, [r.as_json() for r in telemetry.store.records()])
 
     async def capture(capture_id: str) -> Response:
-        if not capture_id.isdigit():
+        if not (capture_id.isascii() and capture_id.isdigit()):  # not "²" or "①"
             return json_response(400, problems.openai_error(400, "invalid capture ID"))
         found = telemetry.captures.get(int(capture_id))
         if found is None:

@@ -11,6 +11,7 @@ text for unknown models.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
@@ -22,6 +23,7 @@ __all__ = [
     "close_matches",
     "error_for",
     "is_anthropic_path",
+    "json_bytes",
     "openai_error",
     "unknown_model_message",
 ]
@@ -55,6 +57,7 @@ _ANTHROPIC: dict[int, str] = {
 
 _MAX_LISTED = 20
 _MAX_NAME = 200
+_MAX_MATCHED = 256  # a longer name looks like no model: no similarity is computed
 _CUTOFF = 0.6
 
 
@@ -92,6 +95,16 @@ def anthropic_error(status: int, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": _ANTHROPIC.get(status, default), "message": message}}
 
 
+def json_bytes(body: Any) -> bytes:
+    """``body`` as UTF-8 JSON ending with a newline (so a shell prompt after ``curl``
+    starts on its own line). Text that is not valid Unicode (a lone surrogate from a
+    ``\\ud800`` escape in a request) stays escaped instead of failing the response."""
+    try:
+        return (json.dumps(body, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(body, ensure_ascii=True) + "\n").encode("ascii")
+
+
 def is_anthropic_path(path: str) -> bool:
     """Errors on this path take Anthropic's shape."""
     return path.startswith("/v1/messages")
@@ -122,7 +135,10 @@ def _phrase(status: int) -> str:
 
 def close_matches(name: str, candidates: Iterable[str]) -> list[str]:
     """Up to three candidates that look like ``name`` (ignoring case): best first, ties in
-    alphabetical order (``difflib`` similarity of at least 0.6)."""
+    alphabetical order (``difflib`` similarity of at least 0.6). None for a name over
+    256 characters: difflib's cost grows with the name, and no model ID is that long."""
+    if len(name) > _MAX_MATCHED:
+        return []
     matcher = difflib.SequenceMatcher()
     matcher.set_seq2(name.lower())
     scored: list[tuple[float, str]] = []

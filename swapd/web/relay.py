@@ -11,10 +11,12 @@ callbacks, shielded, when the request is completely over.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
 from swapd.config.model import Timeouts
@@ -22,6 +24,7 @@ from swapd.core.routing import Route
 from swapd.errors import UpstreamUnreachable
 from swapd.observe.captures import CaptureRecorder
 from swapd.observe.metrics import UsageTap
+from swapd.supervise.supervisor import Lease
 from swapd.web import recording
 from swapd.web.auth import strip_credentials
 from swapd.web.forward import Exchange, request_headers
@@ -29,7 +32,9 @@ from swapd.web.forward import Exchange, request_headers
 if TYPE_CHECKING:
     from swapd.web.app import Services
 
-__all__ = ["CUT_STREAM", "Cleanup", "forward", "open_exchange"]
+__all__ = ["CUT_STREAM", "Cleanup", "StallWatch", "forward", "open_exchange"]
+
+log = logging.getLogger(__name__)
 
 Cleanup = Callable[[Callable[[], Awaitable[None] | None]], None]
 
@@ -54,6 +59,7 @@ async def forward(
     activity = recording.current()
     if activity is not None:
         activity.note_model(route.target if route.kind == "local" else route.requested)
+    lease: Lease | None = None
     if route.kind == "local":
         lease = await services.supervisor.acquire(route.target)
         if activity is not None:
@@ -81,6 +87,7 @@ async def forward(
         path=target.split("?", 1)[0],
         sent_headers=headers,
         sent_body=content,
+        lease=lease,
     )
     return exchange, metered
 
@@ -135,6 +142,7 @@ def _metered(
     path: str,
     sent_headers: list[tuple[str, str]],
     sent_body: bytes | AsyncIterator[bytes] | None,
+    lease: Lease | None,
 ) -> AsyncIterator[bytes]:
     """The upstream body, passed on untouched while a tap reads token usage from it (and,
     with ``captureBuffer``, a recorder keeps the exchange)."""
@@ -160,9 +168,20 @@ def _metered(
     model = route.target if route.kind == "local" else route.requested
     activity = recording.current()
 
+    async def stalled() -> None:
+        log.warning(
+            "%s: the client read nothing for %g s; the request is cut and the model freed",
+            model,
+            services.config.send_timeout,
+        )
+        if lease is not None:
+            lease.release()
+        await exchange.aclose()
+
     async def relay() -> AsyncIterator[bytes]:
         first_byte_at: float | None = None
         cut = False
+        sending = services.stalls.track(stalled)
         try:
             # aclosing: a relay closed early (client gone, or the server stopped asking
             # after the last chunk) closes the upstream body at once, not at GC.
@@ -174,7 +193,11 @@ def _metered(
                         tap.feed(chunk)
                         if capture is not None:
                             capture.feed(chunk)
+                    # Resumed once the server sent the chunk on: a client that stops
+                    # reading keeps us here, and the watch cuts the request.
+                    sending.since = trio.current_time()
                     yield chunk
+                    sending.since = None
             if not exchange.complete:
                 # The upstream died mid-answer (crash, unload, reset). An event stream
                 # says so and ends as streams end, so no client takes it for a whole
@@ -183,6 +206,7 @@ def _metered(
                 if event_stream:
                     yield CUT_STREAM
         finally:
+            services.stalls.forget(sending)
             record = services.telemetry.request_finished(
                 model,
                 502 if cut else exchange.status,
@@ -202,3 +226,47 @@ CUT_STREAM = (
     b'\n\ndata: {"error":{"message":"the upstream stopped before it finished its answer",'
     b'"type":"server_error","code":"upstream_cut"}}\n\ndata: [DONE]\n\n'
 )
+
+
+@attrs.define(eq=False)
+class _Sending:
+    """One response being relayed: since when its last chunk waits to be sent."""
+
+    cut: Callable[[], Awaitable[None]]
+    since: float | None = None
+
+
+class StallWatch:
+    """Cuts requests whose client stopped reading (``sendTimeout``).
+
+    hypercorn writes to the socket in a shielded scope, so a client that never reads
+    holds its response's send, and with it the request's lease, forever: its model
+    could never be swapped out. Each relayed response says here when a chunk starts
+    waiting to be sent; :meth:`run` (one task per app) checks every second or so and
+    gives up the lease and the upstream exchange of a response that waited longer than
+    the timeout. The stuck connection itself goes when the client reads or leaves."""
+
+    def __init__(self, timeout: Callable[[], float]) -> None:
+        self._timeout = timeout
+        self._active: set[_Sending] = set()
+
+    def track(self, cut: Callable[[], Awaitable[None]]) -> _Sending:
+        sending = _Sending(cut)
+        self._active.add(sending)
+        return sending
+
+    def forget(self, sending: _Sending) -> None:
+        self._active.discard(sending)
+
+    async def run(self) -> None:
+        while True:
+            timeout = self._timeout()
+            await trio.sleep(min(1.0, timeout / 4) if timeout > 0 else 1.0)
+            if timeout <= 0:
+                continue
+            now = trio.current_time()
+            for sending in [s for s in self._active if s.since is not None]:
+                if now - sending.since >= timeout:  # type: ignore[operator]
+                    self._active.discard(sending)
+                    with trio.CancelScope(shield=True):
+                        await sending.cut()

@@ -12,7 +12,9 @@ So it reads the start of the body, at most ``HEAD_BYTES``:
   (at most ``HEAD_BYTES`` in memory) and scanned there through ``mmap``, then streamed
   from the file.
 
-A streamed body goes upstream with chunked framing. Only the first ``model`` field is
+A form may have at most ``bodies.MAX_PARTS`` parts, and the scans run in a thread, so a
+form of many tiny parts neither blocks the event loop nor costs seconds. A streamed body
+goes upstream with chunked framing. Only the first ``model`` field is
 rewritten in the streamed cases (a form has one).
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import mmap
 import tempfile
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import IO
 
 import trio
@@ -154,11 +157,15 @@ async def read_upload(
             ended = True
             break
     data = bytes(head)
+    # The scans below are Python code over up to HEAD_BYTES (or a whole spooled body):
+    # run in a thread so the event loop keeps serving meanwhile.
     if ended:
-        model = parse_multipart_model(content_type, data)
+        model = await trio.to_thread.run_sync(parse_multipart_model, content_type, data)
         return Upload(content_type, head=data, model=model)
 
-    _, fields = _model_fields(content_type, data, partial=True)
+    _, fields = await trio.to_thread.run_sync(
+        partial(_model_fields, content_type, data, partial=True)
+    )
     if fields:
         return Upload(
             content_type, head=data, rest=it, field=fields[0], model=_value(data, fields[0])
@@ -172,7 +179,7 @@ async def read_upload(
         spool.flush()
         mapped = _Mapped(spool)
         try:
-            _, fields = _model_fields(content_type, mapped)
+            _, fields = await trio.to_thread.run_sync(_model_fields, content_type, mapped)
             field = fields[0] if fields else None
             model = _value(mapped, field) if field is not None else None
         finally:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import attrs
 import h11
+import httpx
 import trio
 
 from swapd.core.events import ModelStateChanged
@@ -184,3 +185,49 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise AssertionError(f"no VmRSS for {pid}")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The peak resident memory (``VmHWM``) of process ``pid``, in MB: a short spike
+    counts, unlike in the current ``VmRSS``."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+@asynccontextmanager
+async def health_latency(client: httpx.AsyncClient) -> AsyncIterator[Callable[[], float]]:
+    """Ask ``GET /health`` every 0.2 s (its own connection) while the block runs; yields
+    a function giving the slowest answer so far in seconds, an unanswered one counting
+    for as long as it has waited."""
+    slowest = 0.0
+    asked_at: float | None = None
+
+    def worst() -> float:
+        waiting = trio.current_time() - asked_at if asked_at is not None else 0.0
+        return max(slowest, waiting)
+
+    async def probe(probe_client: httpx.AsyncClient) -> None:
+        nonlocal slowest, asked_at
+        while True:
+            asked_at = trio.current_time()
+            reply = await probe_client.get("/health")
+            assert reply.status_code == 200
+            slowest = max(slowest, trio.current_time() - asked_at)
+            asked_at = None
+            await trio.sleep(0.2)
+
+    async with (
+        httpx.AsyncClient(base_url=client.base_url, timeout=120) as probe_client,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(probe, probe_client)
+        await trio.sleep(0.3)  # at least one answer before the attack
+        try:
+            yield worst
+        finally:
+            final = worst()
+            nursery.cancel_scope.cancel()
+            slowest = final

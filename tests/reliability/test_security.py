@@ -50,6 +50,7 @@ PARAMS = {
     "path": "models",
     "name": "proxy",
     "request_id": "1",
+    "digest": "sha256-0",
 }
 
 
