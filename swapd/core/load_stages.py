@@ -57,6 +57,8 @@ class Stage(enum.Enum):
     COMPILING = "compiling"
     WARMING_UP = "warming_up"
     LISTENING = "listening"
+    #: Not printed by any server: swapd's own health check passed (set by the tracker).
+    READY = "ready"
 
     @property
     def label(self) -> str:
@@ -72,6 +74,7 @@ _LABELS: Final = {
     Stage.COMPILING: "compiling",
     Stage.WARMING_UP: "warming up",
     Stage.LISTENING: "server listening",
+    Stage.READY: "ready",
 }
 
 
