@@ -122,7 +122,7 @@ _LLAMA_RULES: Final[tuple[tuple[re.Pattern[str], Stage], ...]] = (
     # model" and "model loaded"; the -lv 4 capture shows it printed right before warm-up.
     (re.compile(r"warming up the model|llama threadpool init"), Stage.WARMING_UP),
     (
-        re.compile(r"llama_server: model loaded|main: model loaded|listening on http"),
+        re.compile(r"(llama_server|main): (model loaded|(server is )?listening on http)"),
         Stage.LISTENING,
     ),
 )

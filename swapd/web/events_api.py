@@ -12,8 +12,9 @@ and upstream log text), ``metrics`` (token-metrics records), ``inflight``
 (``{"total"}``); swapd's own: ``configReload`` (``{"state": "start", "trigger"}``, then
 ``{"state": "end", "ok", "error", "added", "removed", "changed", "updated",
 "unchanged", ...}`` and a fresh ``modelStatus``), ``modelPreloaded`` (``{"model",
-"success", "error"}``) and ``modelRestart`` (``{"model", "state": "scheduled"|"gaveUp",
-"crashes", "delay", "error"}``).
+"success", "error"}``), ``modelRestart`` (``{"model", "state": "scheduled"|"gaveUp",
+"crashes", "delay", "error"}``) and ``loadProgress`` (a loading model's stage, percent and
+ETA: ``swapd.core.events.LoadProgressed``).
 
 On connect: the log histories, the model list, all stored metrics, the in-flight count;
 then live changes: every state change at once; request counts change with every
@@ -38,6 +39,7 @@ import trio
 from quart import Quart, Response, websocket
 
 from swapd.core.events import (
+    LoadProgressed,
     ModelPreloaded,
     ModelRestart,
     ModelStateChanged,
@@ -158,7 +160,7 @@ class _Feed:
         elif isinstance(event, ConfigReloaded):
             put(("configReload", {"state": "end", **event.result.as_json()}))
             self._refresh()
-        elif isinstance(event, ModelPreloaded | ModelRestart):
+        elif isinstance(event, ModelPreloaded | ModelRestart | LoadProgressed):
             put((event.kind, event.as_json()))
         elif isinstance(event, ShuttingDown):
             self.queue.close()
