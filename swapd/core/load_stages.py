@@ -86,7 +86,7 @@ class StageUpdate:
     fraction: float | None = None
 
 
-Parser = Callable[[str], "StageUpdate | None"]
+Parser = Callable[[str], StageUpdate | None]
 
 _ANSI: Final = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

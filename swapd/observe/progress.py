@@ -58,7 +58,7 @@ def _parser(cmd: str) -> Parser:
 
 @attrs.define(eq=False)
 class _Load:
-    cmd_key: str
+    cmd: str
     started: float
     prediction: LoadPrediction
     parse: Parser
@@ -151,7 +151,7 @@ class LoadProgressObserver:
             return
         prediction = self.prediction(model_id)
         self._loads[model_id] = _Load(
-            cmd_key=spec.cmd,
+            cmd=spec.cmd,
             started=at,
             prediction=prediction,
             parse=_parser(spec.cmd),
@@ -165,7 +165,7 @@ class LoadProgressObserver:
         if load is None:
             return
         elapsed = max(0.0, at - load.started)
-        self.record(model_id, load.cmd_key, PastLoad(elapsed, ready, at))
+        self.record(model_id, load.cmd, PastLoad(elapsed, ready, at))
         if ready:
             final = load.tracker.finish().progress(elapsed)
             self._finished[model_id] = _event(model_id, final, load.prediction, elapsed)
