@@ -33,6 +33,7 @@ from swapd.core.events import ModelPreloaded, ModelStateChanged
 from swapd.errors import SwapdError
 from swapd.observe.bus import EventBus
 from swapd.observe.logs import HubHandler
+from swapd.observe.progress import LoadProgressObserver
 from swapd.observe.telemetry import Telemetry
 from swapd.ops.notify import Notifier
 from swapd.reload import Reloader, watch_config_file
@@ -156,6 +157,8 @@ async def _run(config: Config, wiring: _Wiring, task_status: trio.TaskStatus[Dae
             bus=bus,
             telemetry=telemetry,
         )
+        # Load progress follows the bus and the model logs; started before any request.
+        await nursery.start(LoadProgressObserver(lambda: services.config, telemetry.logs, bus).run)
         live = _LiveConfig(services, launcher, nursery)
         source = _reload_source(config)
         reloader = wiring.reloader = Reloader(source, live, bus.publish)

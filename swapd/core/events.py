@@ -10,6 +10,7 @@ from swapd.core.states import ModelState
 
 __all__ = [
     "BusEvent",
+    "LoadProgressed",
     "ModelPreloaded",
     "ModelRestart",
     "ModelStateChanged",
@@ -105,6 +106,43 @@ class RequestsChanged:
         return {"model": self.model, "inFlight": self.in_flight, "waiting": self.waiting}
 
 
+@attrs.frozen(kw_only=True)
+class LoadProgressed:
+    """How far ``model``'s load has got (see :mod:`swapd.core.load_progress`).
+
+    ``stage`` is a :class:`~swapd.core.load_stages.Stage` value (``ready`` ends the load),
+    ``label`` its words; ``fraction`` 0 to 1 never goes back; ``eta`` seconds left (``None``
+    past the prediction); ``is_estimate``: the fraction comes from time against the
+    prediction, not from the server's output; ``predicted`` seconds and its ``basis``
+    (``history`` of past loads or the ``default``)."""
+
+    kind = "loadProgress"
+    model: str
+    stage: str
+    label: str
+    fraction: float
+    percent: int
+    eta: float | None
+    is_estimate: bool
+    elapsed: float
+    predicted: float
+    prediction_basis: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "stage": self.stage,
+            "label": self.label,
+            "fraction": round(self.fraction, 4),
+            "percent": self.percent,
+            "eta": None if self.eta is None else round(self.eta, 1),
+            "isEstimate": self.is_estimate,
+            "elapsed": round(self.elapsed, 2),
+            "predicted": round(self.predicted, 2),
+            "predictionBasis": self.prediction_basis,
+        }
+
+
 @attrs.frozen
 class ShuttingDown:
     """swapd stopped taking requests; live streams end now."""
@@ -118,5 +156,6 @@ BusEvent = (
     | RequestsChanged
     | ModelPreloaded
     | ModelRestart
+    | LoadProgressed
     | ShuttingDown
 )

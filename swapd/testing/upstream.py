@@ -53,6 +53,8 @@ Flags::
                               the Nth part of any streamed reply: a crash mid-stream
     --refuse-after-healthy    once the health path has answered 200, close the listening
                               socket: new connections are refused, the process lives on
+    --load-stages             print llama-server-like load stage lines to stderr, spread
+                              over --start-delay + --loading-delay (for load progress)
     --health-pattern LIST     answers of the health path to successive probes, cycling:
                               comma-separated statuses or ``drop`` (close the connection
                               without answering), e.g. ``503,drop,200,503``
@@ -174,6 +176,7 @@ class Options:
     health_pattern: tuple[str, ...] = ()
     hold_mib: int = 0
     debug_fields: bool = False
+    load_stages: bool = False
 
 
 def _seconds(text: str) -> float:
@@ -227,6 +230,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--health-pattern", type=_health_pattern, default=(), metavar="LIST")
     p.add_argument("--hold-mib", type=_count, default=0, metavar="N")
     p.add_argument("--debug-fields", action="store_true")
+    p.add_argument("--load-stages", action="store_true")
     ns = p.parse_args(argv)
     if not ns.health_path.startswith("/"):
         p.error("--health-path must start with /")
@@ -1551,6 +1555,24 @@ async def _serve(up: Upstream) -> None:
         await trio.sleep_forever()
 
 
+#: --load-stages: (share of the load, line) in the shape of llama-server's own output.
+LOAD_STAGE_LINES = (
+    (0.0, "srv    load_model: loading model '{model}.gguf'"),
+    (0.2, "load_tensors: loading model tensors, this can take a while... (load_mode = mmap)"),
+    (0.6, "llama_context: constructing llama_context"),
+    (0.7, "common_init_: warming up the model with an empty run - please wait ..."),
+    (1.0, "srv  llama_server: model loaded"),
+)
+
+
+async def _print_load_stages(opts: Options) -> None:
+    total = opts.start_delay + opts.loading_delay
+    started = trio.current_time()
+    for share, line in LOAD_STAGE_LINES:
+        await trio.sleep_until(started + share * total)
+        say(line.format(model=opts.model), err=True)
+
+
 async def run(opts: Options) -> int:
     """Serve until a signal, --exit-after or --crash-before-listen; returns the exit code."""
     async with trio.open_nursery() as nursery:
@@ -1560,6 +1582,8 @@ async def run(opts: Options) -> int:
             nursery.start_soon(_exit_later, up, opts.exit_after)
         if opts.spawn_grandchild:
             up.grandchild = _spawn_grandchild()
+        if opts.load_stages:
+            nursery.start_soon(_print_load_stages, opts)
         nursery.start_soon(_serve, up)
     return up.exit_code or 0
 

@@ -16,8 +16,9 @@ llama-swap v250 sends it instead of ``metrics``, swapd sends both); swapd's own:
 ``configReload`` (``{"state": "start", "trigger"}``, then
 ``{"state": "end", "ok", "error", "added", "removed", "changed", "updated",
 "unchanged", ...}`` and a fresh ``modelStatus``), ``modelPreloaded`` (``{"model",
-"success", "error"}``) and ``modelRestart`` (``{"model", "state": "scheduled"|"gaveUp",
-"crashes", "delay", "error"}``).
+"success", "error"}``), ``modelRestart`` (``{"model", "state": "scheduled"|"gaveUp",
+"crashes", "delay", "error"}``) and ``loadProgress`` (a loading model's stage, percent and
+ETA: ``swapd.core.events.LoadProgressed``).
 
 On connect: the log histories, the model list, all stored metrics, the in-flight snapshot;
 then live changes, in the order they happened: every state change at once; request
@@ -54,6 +55,7 @@ from quart import Quart, Response, request, websocket
 
 from swapd.core.capabilities import capability_fields
 from swapd.core.events import (
+    LoadProgressed,
     ModelPreloaded,
     ModelRestart,
     ModelStateChanged,
@@ -203,7 +205,7 @@ class _Feed:
         elif isinstance(event, ConfigReloaded):
             put(("configReload", {"state": "end", **event.result.as_json()}))
             self._refresh()
-        elif isinstance(event, ModelPreloaded | ModelRestart | ProfileChanged):
+        elif isinstance(event, ModelPreloaded | ModelRestart | ProfileChanged | LoadProgressed):
             put((event.kind, event.as_json()))
         elif isinstance(event, ShuttingDown):
             self.queue.close()

@@ -2,7 +2,9 @@
 
 For a streaming ``/v1/chat/completions`` request whose model is not ready, swapd answers
 at once with an event stream and sends progress as ``reasoning_content`` deltas (chat
-UIs show them as "thinking") while the model loads; then the upstream's own events
+UIs show them as "thinking") while the model loads: a line with the stage, percentage and
+time left whenever the ``loadProgress`` readings on the bus move
+(:mod:`swapd.observe.progress`), a dot each quiet second; then the upstream's own events
 follow in the same stream. Unlike llama-swap, a failure never looks like a success: a
 failed load or an upstream error status ends the stream with an error event and
 ``data: [DONE]``.
@@ -20,12 +22,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import trio
 
+from swapd.core.events import LoadProgressed
 from swapd.errors import SwapdError
+from swapd.observe.bus import Subscription
 from swapd.supervise.supervisor import Lease, Supervisor
 from swapd.web.forward import Exchange
 from swapd.web.relay import CUT_STREAM
 
-__all__ = ["loading_stream"]
+__all__ = ["loading_stream", "progress_line"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,51 @@ def _error(message: str, status: int) -> bytes:
 
 
 DONE = b"data: [DONE]\n\n"
+
+
+def progress_line(reading: LoadProgressed) -> str:
+    """One line for a person: the stage, the percentage, the time left."""
+    percent = f"~{reading.percent}% (estimated)" if reading.is_estimate else f"{reading.percent}%"
+    if reading.eta is not None:
+        left = f"about {reading.eta:.0f}s left"
+    else:
+        left = f"taking longer than the predicted {reading.predicted:.0f}s"
+    return f"{reading.label}: {percent}, {left}\n"
+
+
+async def _report_progress(
+    events: Subscription[object], model_id: str, send: trio.MemorySendChannel[bytes]
+) -> None:
+    """A line whenever the model's stage or percentage moves; a dot a second otherwise."""
+    shown: tuple[str, int] | None = None
+
+    async def next_change() -> LoadProgressed:
+        while True:
+            event = await events.receive()
+            if (
+                isinstance(event, LoadProgressed)
+                and event.model == model_id
+                and event.stage != "ready"  # "Done!" says that
+                and (event.stage, event.percent) != shown
+            ):
+                return event
+
+    dotted = False  # the last thing sent was a dot: start the next line on a new line
+    try:
+        while True:
+            reading: LoadProgressed | None = None
+            with trio.move_on_after(1):
+                reading = await next_change()
+            if reading is None:
+                await send.send(_progress("."))
+                dotted = True
+            else:
+                shown = (reading.stage, reading.percent)
+                line = progress_line(reading)
+                await send.send(_progress("\n" + line if dotted else line))
+                dotted = False
+    except trio.EndOfChannel:
+        return  # the bus closed: swapd is stopping, and acquire() will say so
 
 
 async def loading_stream(
@@ -85,19 +134,15 @@ async def loading_stream(
                 await send.send(_progress("━━━━━\n"))
                 await send.send(_progress(f"swapd: loading model {model_id}\n"))
                 failure: SwapdError | None = None
-                async with trio.open_nursery() as ticker:
-
-                    async def tick() -> None:
-                        while True:
-                            await trio.sleep(1)
-                            await send.send(_progress("."))
-
-                    ticker.start_soon(tick)
-                    try:
-                        lease = await supervisor.acquire(model_id)
-                    except SwapdError as exc:
-                        failure = exc
-                    ticker.cancel_scope.cancel()
+                # Subscribed before acquiring, so the load's first readings are not missed.
+                with supervisor.bus.subscribe() as events:
+                    async with trio.open_nursery() as ticker:
+                        ticker.start_soon(_report_progress, events, model_id, send)
+                        try:
+                            lease = await supervisor.acquire(model_id)
+                        except SwapdError as exc:
+                            failure = exc
+                        ticker.cancel_scope.cancel()
                 took = trio.current_time() - started
                 if failure is not None:
                     await send.send(_progress(f"\nFailed after {took:.2f}s\n"))

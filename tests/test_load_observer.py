@@ -1,0 +1,79 @@
+"""The load-progress observer between a real event bus and a real log hub, on trio's
+mock clock: it starts on ``starting``, reads the model's lines, learns from good loads
+only, and keeps a history per command line."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from swapd.config import Config, parse_config
+from swapd.core.events import LoadProgressed, ModelStateChanged
+from swapd.core.states import ModelState
+from swapd.observe.bus import EventBus
+from swapd.observe.logs import LogHub
+from swapd.observe.progress import LoadProgressObserver
+
+S = ModelState
+
+
+def make_config(cmd: str = "llama-server -m a.gguf --port ${PORT}") -> Config:
+    return parse_config(f"healthCheckTimeout: 60\nmodels:\n  m:\n    cmd: {cmd}\n", file="<test>")
+
+
+def change(old: ModelState, new: ModelState) -> ModelStateChanged:
+    return ModelStateChanged(model="m", old=old, new=new, reason="test", at=trio.current_time())
+
+
+async def test_a_load_is_followed_from_starting_to_ready(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = make_config()
+    bus: EventBus[object] = EventBus()
+    hub = LogHub(config.models, stdout=lambda _: None)
+    observer = LoadProgressObserver(lambda: config, hub, bus)
+    seen: list[LoadProgressed] = []
+    with bus.watch(lambda e: seen.append(e) if isinstance(e, LoadProgressed) else None):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(observer.run)
+            bus.publish(change(S.STOPPED, S.STARTING))
+            await trio.sleep(0.5)
+            hub.write_model_line("m", "stderr", "srv    load_model: loading model 'a.gguf'")
+            await trio.sleep(2)
+            current = observer.current("m")
+            assert current is not None and current.stage == "opening"
+            hub.write_model_line("m", "stderr", "main: server is listening on http://x:1")
+            await trio.sleep(1)
+            bus.publish(change(S.STARTING, S.READY))
+            await trio.sleep(0.1)
+            assert observer.current("m") is None
+            nursery.cancel_scope.cancel()
+    stages = [r.stage for r in seen]
+    assert stages[0] == "starting"
+    assert stages[-1] == "ready"
+    assert "opening" in stages and "listening" in stages
+    assert [r.fraction for r in seen] == sorted(r.fraction for r in seen)
+    assert seen[-1].elapsed == pytest.approx(3.5)  # mock clock: 0.5 + 2 + 1 s
+    assert seen[0].prediction_basis == "default"
+    assert observer.prediction("m").seconds == pytest.approx(3.5)
+
+
+async def test_failed_loads_do_not_teach_and_a_new_command_starts_afresh(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = make_config()
+    bus: EventBus[object] = EventBus()
+    hub = LogHub(config.models, stdout=lambda _: None)
+    observer = LoadProgressObserver(lambda: config, hub, bus)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(observer.run)
+        for took, ends in ((2.0, S.READY), (30.0, S.STOPPING), (4.0, S.READY)):
+            bus.publish(change(S.STOPPED, S.STARTING))
+            await trio.sleep(took)
+            bus.publish(change(S.STARTING, ends))
+        prediction = observer.prediction("m")
+        assert (prediction.basis, prediction.samples, prediction.seconds) == ("history", 2, 3.0)
+        config = make_config("llama-server -m a.gguf -c 8192 --port ${PORT}")
+        assert observer.prediction("m").basis == "default"
+        nursery.cancel_scope.cancel()
