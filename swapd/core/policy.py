@@ -34,6 +34,18 @@ llama-swap's groups or its matrix; the rest is ours):
   another model is waiting for its slot.
 - **TTL.** A ready (or asleep) model with ``ttl`` > 0, idle and with nobody waiting, is
   stopped ``ttl`` seconds after its last request finished.
+- **Memory budgets** (only when ``Snapshot.budgets`` is not empty; docs/memory.md). After
+  the rule's blockers, a model that wants to load asks ``core.memory.admit`` with the
+  models that would remain (everything holding memory except itself and the blockers
+  that stop; blockers that sleep stay as asleep) plus every earlier load still waiting
+  (so a later, smaller model never takes the memory an earlier one waits for: FIFO
+  between loads holds for memory too). ``Fits``: it starts (once its blockers are gone).
+  ``Evict``: those idle models leave too, put to sleep when they all support it and
+  sleeping them is enough, else stopped (busy, loading, stopping models and models
+  holding a request older than the target's oldest are never evicted). ``Wait``: it
+  keeps its place like any blocked load. ``NeverFits``: its waiters are refused at once
+  (``Plan.refuse``). A stopped model whose memory is not yet reported free
+  (``ModelView.releasing``) still counts as holding it.
 
 **Worst case for one waiter** (no failed starts or crashes). A request for M that
 arrives at t waits at most
@@ -62,7 +74,9 @@ from collections.abc import Mapping
 
 import attrs
 
+from swapd.core import memory
 from swapd.core.eviction import EvictionRule
+from swapd.core.memory import Footprint, NeverFits, Occupancy, Occupant
 from swapd.core.states import OCCUPYING, ModelState
 
 __all__ = ["ModelView", "Plan", "Snapshot", "plan"]
@@ -89,6 +103,8 @@ class ModelView:
     ready_since: float | None = None  # when it last became ready (None: not ready)
     ready_ticket: int = 0  # the last ticket handed out when it became ready: <= joined its load
     priority: int = 0  # higher is loaded first (see the module docstring)
+    footprint: Footprint | None = None  # what it holds when loaded; None: nothing known
+    releasing: bool = False  # stopped, but its memory is not yet reported free
 
 
 @attrs.frozen(kw_only=True)
@@ -97,6 +113,7 @@ class Snapshot:
     models: Mapping[str, ModelView]
     rule: EvictionRule
     max_wait: float = 10.0
+    budgets: Mapping[str, int] = attrs.field(factory=dict)  # bytes per budgeted device
 
 
 @attrs.frozen(kw_only=True)
@@ -114,6 +131,8 @@ class Plan:
     # Models whose evictions were ordered now, with the occupying set the rule judged
     # (for the matrix router's one log line per committed swap).
     swaps: Mapping[str, frozenset[str]] = attrs.field(factory=dict)
+    # Models that can never fit their memory budget: their waiters fail with this message.
+    refuse: Mapping[str, str] = attrs.field(factory=dict)
     wake_at: float = math.inf
 
     @property
@@ -126,6 +145,7 @@ class Plan:
             or self.stop
             or self.cancel
             or self.expire
+            or self.refuse
         )
 
 
@@ -206,14 +226,24 @@ def plan(snapshot: Snapshot) -> Plan:
     cancel: list[str] = []
     expire: list[str] = []
     swaps: dict[str, frozenset[str]] = {}
+    refuse: dict[str, str] = {}
+    started: set[str] = set()  # loads this plan begins: they hold memory from now on
+    budgets = snapshot.budgets
     reserved: list[str] = []  # earlier loads that are waiting: nobody later overtakes them
     for view in wanting:
         model_id = view.model_id
+        if budgets and view.footprint is not None:
+            alone = memory.admit(view.footprint, (), budgets)
+            if isinstance(alone, NeverFits):
+                if view.waiting:
+                    refuse[model_id] = f"model '{model_id}' does not fit: {alone.message}"
+                continue
         if view.retry_at > now:
             wake_at = min(wake_at, view.retry_at)
             continue
         waiting_ahead = [x for x in reserved if not rule.compatible(model_id, x)]
         blockers = sorted(rule.blockers(model_id, occupying))
+        ahead = [x for x in reserved if x not in started]
         reserved.append(model_id)
         if waiting_ahead:
             continue
@@ -224,14 +254,7 @@ def plan(snapshot: Snapshot) -> Plan:
             and not any(t < first for t in models[x].tickets)
             for x in blockers
         )
-        if not blockers:
-            (wake if view.state is S.ASLEEP else start).append(model_id)
-            occupying.add(model_id)
-        elif evictable:
-            swaps[model_id] = frozenset(occupying)
-            for x in blockers:
-                (sleep if models[x].sleep_enabled else stop).append(x)
-        else:
+        if blockers and not evictable:
             for x in blockers:
                 other = models[x]
                 abandoned = (
@@ -242,6 +265,36 @@ def plan(snapshot: Snapshot) -> Plan:
                 )
                 if abandoned:
                     cancel.append(x)
+            continue
+        make_room: tuple[list[str], list[str]] = ([], [])  # (stop, sleep) for memory
+        if budgets:
+            blockers_sleep = {x for x in blockers if models[x].sleep_enabled}
+            memo = _Memory(
+                models=models,
+                in_flight=in_flight,
+                started=started,
+                leaving=set(stop) | set(cancel) | (set(blockers) - blockers_sleep),
+                sleeping=set(sleep) | blockers_sleep,
+                ahead=ahead,
+                first=first,
+            )
+            decision = memory.admit(
+                view.footprint or Footprint(), memo.occupants(model_id), budgets
+            )
+            if isinstance(decision, memory.Wait) and not blockers:
+                continue  # holds its place; busy or loading models must finish first
+            if isinstance(decision, memory.Evict):
+                make_room = memo.how_to_evict(model_id, view, decision.models, budgets)
+        if not blockers and not make_room[0] and not make_room[1]:
+            (wake if view.state is S.ASLEEP else start).append(model_id)
+            occupying.add(model_id)
+            started.add(model_id)
+            continue
+        swaps[model_id] = frozenset(occupying)
+        for x in blockers:
+            (sleep if models[x].sleep_enabled else stop).append(x)
+        stop.extend(make_room[0])
+        sleep.extend(make_room[1])
 
     evicting = set(stop) | set(sleep) | set(cancel)
     for model_id, view in models.items():
@@ -265,5 +318,73 @@ def plan(snapshot: Snapshot) -> Plan:
         expire=tuple(expire),
         draining=frozenset(cutoff),
         swaps=swaps,
+        refuse=refuse,
         wake_at=wake_at,
     )
+
+
+@attrs.frozen(kw_only=True)
+class _Memory:
+    """Who holds memory, as admission sees it, part-way through one plan."""
+
+    models: Mapping[str, ModelView]
+    in_flight: Mapping[str, int]
+    started: set[str]  # loads this plan begins
+    leaving: set[str]  # stopped by this plan
+    sleeping: set[str]  # put to sleep by this plan
+    ahead: list[str]  # earlier loads still waiting: their memory is spoken for
+    first: int  # the target's oldest ticket
+
+    def occupants(self, target: str, *, asleep: frozenset[str] = frozenset()) -> list[Occupant]:
+        held: dict[str, Occupant] = {}
+        for model_id, view in self.models.items():
+            if model_id == target or model_id in self.leaving:
+                continue
+            state = self._occupancy(model_id, view, asleep)
+            if state is not None:
+                footprint = view.footprint or Footprint()
+                held[model_id] = Occupant(model_id, footprint, state, last_used=view.last_used)
+        for model_id in self.ahead:
+            footprint = self.models[model_id].footprint or Footprint()
+            held[model_id] = Occupant(model_id, footprint, Occupancy.LOADING)
+        return list(held.values())
+
+    def _occupancy(
+        self, model_id: str, view: ModelView, asleep: frozenset[str]
+    ) -> Occupancy | None:
+        if model_id in self.started:
+            return Occupancy.LOADING
+        if model_id in self.sleeping or model_id in asleep:
+            return Occupancy.ASLEEP
+        state = view.state
+        if state is S.STOPPED:
+            return Occupancy.LOADING if view.releasing else None
+        if state is S.SHUTDOWN:
+            return None
+        if state is S.ASLEEP:
+            return Occupancy.ASLEEP
+        if state is S.READY:
+            idle = self.in_flight[model_id] == 0 and not any(t < self.first for t in view.tickets)
+            return Occupancy.IDLE if idle else Occupancy.BUSY
+        return Occupancy.LOADING  # starting, waking, stopping, going to sleep: never evicted
+
+    def how_to_evict(
+        self,
+        target: str,
+        view: ModelView,
+        chosen: tuple[str, ...],
+        budgets: Mapping[str, int],
+    ) -> tuple[list[str], list[str]]:
+        """(stop, sleep) for the models ``admit`` chose: the ready ones that support sleep
+        are put to sleep when that alone makes room (sleep keeps their RAM), else all stop."""
+        sleepers = frozenset(
+            x for x in chosen if self.models[x].state is S.READY and self.models[x].sleep_enabled
+        )
+        if sleepers:
+            trial = attrs.evolve(self, leaving=self.leaving | (set(chosen) - sleepers))
+            fits = memory.admit(
+                view.footprint or Footprint(), trial.occupants(target, asleep=sleepers), budgets
+            )
+            if isinstance(fits, memory.Fits):
+                return [x for x in chosen if x not in sleepers], sorted(sleepers)
+        return list(chosen), []
