@@ -278,13 +278,19 @@ def plan(snapshot: Snapshot) -> Plan:
                 ahead=ahead,
                 first=first,
             )
-            decision = memory.admit(
-                view.footprint or Footprint(), memo.occupants(model_id), budgets
-            )
-            if isinstance(decision, memory.Wait) and not blockers:
-                continue  # holds its place; busy or loading models must finish first
+            # Decide on what will remain once the stops and sleeps under way have freed
+            # their memory (so nothing more is evicted for memory about to be free), then
+            # start only when it is free already.
+            needs = view.footprint or Footprint()
+            decision = memory.admit(needs, memo.occupants(model_id), budgets)
             if isinstance(decision, memory.Evict):
                 make_room = memo.how_to_evict(model_id, view, decision.models, budgets)
+            elif not blockers:
+                if isinstance(decision, memory.Wait):
+                    continue  # holds its place until busy or loading models are done
+                free_now = memory.admit(needs, memo.occupants(model_id, now=True), budgets)
+                if not isinstance(free_now, memory.Fits):
+                    continue  # fits once the models leaving have freed their memory
         if not blockers and not make_room[0] and not make_room[1]:
             (wake if view.state is S.ASLEEP else start).append(model_id)
             occupying.add(model_id)
@@ -335,12 +341,16 @@ class _Memory:
     ahead: list[str]  # earlier loads still waiting: their memory is spoken for
     first: int  # the target's oldest ticket
 
-    def occupants(self, target: str, *, asleep: frozenset[str] = frozenset()) -> list[Occupant]:
+    def occupants(
+        self, target: str, *, asleep: frozenset[str] = frozenset(), now: bool = False
+    ) -> list[Occupant]:
+        """The models holding memory besides ``target``: once the stops and sleeps under
+        way are done, or (``now``) at this instant, when leaving models still hold it all."""
         held: dict[str, Occupant] = {}
         for model_id, view in self.models.items():
-            if model_id == target or model_id in self.leaving:
+            if model_id == target or (model_id in self.leaving and not now):
                 continue
-            state = self._occupancy(model_id, view, asleep)
+            state = self._occupancy(model_id, view, asleep, now=now)
             if state is not None:
                 footprint = view.footprint or Footprint()
                 held[model_id] = Occupant(model_id, footprint, state, last_used=view.last_used)
@@ -350,15 +360,20 @@ class _Memory:
         return list(held.values())
 
     def _occupancy(
-        self, model_id: str, view: ModelView, asleep: frozenset[str]
+        self, model_id: str, view: ModelView, asleep: frozenset[str], *, now: bool
     ) -> Occupancy | None:
-        if model_id in self.started:
+        leaving = model_id in self.leaving or model_id in self.sleeping
+        if model_id in self.started or (now and leaving):
             return Occupancy.LOADING
         if model_id in self.sleeping or model_id in asleep:
             return Occupancy.ASLEEP
         state = view.state
         if state is S.STOPPED:
-            return Occupancy.LOADING if view.releasing else None
+            return Occupancy.LOADING if view.releasing and now else None
+        if state is S.STOPPING:
+            return Occupancy.LOADING if now else None  # its memory is about to be free
+        if state is S.SLEEP_PENDING and not now:
+            return Occupancy.ASLEEP
         if state is S.SHUTDOWN:
             return None
         if state is S.ASLEEP:

@@ -39,7 +39,7 @@ import attrs
 import trio
 
 from swapd.config.diff import ConfigDiff
-from swapd.config.model import Config, ModelConfig
+from swapd.config.model import DEFAULT_GROUP, Config, ModelConfig
 from swapd.core import eviction, policy
 from swapd.core.events import (
     ModelRestart,
@@ -172,6 +172,17 @@ class _WithLeaving:
         return a == b
 
 
+def _budget_decides_default_group(config: Config) -> Config:
+    """With ``memory.budgets``, the implicit ``(default)`` group (models in no group) neither
+    swaps nor is exclusive: the budget decides how many of them run together. Groups the
+    config declares stay hard constraints on top (docs/memory.md)."""
+    default = config.groups.get(DEFAULT_GROUP)
+    if not config.memory.budgets or default is None:
+        return config
+    relaxed = attrs.evolve(default, swap=False, exclusive=False)
+    return attrs.evolve(config, groups={**config.groups, DEFAULT_GROUP: relaxed})
+
+
 class Supervisor:
     """See the module docstring. Build it, then ``await nursery.start(supervisor.run)``."""
 
@@ -220,7 +231,8 @@ class Supervisor:
         self._persistent = {gid for gid, g in config.groups.items() if g.persistent}
         self._group_of = {m: gid for gid, g in config.groups.items() for m in g.members}
         before = self._rule if leaving else None
-        self._rule = _WithLeaving(eviction.rule_for(config), frozenset(config.models), before)
+        rule = eviction.rule_for(_budget_decides_default_group(config))
+        self._rule = _WithLeaving(rule, frozenset(config.models), before)
         self._priority = {m: eviction.priority_of(config, m) for m in config.models}
 
     # --- lifetime -----------------------------------------------------------------------
