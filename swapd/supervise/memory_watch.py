@@ -27,7 +27,7 @@ from typing import Protocol
 import attrs
 
 from swapd.core.memory import Footprint
-from swapd.observe.devices import Devices
+from swapd.observe.devices import DeviceMemory, Devices
 from swapd.observe.footprint import estimate_from_argv, group_members, measure
 
 __all__ = ["FootprintBook", "HostProbe", "MemoryProbe", "NoProbe"]
@@ -43,6 +43,10 @@ class MemoryProbe(Protocol):
     measures: bool  # False: no measurement, no release wait (nothing real to look at)
 
     def capacities(self) -> Mapping[str, int]: ...
+
+    def snapshot(self) -> Mapping[str, DeviceMemory]:
+        """Each device's total, used and free memory now."""
+        ...
 
     def measure(self, pgid: int) -> tuple[Footprint, list[int]]:
         """What group ``pgid`` holds now, and the PIDs that were in it."""
@@ -62,6 +66,9 @@ class HostProbe:
 
     def capacities(self) -> Mapping[str, int]:
         return self.devices.capacities()
+
+    def snapshot(self) -> Mapping[str, DeviceMemory]:
+        return self.devices.snapshot()
 
     def measure(self, pgid: int) -> tuple[Footprint, list[int]]:
         members = group_members(pgid)
@@ -88,6 +95,9 @@ class NoProbe:
     measures: bool = False
 
     def capacities(self) -> Mapping[str, int]:
+        return {}
+
+    def snapshot(self) -> Mapping[str, DeviceMemory]:
         return {}
 
     def measure(self, pgid: int) -> tuple[Footprint, list[int]]:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
-from collections.abc import Set
+from collections.abc import Mapping, Set
 
 import attrs
 import trio
@@ -50,7 +50,7 @@ from swapd.core.events import (
 )
 from swapd.core.keepalive import TtlOverrides
 from swapd.core.matrix import Matrix
-from swapd.core.memory import Footprint, budgets_of, choose_footprint
+from swapd.core.memory import RAM, Footprint, budgets_of, choose_footprint
 from swapd.core.restart import CrashHistory
 from swapd.core.states import OCCUPYING, RUNNING, ModelState
 from swapd.errors import (
@@ -63,6 +63,7 @@ from swapd.errors import (
 )
 from swapd.observe import devices
 from swapd.observe.bus import EventBus
+from swapd.observe.devices import DeviceMemory
 from swapd.supervise import memory_watch
 from swapd.supervise.instance import Launcher
 from swapd.supervise.memory_watch import FootprintBook, HostProbe, MemoryProbe
@@ -644,6 +645,28 @@ class Supervisor:
         spec = self._slots[model_id].runner.spec
         learned = self.footprints.load(model_id, spec.cmd) if spec.footprint_learn else None
         return choose_footprint(spec, learned, self._estimates.get(model_id))
+
+    async def device_memory(self) -> Mapping[str, DeviceMemory]:
+        """Each device's memory now (empty without budgets: no devices are probed)."""
+        probe = self._probe
+        if not self.budgets or probe is None:
+            return {}
+        return await trio.to_thread.run_sync(probe.snapshot)
+
+    def memory_held(self) -> dict[str, int]:
+        """Bytes per budgeted device that swapd's models hold by their footprints (what
+        admission counts: loaded and loading models, asleep ones' RAM)."""
+        held = dict.fromkeys(self.budgets, 0)
+        for model_id, slot in self._slots.items():
+            state = slot.runner.state
+            footprint = self.footprint(model_id)
+            if footprint is None or state not in RUNNING:
+                continue
+            for device in held:
+                if state is S.ASLEEP and device != RAM:
+                    continue
+                held[device] += footprint.on(device)
+        return held
 
     def _track_memory(self, slot: _Slot, change: ModelStateChanged) -> None:
         if change.pid is not None:

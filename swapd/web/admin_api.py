@@ -4,7 +4,9 @@
   hidden; aliases too with ``includeAliasesInList``) and peers' models, sorted by ID,
   each with its ``status`` (the model's state); metadata under ``meta.llamaswap``.
 - ``GET /running``: models with a process, with state, command, proxy and TTL; also a
-  persistent or preloaded model swapd gave up restarting (``"state": "failed"``).
+  persistent or preloaded model swapd gave up restarting (``"state": "failed"``); with
+  memory budgets, each model's footprint and each device's budget and use
+  (``add_memory_fields``).
 - ``POST /api/models/load/<model>``: start a model now; answers once it is ready.
 - ``POST /api/models/sleep/<model>``: put an idle ready model to sleep (``sleepMode``);
   409 if it has no sleep mode, is not ready, or is busy. ``POST /api/models/wake/<model>``
@@ -25,6 +27,7 @@ from werkzeug.wrappers.response import Response as Redirect
 from swapd import __version__
 from swapd.core.states import RUNNING, ModelState
 from swapd.errors import ModelNotFound
+from swapd.supervise.supervisor import Supervisor
 from swapd.web.app import Services, json_response
 
 __all__ = ["register", "model_list"]
@@ -73,6 +76,37 @@ def model_list(services: Services) -> list[dict[str, Any]]:
     return records
 
 
+async def add_memory_fields(supervisor: Supervisor, body: dict[str, Any]) -> None:
+    """With ``memory.budgets``: each running model's ``footprint`` (bytes per device and
+    its source: declared, learned or estimate; null when nothing is known) and, under
+    ``memory``, each device's budget, what swapd's models hold by their footprints, what
+    is left of the budget, and the device's own total/used/free (docs/memory.md)."""
+    if not supervisor.budgets:
+        return
+    for entry in body["running"]:
+        footprint = supervisor.footprint(entry["model"])
+        entry["footprint"] = (
+            None
+            if footprint is None
+            else {"bytes": dict(footprint.bytes_on), "source": footprint.source.value}
+        )
+    held = supervisor.memory_held()
+    devices = await supervisor.device_memory()
+    report: dict[str, Any] = {}
+    for name in sorted(set(supervisor.budgets) | set(devices)):
+        budget = supervisor.budgets.get(name)
+        device = devices.get(name)
+        report[name] = {
+            "budget": budget,
+            "held": held.get(name, 0),
+            "budgetFree": None if budget is None else max(budget - held.get(name, 0), 0),
+            "total": None if device is None else device.total,
+            "used": None if device is None else device.used,
+            "free": None if device is None else device.free,
+        }
+    body["memory"] = {"devices": report}
+
+
 def register(app: Quart, services: Services) -> None:
     supervisor = services.supervisor
 
@@ -113,7 +147,9 @@ def register(app: Quart, services: Services) -> None:
                     "waiting": stat.waiting,
                 }
             )
-        return json_response(200, {"running": entries})
+        body: dict[str, Any] = {"running": entries}
+        await add_memory_fields(supervisor, body)
+        return json_response(200, body)
 
     async def load(model: str) -> Response:
         model_id = local_model(model)
