@@ -70,7 +70,15 @@ async def test_a_budget_for_two_keeps_two_and_evicts_the_least_recently_used() -
                 assert await ask(client, "c") == "hello from c"
             after = await running(swapd.url)
             launches = {s.model: s.launches for s in swapd.services.supervisor.statistics()}
+            async with httpx.AsyncClient(base_url=swapd.url, timeout=30) as http:
+                metrics = (await http.get("/metrics")).text
     assert sorted(e["model"] for e in after["running"]) == ["a", "c"]
+    assert f'swapd_memory_budget_bytes{{device="ram"}} {200 * MiB}' in metrics
+    assert f'swapd_memory_held_bytes{{device="ram"}} {2 * 96 * MiB}' in metrics
+    assert (
+        f'swapd_model_footprint_bytes{{model="b",device="ram",source="declared"}} {96 * MiB}'
+        in metrics
+    )
     assert launches == {"a": 1, "b": 1, "c": 1}  # a was never swapped out
     entry = next(e for e in after["running"] if e["model"] == "c")
     assert entry["footprint"] == {"bytes": {"ram": 96 * MiB}, "source": "declared"}

@@ -653,6 +653,10 @@ class Supervisor:
             return {}
         return await trio.to_thread.run_sync(probe.snapshot)
 
+    def footprints_now(self) -> dict[str, Footprint | None]:
+        """Every model's footprint as admission counts it now."""
+        return {model_id: self.footprint(model_id) for model_id in self._slots}
+
     def memory_held(self) -> dict[str, int]:
         """Bytes per budgeted device that swapd's models hold by their footprints (what
         admission counts: loaded and loading models, asleep ones' RAM)."""
