@@ -84,6 +84,23 @@ async def test_a_busy_model_is_never_evicted_the_newcomer_waits(
     assert h.launches == ["a", "b"]
 
 
+async def test_a_load_kept_out_for_memory_does_not_starve(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # a is never idle (a new request every 0.5 s, each taking 1 s); b needs a's memory.
+    config = memory_config(150, {"a": 96, "b": 96})
+    async with open_swap_harness(config, max_wait=5.0) as h:
+        for i in range(120):
+            h.request("a", at=i * 0.5, duration=1.0)
+        h.request("b", at=2.0, name="b")
+    b = next(o for o in h.outcomes if o.name == "b")
+    assert b.error is None and b.granted is not None
+    # the starvation bound: a stops taking new requests 5 s after b arrived, drains
+    # (1 s), stops (0.1 s), and b loads (1 s)
+    assert b.granted <= 2.0 + 5.0 + 1.0 + 0.1 + 1.0 + 0.01
+    assert all(o.error is None for o in h.outcomes)
+
+
 async def test_groups_stay_hard_constraints_on_top_of_the_budget(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

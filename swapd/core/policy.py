@@ -36,16 +36,20 @@ llama-swap's groups or its matrix; the rest is ours):
   stopped ``ttl`` seconds after its last request finished.
 - **Memory budgets** (only when ``Snapshot.budgets`` is not empty; docs/memory.md). After
   the rule's blockers, a model that wants to load asks ``core.memory.admit`` with the
-  models that would remain (everything holding memory except itself and the blockers
-  that stop; blockers that sleep stay as asleep) plus every earlier load still waiting
-  (so a later, smaller model never takes the memory an earlier one waits for: FIFO
-  between loads holds for memory too). ``Fits``: it starts (once its blockers are gone).
-  ``Evict``: those idle models leave too, put to sleep when they all support it and
-  sleeping them is enough, else stopped (busy, loading, stopping models and models
-  holding a request older than the target's oldest are never evicted). ``Wait``: it
-  keeps its place like any blocked load. ``NeverFits``: its waiters are refused at once
-  (``Plan.refuse``). A stopped model whose memory is not yet reported free
-  (``ModelView.releasing``) still counts as holding it.
+  models that will remain once the stops and sleeps under way are done (everything
+  holding memory except itself and the blockers that stop; blockers that sleep stay, as
+  asleep). ``Fits``: it starts once its blockers are gone and the memory of models
+  leaving is free already. ``Evict``: those idle models leave too (put to sleep when
+  they support it and sleeping is enough, else stopped); busy, loading or stopping
+  models and models holding a request older than the target's oldest are never evicted.
+  ``Wait``: it keeps its place like any blocked load; the ready models with requests
+  that keep it out get the starvation bound like the rule's blockers. ``NeverFits``: its
+  waiters are refused at once (``Plan.refuse``). FIFO between loads holds for memory
+  too: a model starts before earlier waiting loads only if it fits in the budgets
+  together with them (memory's ``compatible``; counting the earlier loads that passed
+  this check themselves), so it never keeps them out once the models now loaded have
+  made room. A stopped model whose memory is
+  not yet reported free (``ModelView.releasing``) still counts as holding it.
 
 **Worst case for one waiter** (no failed starts or crashes). A request for M that
 arrives at t waits at most
@@ -192,7 +196,8 @@ def plan(snapshot: Snapshot) -> Plan:
     for view in wanting:
         if not view.tickets:
             continue
-        for x in rule.blockers(view.model_id, occupying):
+        held_back_by = rule.blockers(view.model_id, occupying) | _memory_blockers(view, snapshot)
+        for x in held_back_by:
             deadline = _bound_deadline(view, models[x], snapshot.max_wait)
             if deadline is None:
                 continue
@@ -230,6 +235,7 @@ def plan(snapshot: Snapshot) -> Plan:
     started: set[str] = set()  # loads this plan begins: they hold memory from now on
     budgets = snapshot.budgets
     reserved: list[str] = []  # earlier loads that are waiting: nobody later overtakes them
+    spoken_for: list[str] = []  # earlier loads that later ones must fit beside (memory)
     for view in wanting:
         model_id = view.model_id
         if budgets and view.footprint is not None:
@@ -243,10 +249,14 @@ def plan(snapshot: Snapshot) -> Plan:
             continue
         waiting_ahead = [x for x in reserved if not rule.compatible(model_id, x)]
         blockers = sorted(rule.blockers(model_id, occupying))
-        ahead = [x for x in reserved if x not in started]
         reserved.append(model_id)
         if waiting_ahead:
             continue
+        if budgets:
+            ahead = [x for x in spoken_for if x not in started]
+            if not _fits_beside(view, ahead, models, budgets):
+                continue
+            spoken_for.append(model_id)
         first = view.tickets[0] if view.tickets else -1
         evictable = all(
             models[x].state is S.READY
@@ -275,7 +285,6 @@ def plan(snapshot: Snapshot) -> Plan:
                 started=started,
                 leaving=set(stop) | set(cancel) | (set(blockers) - blockers_sleep),
                 sleeping=set(sleep) | blockers_sleep,
-                ahead=ahead,
                 first=first,
             )
             # Decide on what will remain once the stops and sleeps under way have freed
@@ -329,6 +338,41 @@ def plan(snapshot: Snapshot) -> Plan:
     )
 
 
+def _fits_beside(
+    view: ModelView, ahead: list[str], models: Mapping[str, ModelView], budgets: Mapping[str, int]
+) -> bool:
+    """Whether ``view`` fits in the budgets together with every earlier load still waiting
+    (memory's ``compatible``): only then may it start before them."""
+    if not ahead:
+        return True
+    earlier = [Occupant(x, models[x].footprint or Footprint(), Occupancy.LOADING) for x in ahead]
+    return isinstance(memory.admit(view.footprint or Footprint(), earlier, budgets), memory.Fits)
+
+
+def _memory_blockers(view: ModelView, snapshot: Snapshot) -> frozenset[str]:
+    """The ready models with requests that keep ``view`` out for memory (``admit`` says
+    ``Wait``): they get the starvation bound like the rule's blockers."""
+    if not snapshot.budgets or view.footprint is None:
+        return frozenset()
+    models = snapshot.models
+    busy = {m: v.in_flight + v.waiting for m, v in models.items()}
+    first = view.tickets[0] if view.tickets else -1
+    memo = _Memory(
+        models=models, in_flight=busy, started=set(), leaving=set(), sleeping=set(), first=first
+    )
+    occupants = memo.occupants(view.model_id)
+    decision = memory.admit(view.footprint, occupants, snapshot.budgets)
+    if not isinstance(decision, memory.Wait):
+        return frozenset()
+    return frozenset(
+        o.model_id
+        for o in occupants
+        if o.state is Occupancy.BUSY
+        and models[o.model_id].state is S.READY
+        and any(o.footprint.on(d) > 0 for d in decision.blocked_on)
+    )
+
+
 @attrs.frozen(kw_only=True)
 class _Memory:
     """Who holds memory, as admission sees it, part-way through one plan."""
@@ -338,7 +382,6 @@ class _Memory:
     started: set[str]  # loads this plan begins
     leaving: set[str]  # stopped by this plan
     sleeping: set[str]  # put to sleep by this plan
-    ahead: list[str]  # earlier loads still waiting: their memory is spoken for
     first: int  # the target's oldest ticket
 
     def occupants(
@@ -354,9 +397,6 @@ class _Memory:
             if state is not None:
                 footprint = view.footprint or Footprint()
                 held[model_id] = Occupant(model_id, footprint, state, last_used=view.last_used)
-        for model_id in self.ahead:
-            footprint = self.models[model_id].footprint or Footprint()
-            held[model_id] = Occupant(model_id, footprint, Occupancy.LOADING)
         return list(held.values())
 
     def _occupancy(
