@@ -8,6 +8,8 @@ device's budget.
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +17,9 @@ import openai
 import pytest
 import trio
 
+from swapd.observe.footprint import estimate_from_argv
 from swapd.testing import open_swapd, upstream_cmd
+from swapd.testing.gguf import TinyModel, write_tiny_gguf
 
 MiB = 1024**2
 
@@ -139,3 +143,25 @@ async def test_learned_footprints_decide_once_measured() -> None:
     assert a_peak["bytes"]["ram"] >= 96 * MiB and b_peak["bytes"]["ram"] >= 96 * MiB
     assert [e["model"] for e in after["running"]] == ["b"]
     assert launches == {"a": 2, "b": 2}
+
+
+async def test_an_undeclared_model_is_admitted_by_its_gguf_estimate(tmp_path: Path) -> None:
+    # footprintLearn: false and nothing declared: the estimate from the GGUF named by the
+    # command line is what admission counts (and /running says so).
+    path = write_tiny_gguf(tmp_path / "tiny.gguf", TinyModel(n_ctx=64))
+    cmd = upstream_cmd("--model", str(path), "--respond", "hello")
+    estimate = estimate_from_argv(shlex.split(cmd))
+    assert estimate is not None
+    text = (
+        config("200MiB", "")
+        + f"  tiny:\n    cmd: {cmd}\n    proxy: http://127.0.0.1:${{PORT}}\n"
+        + "    footprintLearn: false\n"
+    )
+    with trio.fail_after(120):
+        async with open_swapd(text) as swapd:
+            async with openai_client(swapd.url) as client:
+                assert await ask(client, "tiny") == "hello"
+            after = await running(swapd.url)
+    entry = after["running"][0]
+    assert entry["footprint"] == {"bytes": {"ram": estimate.on("ram")}, "source": "estimate"}
+    assert after["memory"]["devices"]["ram"]["held"] == estimate.on("ram")
