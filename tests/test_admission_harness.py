@@ -17,6 +17,8 @@ import trio.testing
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from swapd.config import parse_config
+from swapd.config.diff import diff_configs
 from swapd.core.events import ModelStateChanged
 from swapd.core.states import OCCUPYING, ModelState
 from swapd.errors import DoesNotFit
@@ -126,6 +128,27 @@ async def test_without_budgets_models_in_no_group_still_swap(
         h.request("a", at=0.0, duration=1.0)
         h.request("b", at=2.0, duration=1.0)
     assert stopped_for_room(h)[0] == "a"
+
+
+async def test_a_reload_applies_new_budgets_and_footprints(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    plain = 'models:\n  a: {cmd: "fake --port ${PORT}"}\n  b: {cmd: "fake --port ${PORT}"}\n'
+    async with open_swap_harness(plain) as h:
+        h.request("a", at=0.0, duration=1.0)
+        h.request("b", at=2.0, duration=1.0)  # no budget: b swaps a out
+        await trio.sleep(5)
+        assert h.supervisor.budgets == {}
+        new = parse_config(memory_config(200, {"a": 96, "b": 96, "c": 150}), file="<reload>")
+        await h.supervisor.reconfigure(new, diff_configs(h.supervisor.config, new))
+        assert h.supervisor.budgets == {"ram": 200 * MIB}
+        h.request("a", at=6.0, duration=1.0)  # now a fits next to b
+        h.request("c", at=8.0, duration=1.0)  # c needs both gone
+    assert [o.error for o in h.outcomes] == [None] * 4
+    assert h.launches == ["a", "b", "a", "c"]
+    assert h.outcomes[2].found == (ModelState.STOPPED, 0, 0)
+    stops = [r.model for r in h.events("stop")]
+    assert stops[0] == "a" and sorted(stops[1:3]) == ["a", "b"]  # both had to leave for c
 
 
 # --- property test -----------------------------------------------------------------------
