@@ -69,6 +69,9 @@ one (FIFO between loads; after W not even a higher priority does), so each model
 takes at most one turn; a turn is its load, at most W of being ready before the bound
 of the oldest waiter it holds back expires (the clock starts when it is ready or when
 the waiter came, so never before t), its drain and its stop.
+With memory budgets the same holds, "in M's way" now also meaning holding memory M
+needs (those models get the same starvation bound); a wait for a stopped model's memory
+to be reported free adds at most ``RELEASE_TIMEOUT`` (10 s) per stop.
 """
 
 from __future__ import annotations
