@@ -31,6 +31,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "Conflict",
+    "DoesNotFit",
     "ModelNotFound",
     "ModelUnavailable",
     "PayloadTooLarge",
@@ -157,6 +158,17 @@ class ModelUnavailable(RequestError):
     def __init__(self, message: str, *, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class DoesNotFit(RequestError):
+    """The model's footprint alone exceeds a device's memory budget (``memory.budgets``):
+    it can never start with this config, so its requests fail at once. 507 (Insufficient
+    Storage) says it is a capacity limit of this server, not a transient state: retrying
+    does not help until the budget or the footprint changes."""
+
+    http_status = 507
+    api_error_type = "server_error"
+    api_error_code = "insufficient_memory"
 
 
 # --- upstreams ---------------------------------------------------------------------------

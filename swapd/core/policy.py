@@ -34,6 +34,22 @@ llama-swap's groups or its matrix; the rest is ours):
   another model is waiting for its slot.
 - **TTL.** A ready (or asleep) model with ``ttl`` > 0, idle and with nobody waiting, is
   stopped ``ttl`` seconds after its last request finished.
+- **Memory budgets** (only when ``Snapshot.budgets`` is not empty; docs/memory.md). After
+  the rule's blockers, a model that wants to load asks ``core.memory.admit`` with the
+  models that will remain once the stops and sleeps under way are done (everything
+  holding memory except itself and the blockers that stop; blockers that sleep stay, as
+  asleep). ``Fits``: it starts once its blockers are gone and the memory of models
+  leaving is free already. ``Evict``: those idle models leave too (put to sleep when
+  they support it and sleeping is enough, else stopped); busy, loading or stopping
+  models and models holding a request older than the target's oldest are never evicted.
+  ``Wait``: it keeps its place like any blocked load; the ready models with requests
+  that keep it out get the starvation bound like the rule's blockers. ``NeverFits``: its
+  waiters are refused at once (``Plan.refuse``). FIFO between loads holds for memory
+  too: a model starts before earlier waiting loads only if it fits in the budgets
+  together with them (memory's ``compatible``; counting the earlier loads that passed
+  this check themselves), so it never keeps them out once the models now loaded have
+  made room. A stopped model whose memory is
+  not yet reported free (``ModelView.releasing``) still counts as holding it.
 
 **Worst case for one waiter** (no failed starts or crashes). A request for M that
 arrives at t waits at most
@@ -53,6 +69,9 @@ one (FIFO between loads; after W not even a higher priority does), so each model
 takes at most one turn; a turn is its load, at most W of being ready before the bound
 of the oldest waiter it holds back expires (the clock starts when it is ready or when
 the waiter came, so never before t), its drain and its stop.
+With memory budgets the same holds, "in M's way" now also meaning holding memory M
+needs (those models get the same starvation bound); a wait for a stopped model's memory
+to be reported free adds at most ``RELEASE_TIMEOUT`` (10 s) per stop.
 """
 
 from __future__ import annotations
@@ -62,7 +81,9 @@ from collections.abc import Mapping
 
 import attrs
 
+from swapd.core import memory
 from swapd.core.eviction import EvictionRule
+from swapd.core.memory import Footprint, NeverFits, Occupancy, Occupant
 from swapd.core.states import OCCUPYING, ModelState
 
 __all__ = ["ModelView", "Plan", "Snapshot", "plan"]
@@ -89,6 +110,8 @@ class ModelView:
     ready_since: float | None = None  # when it last became ready (None: not ready)
     ready_ticket: int = 0  # the last ticket handed out when it became ready: <= joined its load
     priority: int = 0  # higher is loaded first (see the module docstring)
+    footprint: Footprint | None = None  # what it holds when loaded; None: nothing known
+    releasing: bool = False  # stopped, but its memory is not yet reported free
 
 
 @attrs.frozen(kw_only=True)
@@ -97,6 +120,7 @@ class Snapshot:
     models: Mapping[str, ModelView]
     rule: EvictionRule
     max_wait: float = 10.0
+    budgets: Mapping[str, int] = attrs.field(factory=dict)  # bytes per budgeted device
 
 
 @attrs.frozen(kw_only=True)
@@ -114,6 +138,8 @@ class Plan:
     # Models whose evictions were ordered now, with the occupying set the rule judged
     # (for the matrix router's one log line per committed swap).
     swaps: Mapping[str, frozenset[str]] = attrs.field(factory=dict)
+    # Models that can never fit their memory budget: their waiters fail with this message.
+    refuse: Mapping[str, str] = attrs.field(factory=dict)
     wake_at: float = math.inf
 
     @property
@@ -126,6 +152,7 @@ class Plan:
             or self.stop
             or self.cancel
             or self.expire
+            or self.refuse
         )
 
 
@@ -172,7 +199,8 @@ def plan(snapshot: Snapshot) -> Plan:
     for view in wanting:
         if not view.tickets:
             continue
-        for x in rule.blockers(view.model_id, occupying):
+        held_back_by = rule.blockers(view.model_id, occupying) | _memory_blockers(view, snapshot)
+        for x in held_back_by:
             deadline = _bound_deadline(view, models[x], snapshot.max_wait)
             if deadline is None:
                 continue
@@ -206,9 +234,19 @@ def plan(snapshot: Snapshot) -> Plan:
     cancel: list[str] = []
     expire: list[str] = []
     swaps: dict[str, frozenset[str]] = {}
+    refuse: dict[str, str] = {}
+    started: set[str] = set()  # loads this plan begins: they hold memory from now on
+    budgets = snapshot.budgets
     reserved: list[str] = []  # earlier loads that are waiting: nobody later overtakes them
+    spoken_for: list[str] = []  # earlier loads that later ones must fit beside (memory)
     for view in wanting:
         model_id = view.model_id
+        if budgets and view.footprint is not None:
+            alone = memory.admit(view.footprint, (), budgets)
+            if isinstance(alone, NeverFits):
+                if view.waiting:
+                    refuse[model_id] = f"model '{model_id}' does not fit: {alone.message}"
+                continue
         if view.retry_at > now:
             wake_at = min(wake_at, view.retry_at)
             continue
@@ -217,6 +255,11 @@ def plan(snapshot: Snapshot) -> Plan:
         reserved.append(model_id)
         if waiting_ahead:
             continue
+        if budgets:
+            ahead = [x for x in spoken_for if x not in started]
+            if not _fits_beside(view, ahead, models, budgets):
+                continue
+            spoken_for.append(model_id)
         first = view.tickets[0] if view.tickets else -1
         evictable = all(
             models[x].state is S.READY
@@ -224,14 +267,7 @@ def plan(snapshot: Snapshot) -> Plan:
             and not any(t < first for t in models[x].tickets)
             for x in blockers
         )
-        if not blockers:
-            (wake if view.state is S.ASLEEP else start).append(model_id)
-            occupying.add(model_id)
-        elif evictable:
-            swaps[model_id] = frozenset(occupying)
-            for x in blockers:
-                (sleep if models[x].sleep_enabled else stop).append(x)
-        else:
+        if blockers and not evictable:
             for x in blockers:
                 other = models[x]
                 abandoned = (
@@ -242,6 +278,41 @@ def plan(snapshot: Snapshot) -> Plan:
                 )
                 if abandoned:
                     cancel.append(x)
+            continue
+        make_room: tuple[list[str], list[str]] = ([], [])  # (stop, sleep) for memory
+        if budgets:
+            blockers_sleep = {x for x in blockers if models[x].sleep_enabled}
+            memo = _Memory(
+                models=models,
+                in_flight=in_flight,
+                started=started,
+                leaving=set(stop) | set(cancel) | (set(blockers) - blockers_sleep),
+                sleeping=set(sleep) | blockers_sleep,
+                first=first,
+            )
+            # Decide on what will remain once the stops and sleeps under way have freed
+            # their memory (so nothing more is evicted for memory about to be free), then
+            # start only when it is free already.
+            needs = view.footprint or Footprint()
+            decision = memory.admit(needs, memo.occupants(model_id), budgets)
+            if isinstance(decision, memory.Evict):
+                make_room = memo.how_to_evict(model_id, view, decision.models, budgets)
+            elif not blockers:
+                if isinstance(decision, memory.Wait):
+                    continue  # holds its place until busy or loading models are done
+                free_now = memory.admit(needs, memo.occupants(model_id, now=True), budgets)
+                if not isinstance(free_now, memory.Fits):
+                    continue  # fits once the models leaving have freed their memory
+        if not blockers and not make_room[0] and not make_room[1]:
+            (wake if view.state is S.ASLEEP else start).append(model_id)
+            occupying.add(model_id)
+            started.add(model_id)
+            continue
+        swaps[model_id] = frozenset(occupying)
+        for x in blockers:
+            (sleep if models[x].sleep_enabled else stop).append(x)
+        stop.extend(make_room[0])
+        sleep.extend(make_room[1])
 
     evicting = set(stop) | set(sleep) | set(cancel)
     for model_id, view in models.items():
@@ -265,5 +336,113 @@ def plan(snapshot: Snapshot) -> Plan:
         expire=tuple(expire),
         draining=frozenset(cutoff),
         swaps=swaps,
+        refuse=refuse,
         wake_at=wake_at,
     )
+
+
+def _fits_beside(
+    view: ModelView, ahead: list[str], models: Mapping[str, ModelView], budgets: Mapping[str, int]
+) -> bool:
+    """Whether ``view`` fits in the budgets together with every earlier load still waiting
+    (memory's ``compatible``): only then may it start before them."""
+    if not ahead:
+        return True
+    earlier = [Occupant(x, models[x].footprint or Footprint(), Occupancy.LOADING) for x in ahead]
+    return isinstance(memory.admit(view.footprint or Footprint(), earlier, budgets), memory.Fits)
+
+
+def _memory_blockers(view: ModelView, snapshot: Snapshot) -> frozenset[str]:
+    """The ready models with requests that keep ``view`` out for memory (``admit`` says
+    ``Wait``): they get the starvation bound like the rule's blockers."""
+    if not snapshot.budgets or view.footprint is None:
+        return frozenset()
+    models = snapshot.models
+    busy = {m: v.in_flight + v.waiting for m, v in models.items()}
+    first = view.tickets[0] if view.tickets else -1
+    memo = _Memory(
+        models=models, in_flight=busy, started=set(), leaving=set(), sleeping=set(), first=first
+    )
+    occupants = memo.occupants(view.model_id)
+    decision = memory.admit(view.footprint, occupants, snapshot.budgets)
+    if not isinstance(decision, memory.Wait):
+        return frozenset()
+    return frozenset(
+        o.model_id
+        for o in occupants
+        if o.state is Occupancy.BUSY
+        and models[o.model_id].state is S.READY
+        and any(o.footprint.on(d) > 0 for d in decision.blocked_on)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class _Memory:
+    """Who holds memory, as admission sees it, part-way through one plan."""
+
+    models: Mapping[str, ModelView]
+    in_flight: Mapping[str, int]
+    started: set[str]  # loads this plan begins
+    leaving: set[str]  # stopped by this plan
+    sleeping: set[str]  # put to sleep by this plan
+    first: int  # the target's oldest ticket
+
+    def occupants(
+        self, target: str, *, asleep: frozenset[str] = frozenset(), now: bool = False
+    ) -> list[Occupant]:
+        """The models holding memory besides ``target``: once the stops and sleeps under
+        way are done, or (``now``) at this instant, when leaving models still hold it all."""
+        held: dict[str, Occupant] = {}
+        for model_id, view in self.models.items():
+            if model_id == target or (model_id in self.leaving and not now):
+                continue
+            state = self._occupancy(model_id, view, asleep, now=now)
+            if state is not None:
+                footprint = view.footprint or Footprint()
+                held[model_id] = Occupant(model_id, footprint, state, last_used=view.last_used)
+        return list(held.values())
+
+    def _occupancy(
+        self, model_id: str, view: ModelView, asleep: frozenset[str], *, now: bool
+    ) -> Occupancy | None:
+        leaving = model_id in self.leaving or model_id in self.sleeping
+        if model_id in self.started or (now and leaving):
+            return Occupancy.LOADING
+        if model_id in self.sleeping or model_id in asleep:
+            return Occupancy.ASLEEP
+        state = view.state
+        if state is S.STOPPED:
+            return Occupancy.LOADING if view.releasing and now else None
+        if state is S.STOPPING:
+            return Occupancy.LOADING if now else None  # its memory is about to be free
+        if state is S.SLEEP_PENDING and not now:
+            return Occupancy.ASLEEP
+        if state is S.SHUTDOWN:
+            return None
+        if state is S.ASLEEP:
+            return Occupancy.ASLEEP
+        if state is S.READY:
+            idle = self.in_flight[model_id] == 0 and not any(t < self.first for t in view.tickets)
+            return Occupancy.IDLE if idle else Occupancy.BUSY
+        return Occupancy.LOADING  # starting, waking, stopping, going to sleep: never evicted
+
+    def how_to_evict(
+        self,
+        target: str,
+        view: ModelView,
+        chosen: tuple[str, ...],
+        budgets: Mapping[str, int],
+    ) -> tuple[list[str], list[str]]:
+        """(stop, sleep) for the models ``admit`` chose: the ready ones that support sleep
+        are put to sleep when that alone makes room (sleep keeps their RAM), else all stop."""
+        sleepers = frozenset(
+            x for x in chosen if self.models[x].state is S.READY and self.models[x].sleep_enabled
+        )
+        if sleepers:
+            trial = attrs.evolve(self, leaving=self.leaving | (set(chosen) - sleepers))
+            fits = memory.admit(
+                view.footprint or Footprint(), trial.occupants(target, asleep=sleepers), budgets
+            )
+            if isinstance(fits, memory.Fits):
+                return [x for x in chosen if x not in sleepers], sorted(sleepers)
+        return list(chosen), []

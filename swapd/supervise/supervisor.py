@@ -18,7 +18,14 @@ Guarantees (tested in tests/test_supervisor*.py and by property tests):
 - ``run`` never returns with a model process alive;
 - a config reload (``reconfigure``) never cuts a request: models whose process settings
   changed, or that were removed, finish their in-flight requests and are stopped when
-  idle; requests that arrive meanwhile wait for the restarted model.
+  idle; requests that arrive meanwhile wait for the restarted model;
+- with ``memory.budgets`` (docs/memory.md), the footprints of the models holding memory
+  never exceed a budget as far as footprints are known: each model's footprint is chosen
+  by ``core.memory.choose_footprint`` (declared, learned peak, estimate), running models
+  are measured every ``MEASURE_EVERY`` seconds (``supervise/memory_watch.py``), and a
+  stopped model counts as holding its memory until the devices report it free (bounded
+  by ``RELEASE_TIMEOUT``); a model that can never fit fails its requests at once
+  (``DoesNotFit``, 507).
 """
 
 from __future__ import annotations
@@ -26,13 +33,13 @@ from __future__ import annotations
 import collections
 import logging
 import math
-from collections.abc import Set
+from collections.abc import Mapping, Set
 
 import attrs
 import trio
 
 from swapd.config.diff import ConfigDiff
-from swapd.config.model import Config, ModelConfig
+from swapd.config.model import DEFAULT_GROUP, Config, ModelConfig
 from swapd.core import eviction, policy
 from swapd.core.events import (
     ModelRestart,
@@ -43,11 +50,23 @@ from swapd.core.events import (
 )
 from swapd.core.keepalive import TtlOverrides
 from swapd.core.matrix import Matrix
+from swapd.core.memory import RAM, Footprint, budgets_of, choose_footprint
 from swapd.core.restart import CrashHistory
-from swapd.core.states import RUNNING, ModelState
-from swapd.errors import Conflict, ModelNotFound, ModelUnavailable, QueueFull, StartFailed
+from swapd.core.states import OCCUPYING, RUNNING, ModelState
+from swapd.errors import (
+    Conflict,
+    DoesNotFit,
+    ModelNotFound,
+    ModelUnavailable,
+    QueueFull,
+    StartFailed,
+)
+from swapd.observe import devices
 from swapd.observe.bus import EventBus
+from swapd.observe.devices import DeviceMemory
+from swapd.supervise import memory_watch
 from swapd.supervise.instance import Launcher
+from swapd.supervise.memory_watch import FootprintBook, HostProbe, MemoryProbe
 from swapd.supervise.runner import Runner
 
 __all__ = ["Lease", "ModelStatistics", "Supervisor"]
@@ -104,6 +123,9 @@ class _Slot:
     ready_since: float | None = None  # when the runner last became ready
     ready_ticket: int = 0  # the last ticket handed out then: older requests joined the load
     bound_expired: bool = False  # the starvation bound cut it off since it became ready
+    pgid: int | None = None  # its process group, while it has one (and just after)
+    pids: list[int] = attrs.field(factory=list)  # the group's members at the last measurement
+    releasing: bool = False  # stopped; its memory is not yet reported free
 
     @property
     def retiring(self) -> bool:
@@ -151,6 +173,17 @@ class _WithLeaving:
         return a == b
 
 
+def _budget_decides_default_group(config: Config) -> Config:
+    """With ``memory.budgets``, the implicit ``(default)`` group (models in no group) neither
+    swaps nor is exclusive: the budget decides how many of them run together. Groups the
+    config declares stay hard constraints on top (docs/memory.md)."""
+    default = config.groups.get(DEFAULT_GROUP)
+    if not config.memory.budgets or default is None:
+        return config
+    relaxed = attrs.evolve(default, swap=False, exclusive=False)
+    return attrs.evolve(config, groups={**config.groups, DEFAULT_GROUP: relaxed})
+
+
 class Supervisor:
     """See the module docstring. Build it, then ``await nursery.start(supervisor.run)``."""
 
@@ -163,6 +196,7 @@ class Supervisor:
         max_wait: float | None = None,
         queue_limit: int | None = None,
         shutdown_timeout: float = 30.0,
+        memory_probe: MemoryProbe | None = None,
     ) -> None:
         self.config = config
         self.bus: EventBus[object] = bus if bus is not None else EventBus()
@@ -184,6 +218,13 @@ class Supervisor:
         self.ttl_overrides = TtlOverrides()
         self._rule: _WithLeaving | None = None
         self._set_groups(config)
+        # Memory admission (docs/memory.md): the probe is made at start when budgets exist
+        # and none was given; the budgets and estimates are refreshed on every reload.
+        self._probe = memory_probe
+        self.footprints = FootprintBook()
+        self.budgets: dict[str, int] = {}
+        self._estimates: dict[str, Footprint | None] = {}
+        self._measuring = False
 
     def _set_groups(self, config: Config, *, leaving: bool = False) -> None:
         """Take ``config``'s groups, eviction rule and priorities; with ``leaving``, models
@@ -191,7 +232,8 @@ class Supervisor:
         self._persistent = {gid for gid, g in config.groups.items() if g.persistent}
         self._group_of = {m: gid for gid, g in config.groups.items() for m in g.members}
         before = self._rule if leaving else None
-        self._rule = _WithLeaving(eviction.rule_for(config), frozenset(config.models), before)
+        rule = eviction.rule_for(_budget_decides_default_group(config))
+        self._rule = _WithLeaving(rule, frozenset(config.models), before)
         self._priority = {m: eviction.priority_of(config, m) for m in config.models}
 
     # --- lifetime -----------------------------------------------------------------------
@@ -202,6 +244,7 @@ class Supervisor:
         """Supervise until cancelled, then stop every model (bounded) before returning."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await self._refresh_memory(self.config)
             for model_id, spec in self.config.models.items():
                 await self._add_slot(model_id, spec)
             task_status.started(self)
@@ -274,6 +317,7 @@ class Supervisor:
         self._max_wait = float(config.max_swap_wait)
         self._queue_limit = config.max_queued_requests
         self._launcher.reconfigure(config)
+        await self._refresh_memory(config)
         for model_id, slot in self._slots.items():
             slot.runner.health_timeout = config.health_check_timeout
             if model_id in config.models:
@@ -495,6 +539,8 @@ class Supervisor:
                 ready_since=slot.ready_since if state is S.READY else None,
                 ready_ticket=slot.ready_ticket,
                 priority=self._priority.get(model_id, 0),
+                footprint=self.footprint(model_id) if self.budgets else None,
+                releasing=slot.releasing,
             )
         assert self._rule is not None
         return policy.Snapshot(
@@ -502,6 +548,7 @@ class Supervisor:
             models=models,
             rule=self._rule,
             max_wait=self._max_wait,
+            budgets=self.budgets,
         )
 
     def _count_bound_expirations(self, plan: policy.Plan) -> None:
@@ -520,6 +567,8 @@ class Supervisor:
                 slot.in_flight += 1
                 waiter.granted.set()
             self._requests_changed(slot)
+        for model_id, message in plan.refuse.items():
+            self._fail_queue(self._slots[model_id], DoesNotFit(message))
         for model_id in plan.stop:
             self._slots[model_id].runner.stop("swapped out")
         for model_id in plan.cancel:
@@ -546,6 +595,7 @@ class Supervisor:
     def _runner_changed(self, change: ModelStateChanged, error: StartFailed | None) -> None:
         slot = self._slots.get(change.model)
         if slot is not None:
+            self._track_memory(slot, change)
             if change.new is S.READY:
                 slot.ready_since = trio.current_time()
                 slot.ready_ticket = self._tickets
@@ -567,6 +617,117 @@ class Supervisor:
         self._moved.set()
         self._moved = trio.Event()
         self._kick()
+
+    # --- memory ------------------------------------------------------------------------
+
+    async def _refresh_memory(self, config: Config) -> None:
+        """Budgets in bytes and each model's estimate, for ``config`` (blocking reads in a
+        thread). Without ``memory.budgets`` nothing is probed and admission is off."""
+        if not config.memory.budgets:
+            self.budgets = {}
+            return
+        if self._probe is None:
+            found = await trio.to_thread.run_sync(devices.probe)
+            self._probe = HostProbe(found)
+        probe = self._probe
+        capacities = await trio.to_thread.run_sync(probe.capacities)
+        self.budgets = budgets_of(config, capacities)
+        estimates = {}
+        for model_id, spec in config.models.items():
+            estimates[model_id] = await trio.to_thread.run_sync(probe.estimate, spec.cmd)
+        self._estimates = estimates
+        if probe.measures and not self._measuring and self._nursery is not None:
+            self._measuring = True
+            self._nursery.start_soon(self._measure_forever)
+
+    def footprint(self, model_id: str) -> Footprint | None:
+        """The footprint admission uses for ``model_id`` (None: nothing known yet)."""
+        spec = self._slots[model_id].runner.spec
+        learned = self.footprints.load(model_id, spec.cmd) if spec.footprint_learn else None
+        return choose_footprint(spec, learned, self._estimates.get(model_id))
+
+    async def device_memory(self) -> Mapping[str, DeviceMemory]:
+        """Each device's memory now (empty without budgets: no devices are probed)."""
+        probe = self._probe
+        if not self.budgets or probe is None:
+            return {}
+        return await trio.to_thread.run_sync(probe.snapshot)
+
+    def footprints_now(self) -> dict[str, Footprint | None]:
+        """Every model's footprint as admission counts it now."""
+        return {model_id: self.footprint(model_id) for model_id in self._slots}
+
+    def memory_held(self) -> dict[str, int]:
+        """Bytes per budgeted device that swapd's models hold by their footprints (what
+        admission counts: loaded and loading models, asleep ones' RAM)."""
+        held = dict.fromkeys(self.budgets, 0)
+        for model_id, slot in self._slots.items():
+            state = slot.runner.state
+            footprint = self.footprint(model_id)
+            if footprint is None or state not in RUNNING:
+                continue
+            for device in held:
+                if state is S.ASLEEP and device != RAM:
+                    continue
+                held[device] += footprint.on(device)
+        return held
+
+    def _track_memory(self, slot: _Slot, change: ModelStateChanged) -> None:
+        if change.pid is not None:
+            slot.pgid = change.pid
+        left = change.old in OCCUPYING or change.old is S.ASLEEP
+        if change.new is not S.STOPPED or not left:
+            return
+        probe = self._probe
+        watch = self.budgets and probe is not None and probe.measures
+        if watch and slot.pgid is not None and self._nursery is not None and not slot.releasing:
+            slot.releasing = True
+            self._nursery.start_soon(self._await_release, slot, slot.pgid, list(slot.pids))
+
+    async def _await_release(self, slot: _Slot, pgid: int, pids: list[int]) -> None:
+        """Count the stopped model as holding its memory until the devices report it free
+        (at most ``RELEASE_TIMEOUT``): the next server must not start into memory that a
+        dying one still holds."""
+        probe = self._probe
+        assert probe is not None
+        try:
+            with trio.move_on_after(memory_watch.RELEASE_TIMEOUT) as scope:
+                # Polling: the devices offer no notification when memory is freed.
+                while not await trio.to_thread.run_sync(probe.released, pgid, pids):  # noqa: ASYNC110
+                    await trio.sleep(memory_watch.RELEASE_POLL)
+            if scope.cancelled_caught:
+                _log.warning(
+                    "model '%s' stopped, but its memory was not reported free within %gs; going on",
+                    slot.runner.model_id,
+                    memory_watch.RELEASE_TIMEOUT,
+                )
+        finally:
+            slot.releasing = False
+            self._kick()
+
+    async def _measure_forever(self) -> None:
+        """Measure every loaded model's footprint every ``MEASURE_EVERY`` seconds and keep
+        the peak per model and command line (``footprintLearn: false`` models are not
+        measured). Only while budgets are set and a real probe is in use."""
+        while True:
+            await trio.sleep(memory_watch.MEASURE_EVERY)
+            probe = self._probe
+            if not self.budgets or probe is None:
+                continue
+            grew = False
+            for model_id, slot in list(self._slots.items()):
+                spec = slot.runner.spec
+                loaded = slot.runner.state in (S.STARTING, S.READY, S.WAKING)
+                if not loaded or not spec.footprint_learn or slot.runner.pid is None:
+                    continue
+                pgid = slot.runner.pid
+                sample, members = await trio.to_thread.run_sync(probe.measure, pgid)
+                if slot.runner.pid != pgid:
+                    continue  # restarted meanwhile: the sample is of a process gone
+                slot.pids = members
+                grew |= self.footprints.observe(model_id, spec.cmd, sample)
+            if grew:
+                self._kick()
 
     # --- keeping persistent and preloaded models up ------------------------------------
 

@@ -18,6 +18,8 @@ and finished, its error, whether it left, and the model's state when it arrived.
 ``CONFIG`` is ordinary swapd YAML (the ``cmd`` of each model is never run). Everything
 here awaits only trio primitives, never real I/O, so the mock clock can jump safely.
 The harness exits after every scheduled request has ended and the supervisor stopped.
+With ``memory.budgets`` in the config, admission uses the declared ``footprint``s only
+(nothing is measured, and percentage budgets limit nothing: no devices are probed).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from swapd.config.model import ModelConfig
 from swapd.core.states import ModelState
 from swapd.errors import StartFailed
 from swapd.supervise.instance import Instance
+from swapd.supervise.memory_watch import NoProbe
 from swapd.supervise.procgroup import ExitStatus
 from swapd.supervise.sleepwake import SleepWakeFailed
 from swapd.supervise.supervisor import Supervisor
@@ -271,7 +274,10 @@ async def open_swap_harness(
     if isinstance(config, str):
         config = parse_config(config, file="<harness>")
     launcher = FakeLauncher(scripts)
-    supervisor = Supervisor(config, launcher, max_wait=max_wait, queue_limit=queue_limit)
+    # NoProbe: declared footprints and absolute budgets only, never real I/O (mock clock).
+    supervisor = Supervisor(
+        config, launcher, max_wait=max_wait, queue_limit=queue_limit, memory_probe=NoProbe()
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
         async with trio.open_nursery() as clients:

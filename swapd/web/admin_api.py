@@ -4,8 +4,9 @@
   hidden; aliases too with ``includeAliasesInList``) and peers' models, sorted by ID,
   each with its ``status`` (the model's state); metadata under ``meta.llamaswap``.
 - ``GET /running``: models with a process, with state, command (secrets redacted:
-  ``redact.py``), proxy and TTL; also a
-  persistent or preloaded model swapd gave up restarting (``"state": "failed"``).
+  ``redact.py``), proxy and TTL; also a persistent or preloaded model swapd gave up
+  restarting (``"state": "failed"``); with memory budgets, each model's footprint and each
+  device's budget and use (``add_memory_fields``).
 - ``POST /api/models/load/<model>``: start a model now; answers once it is ready.
 - ``POST /api/models/sleep/<model>``: put an idle ready model to sleep (``sleepMode``);
   409 if it has no sleep mode, is not ready, or is busy. ``POST /api/models/wake/<model>``
@@ -28,6 +29,7 @@ from swapd.config.model import ModelConfig, Selector, SelectorStrategy
 from swapd.core.capabilities import SHADOWED_METADATA, capability_fields
 from swapd.core.states import RUNNING, ModelState
 from swapd.errors import ModelNotFound
+from swapd.supervise.supervisor import Supervisor
 from swapd.web.app import Services, json_response
 from swapd.web.redact import redact_command
 
@@ -147,6 +149,37 @@ def _add_capabilities(record: dict[str, Any], model: ModelConfig) -> None:
         record["meta"] = meta
 
 
+async def add_memory_fields(supervisor: Supervisor, body: dict[str, Any]) -> None:
+    """With ``memory.budgets``: each running model's ``footprint`` (bytes per device and
+    its source: declared, learned or estimate; null when nothing is known) and, under
+    ``memory``, each device's budget, what swapd's models hold by their footprints, what
+    is left of the budget, and the device's own total/used/free (docs/memory.md)."""
+    if not supervisor.budgets:
+        return
+    for entry in body["running"]:
+        footprint = supervisor.footprint(entry["model"])
+        entry["footprint"] = (
+            None
+            if footprint is None
+            else {"bytes": dict(footprint.bytes_on), "source": footprint.source.value}
+        )
+    held = supervisor.memory_held()
+    devices = await supervisor.device_memory()
+    report: dict[str, Any] = {}
+    for name in sorted(set(supervisor.budgets) | set(devices)):
+        budget = supervisor.budgets.get(name)
+        device = devices.get(name)
+        report[name] = {
+            "budget": budget,
+            "held": held.get(name, 0),
+            "budgetFree": None if budget is None else max(budget - held.get(name, 0), 0),
+            "total": None if device is None else device.total,
+            "used": None if device is None else device.used,
+            "free": None if device is None else device.free,
+        }
+    body["memory"] = {"devices": report}
+
+
 def register(app: Quart, services: Services) -> None:
     supervisor = services.supervisor
 
@@ -188,7 +221,9 @@ def register(app: Quart, services: Services) -> None:
                     "waiting": stat.waiting,
                 }
             )
-        return json_response(200, {"running": entries})
+        body: dict[str, Any] = {"running": entries}
+        await add_memory_fields(supervisor, body)
+        return json_response(200, body)
 
     async def load(model: str) -> Response:
         model_id = local_model(model)

@@ -22,7 +22,8 @@ from werkzeug.wrappers.response import Response as Redirect
 
 from swapd.errors import BadRequest
 from swapd.observe.logs import MUX, PROXY, UPSTREAM
-from swapd.observe.metrics import render_prometheus
+from swapd.observe.memory_metrics import memory_families
+from swapd.observe.metrics import GaugeFamily, render_prometheus
 from swapd.web import problems
 from swapd.web.app import Services, json_response
 from swapd.web.revocation import credentials_of, ended_when_revoked
@@ -54,7 +55,7 @@ def register(app: Quart, services: Services) -> None:
     async def prometheus() -> Response:
         for stat in services.supervisor.statistics():
             telemetry.prometheus.set_queue_depth(stat.model, stat.waiting)
-        text = render_prometheus(telemetry.prometheus.families())
+        text = render_prometheus([*telemetry.prometheus.families(), *memory_gauges(services)])
         return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def logs() -> Response | Redirect:
@@ -98,3 +99,13 @@ def register(app: Quart, services: Services) -> None:
     app.add_url_rule("/logs", "logs", logs, methods=["GET"])
     app.add_url_rule("/logs/stream", "logs-stream", stream, methods=["GET"])
     app.add_url_rule("/logs/stream/<path:name>", "logs-stream-named", stream, methods=["GET"])
+
+
+def memory_gauges(services: Services) -> list[GaugeFamily]:
+    """The memory budget gauges (empty without ``memory.budgets``)."""
+    supervisor = services.supervisor
+    if not supervisor.budgets:
+        return []
+    return memory_families(
+        supervisor.footprints_now(), supervisor.budgets, supervisor.memory_held()
+    )
