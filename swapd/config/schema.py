@@ -171,6 +171,8 @@ _SECTIONS = (
     ("`hooks`", "Hooks"),
     ("`hooks.onStartup`", "StartupHooks"),
     ("`memory`", "MemoryConfig"),
+    ("`kvCache` (see [kvcache.md](kvcache.md))", "KvCacheConfig"),
+    ("`models.<id>.kvCache`", "KvCacheModelConfig"),
 )
 
 

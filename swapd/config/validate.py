@@ -12,7 +12,7 @@ import urllib.parse
 from typing import Any
 
 from swapd.config import cmdline, routing
-from swapd.config.memory_check import check_memory
+from swapd.config.memory_check import check_kv_cache_budget, check_memory
 from swapd.config.shape import Path, Problems
 
 __all__ = ["check_and_derive", "url_problem"]
@@ -33,6 +33,7 @@ def check_and_derive(data: dict[str, Any], problems: Problems) -> None:
     _check_peers(data, problems)
     _normalise_preload(data, models, alias_of, problems)
     check_memory(data, problems)
+    check_kv_cache_budget(data, problems)
     if data.get("profiles"):
         problems.warn(("profiles",), "profiles were removed in favour of groups; ignored")
     if data.get("logRequests"):
