@@ -38,6 +38,10 @@ import trio
 from quart import Quart, Response, websocket
 
 from swapd.core.events import (
+    KvCacheDeleted,
+    KvCacheFailed,
+    KvCacheRestored,
+    KvCacheSaved,
     ModelPreloaded,
     ModelRestart,
     ModelStateChanged,
@@ -158,7 +162,15 @@ class _Feed:
         elif isinstance(event, ConfigReloaded):
             put(("configReload", {"state": "end", **event.result.as_json()}))
             self._refresh()
-        elif isinstance(event, ModelPreloaded | ModelRestart):
+        elif isinstance(
+            event,
+            ModelPreloaded
+            | ModelRestart
+            | KvCacheSaved
+            | KvCacheRestored
+            | KvCacheFailed
+            | KvCacheDeleted,
+        ):
             put((event.kind, event.as_json()))
         elif isinstance(event, ShuttingDown):
             self.queue.close()
