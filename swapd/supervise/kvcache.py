@@ -141,6 +141,16 @@ class KvCacheKeeper:
         """The slots saved for ``model_id`` (any command line)."""
         return [e for e in (self._entries or {}).values() if e.model == model_id]
 
+    def summary(self, model_id: str) -> dict[str, int]:
+        """For ``/running``: tokens restored at the model's last start, and tokens and bytes
+        saved for it on disk."""
+        saved = self.saved(model_id)
+        return {
+            "restoredTokens": self.restored_tokens.get(model_id, 0),
+            "savedTokens": sum(e.tokens for e in saved),
+            "savedBytes": sum(e.size for e in saved),
+        }
+
     async def save_slots(self, model_id: str, spec: ModelConfig) -> None:
         """Save every idle slot holding tokens, within ``saveTimeout``; never raises."""
         if not spec.kv_cache.enabled:

@@ -130,8 +130,15 @@ async def test_a_conversation_continues_from_the_restored_cache_after_a_swap(
                 after["choices"][0]["message"]["content"]
                 == (reference["choices"][0]["message"]["content"])
             )
-            running = (await client.get("/running")).json()["running"]
-            assert running[0]["model"] == "smollm2"
+            [running] = (await client.get("/running")).json()["running"]
+            assert running["model"] == "smollm2"
+            assert running["kvCache"]["restoredTokens"] == saved[0].tokens
+            prometheus = (await client.get("/metrics")).text
+            for action in ("save", "restore"):
+                assert (
+                    f'swapd_kvcache_operations{{model="smollm2",action="{action}",outcome="ok"}} 1'
+                    in prometheus
+                )
 
 
 SHORT = [{"role": "user", "content": "Name three colours of the rainbow, briefly."}]
