@@ -17,7 +17,7 @@ import httpx
 import pytest
 import trio
 
-from swapd.config import Config, parse_config
+from swapd.config import Config, ConfigError, parse_config
 from swapd.core.events import KvCacheDeleted, KvCacheFailed, KvCacheRestored, KvCacheSaved
 from swapd.core.kvcache_index import (
     SavedSlot,
@@ -192,6 +192,30 @@ async def keeper_with(
 
 def files_in(directory: Path) -> list[str]:
     return sorted(name for name in os.listdir(directory) if name != INDEX_FILE)
+
+
+def test_bad_kvcache_keys_are_reported_with_their_lines() -> None:
+    text = (
+        "kvCache:\n  budget: lots\n"
+        "models:\n  m:\n    cmd: x\n    kvCache:\n      enabled: true\n      saveTimeout: 0\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, file="kv.yaml", environ={})
+    found = {(p.path, p.line) for p in info.value.problems}
+    assert found == {("kvCache.budget", 2), ("models.m.kvCache.saveTimeout", 8)}
+
+
+def test_the_directory_defaults_to_the_user_cache_and_the_macro_is_reserved() -> None:
+    config = parse_config(
+        "models:\n  m:\n    cmd: x --port ${PORT} --slot-save-path ${KV_CACHE_DIR}\n",
+        file="kv.yaml",
+        environ={"XDG_CACHE_HOME": "/srv/cache"},
+    )
+    assert config.kv_cache.dir == "/srv/cache/swapd/kvcache"
+    assert config.models["m"].argv[-1] == "/srv/cache/swapd/kvcache"
+    assert config.models["m"].kv_cache.enabled is False
+    with pytest.raises(ConfigError, match="reserved"):
+        parse_config("macros:\n  KV_CACHE_DIR: /x\nmodels: {}\n", file="kv.yaml", environ={})
 
 
 async def test_the_macro_names_the_directory(kv_dir: Path) -> None:

@@ -81,18 +81,20 @@ def check_definitions(macros: Mapping[str, Any], path: Path, problems: Problems)
                 problems.add(here, f"macro '{name}' contains self-reference")
 
 
-def resolve_kv_cache_dir(data: dict[str, Any]) -> str:
+def resolve_kv_cache_dir(data: dict[str, Any], environ: Mapping[str, str]) -> str:
     """The saved-slot directory as an absolute path, written back into ``kvCache.dir``.
 
-    Empty means ``$XDG_CACHE_HOME/swapd/kvcache`` (``~/.cache/swapd/kvcache``); ``~`` is
-    expanded. ``${KV_CACHE_DIR}`` in a model's ``cmd`` becomes this text (docs/kvcache.md).
+    Empty means ``$XDG_CACHE_HOME/swapd/kvcache`` (``~/.cache/swapd/kvcache``); a leading
+    ``~`` is ``$HOME``. ``${KV_CACHE_DIR}`` in a model's ``cmd`` becomes this text
+    (docs/kvcache.md).
     """
     section = data.setdefault("kvCache", {})
     text = str(section.get("dir", "")).strip()
     if not text:
-        cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-        text = os.path.join(cache_home, "swapd", "kvcache")
-    resolved = os.path.abspath(os.path.expanduser(text))
+        text = os.path.join(environ.get("XDG_CACHE_HOME") or "~/.cache", "swapd", "kvcache")
+    if text == "~" or text.startswith("~/"):
+        text = environ.get("HOME", os.path.expanduser("~")) + text[1:]
+    resolved = os.path.abspath(text)
     section["dir"] = resolved
     return resolved
 
@@ -114,7 +116,7 @@ def expand_models(
     """
     global_macros: Mapping[str, Any] = data.get("macros", {})
     models: dict[str, Any] = data.get("models", {})
-    kv_cache_dir = resolve_kv_cache_dir(data)
+    kv_cache_dir = data.get("kvCache", {}).get("dir") or resolve_kv_cache_dir(data, os.environ)
     wants_port: list[str] = []
     for model_id in sorted(models):
         model = models[model_id]

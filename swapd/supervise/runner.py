@@ -83,6 +83,7 @@ class Runner:
         self._pending_error: StartFailed | None = None
         self._rechecking: Instance | None = None
         self.kv_cache = kv_cache  # saves/restores llama-server slots (docs/kvcache.md)
+        self._shutting_down = False
 
     def __repr__(self) -> str:
         pid = f" pid {self._instance.pid}" if self._instance else ""
@@ -125,7 +126,8 @@ class Runner:
         if self._op is not None:
             self._op.cancel(reason=reason)
             self._op = None
-        save_kv_cache = self.state is S.READY
+        # At swapd's shutdown the process is torn down alongside: no save is attempted.
+        save_kv_cache = self.state is S.READY and not self._shutting_down
         self._move(E.STOP, reason)
         self._spawn(self._stop_op, reason, save_kv_cache)
 
@@ -161,6 +163,7 @@ class Runner:
 
     async def shutdown(self) -> None:
         """Stop if running, wait until stopped, then refuse to start again."""
+        self._shutting_down = True
         self.stop("shutdown")
         await self._settled.wait()
         if self.state is S.STOPPED:

@@ -136,7 +136,7 @@ async def test_a_conversation_continues_from_the_restored_cache_after_a_swap(
             prometheus = (await client.get("/metrics")).text
             for action in ("save", "restore"):
                 assert (
-                    f'swapd_kvcache_operations{{model="smollm2",action="{action}",outcome="ok"}} 1'
+                    f'swapd_kvcache_operations_total{{model="smollm2",action="{action}",outcome="ok"}} 1'
                     in prometheus
                 )
 
