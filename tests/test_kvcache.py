@@ -18,7 +18,13 @@ import pytest
 import trio
 
 from swapd.config import Config, ConfigError, parse_config
-from swapd.core.events import KvCacheDeleted, KvCacheFailed, KvCacheRestored, KvCacheSaved
+from swapd.core.events import (
+    KvCacheDeleted,
+    KvCacheFailed,
+    KvCacheRestored,
+    KvCacheSaved,
+    ModelStateChanged,
+)
 from swapd.core.kvcache_index import (
     SavedSlot,
     command_hash,
@@ -28,7 +34,10 @@ from swapd.core.kvcache_index import (
     over_budget,
     slot_file_name,
 )
+from swapd.core.states import ModelState
 from swapd.supervise.kvcache import INDEX_FILE, KvCacheKeeper
+from swapd.supervise.runner import Runner
+from swapd.testing.harness import FakeLauncher, Script
 
 # --- pure parts ---------------------------------------------------------------------------
 
@@ -321,4 +330,90 @@ async def test_orphans_and_mismatched_files_are_deleted_at_start(kv_dir: Path) -
         await third.prepare()
         assert files_in(kv_dir) == ["notes.txt"]
         assert third.saved("m") == []
+        nursery.cancel_scope.cancel()
+
+
+# --- the runner's hooks: save before the stop, restore before ready -----------------------
+
+
+class Moves:
+    """Every state change of a runner, and a way to wait for a state."""
+
+    def __init__(self, seen: list[object]) -> None:
+        self.seen = seen
+        self.moved = trio.Event()
+
+    def on_change(self, change: ModelStateChanged, _error: object) -> None:
+        self.seen.append(change)
+        self.moved.set()
+        self.moved = trio.Event()
+
+    async def reach(self, runner: Runner, state: ModelState) -> None:
+        while runner.state is not state:
+            await self.moved.wait()
+
+
+async def run_model(
+    keeper: KvCacheKeeper, spec: Any, moves: Moves, nursery: trio.Nursery
+) -> Runner:
+    launcher = FakeLauncher({"m": Script(start_delay=0.05)})
+    runner = Runner(
+        "m", spec, launcher, health_timeout=30, on_change=moves.on_change, kv_cache=keeper
+    )
+    await nursery.start(runner.run)
+    return runner
+
+
+async def test_a_stop_goes_on_when_the_save_hangs(kv_dir: Path) -> None:
+    fake = FakeSlots(kv_dir, tokens=[50], save="hang")
+    async with trio.open_nursery() as nursery:
+        keeper, config, events = await keeper_with(fake, nursery)
+        moves = Moves(events)
+        runner = await run_model(keeper, config.models["m"], moves, nursery)
+        with trio.fail_after(30):  # saveTimeout is 2 s
+            runner.start("requested")
+            await moves.reach(runner, ModelState.READY)
+            runner.stop("swapped out")
+            await runner.stopped.wait()
+        assert runner.state is ModelState.STOPPED
+        kinds = [type(e).__name__ for e in events]
+        assert kinds.index("KvCacheFailed") < len(kinds) - 1  # then the stop completed
+        assert files_in(kv_dir) == []
+        runner.close()
+        nursery.cancel_scope.cancel()
+
+
+async def test_slots_are_saved_at_a_stop_and_restored_before_the_model_is_ready(
+    kv_dir: Path,
+) -> None:
+    fake = FakeSlots(kv_dir, tokens=[50])
+    async with trio.open_nursery() as nursery:
+        keeper, config, events = await keeper_with(fake, nursery)
+        moves = Moves(events)
+        runner = await run_model(keeper, config.models["m"], moves, nursery)
+        with trio.fail_after(30):
+            runner.start("requested")
+            await moves.reach(runner, ModelState.READY)
+            runner.stop("swapped out")
+            await runner.stopped.wait()
+            runner.start("requested again")
+            await moves.reach(runner, ModelState.READY)
+        order = [
+            type(e).__name__ if not isinstance(e, ModelStateChanged) else e.new.value
+            for e in events
+        ]
+        assert order == [
+            "starting",
+            "ready",
+            "stopping",
+            "KvCacheSaved",
+            "stopped",
+            "starting",
+            "KvCacheRestored",
+            "ready",
+        ]
+        runner.stop("done")
+        with trio.fail_after(30):
+            await runner.stopped.wait()
+        runner.close()
         nursery.cancel_scope.cancel()
