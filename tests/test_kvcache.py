@@ -227,6 +227,15 @@ def test_the_directory_defaults_to_the_user_cache_and_the_macro_is_reserved() ->
         parse_config("macros:\n  KV_CACHE_DIR: /x\nmodels: {}\n", file="kv.yaml", environ={})
 
 
+def test_kvcache_without_slot_save_path_is_a_warning() -> None:
+    config = parse_config(
+        "models:\n  m:\n    cmd: x --port ${PORT}\n    kvCache:\n      enabled: true\n",
+        file="kv.yaml",
+        environ={},
+    )
+    assert any("--slot-save-path" in w and "kv.yaml:5" in w for w in config.warnings)
+
+
 async def test_the_macro_names_the_directory(kv_dir: Path) -> None:
     config = config_for(kv_dir, "http://127.0.0.1:1")
     assert config.kv_cache.dir == str(kv_dir)
