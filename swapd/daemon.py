@@ -38,6 +38,7 @@ from swapd.observe.telemetry import Telemetry
 from swapd.ops.notify import Notifier
 from swapd.reload import Reloader, watch_config_file
 from swapd.supervise.instance import ProcessLauncher
+from swapd.supervise.kvcache import KvCacheKeeper
 from swapd.supervise.lifeline import new_instance_marker, open_lifeline, sweep_orphans
 from swapd.supervise.supervisor import Supervisor
 from swapd.web.app import Services, create_app
@@ -146,7 +147,9 @@ async def _run(config: Config, wiring: _Wiring, task_status: trio.TaskStatus[Dae
             marker=new_instance_marker(),
             stop_grace=wiring.stop_grace,
         )
-        supervisor = wiring.supervisor = Supervisor(config, launcher, bus=bus)
+        kv_cache = KvCacheKeeper(config, probe_client, bus.publish)
+        await _prepare_kv_cache(config, kv_cache)
+        supervisor = wiring.supervisor = Supervisor(config, launcher, bus=bus, kv_cache=kv_cache)
         stack.enter_context(bus.watch(_log_event))
         stack.enter_context(bus.watch(telemetry.on_event))
         await nursery.start(supervisor.run)
@@ -238,6 +241,15 @@ def _set_log_level(config: Config) -> None:
     level = config.log_level.value.upper().replace("WARN", "WARNING")
     for name in _LOGGERS:
         logging.getLogger(name).setLevel(level)
+
+
+async def _prepare_kv_cache(config: Config, kv_cache: KvCacheKeeper) -> None:
+    """Create the saved-slot directory and delete orphans, when a model opts in."""
+    if any(spec.kv_cache.enabled for spec in config.models.values()):
+        try:
+            await kv_cache.prepare()
+        except OSError as exc:  # a cache is an optimisation: swapd runs without it
+            log.warning("KV-cache directory %s unusable: %s", config.kv_cache.dir, exc)
 
 
 def _log_event(event: object) -> None:

@@ -114,6 +114,7 @@ def _validate(
     macros.resolve_typed(data, problems)
     for model_id, model in data.get("models", {}).items():
         macros.check_definitions(model.get("macros", {}), ("models", model_id, "macros"), problems)
+    macros.resolve_kv_cache_dir(data, os.environ if environ is None else environ)
     macros.expand_models(data, _TEXT_DEFAULTS, problems, keep_ports=keep_ports)
     macros.expand_peers(data, problems)
     validate.check_and_derive(data, problems)

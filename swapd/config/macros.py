@@ -15,6 +15,8 @@ Theory of operation (llama-swap's rules, reference section 2.6):
 - Values are rendered like Go's ``%v`` (``gofmt.py``). Where any value is allowed
   (``metadata``, ``setParams``) a string that is exactly ``${name}`` takes the macro's
   typed value; a string that merely contains it is interpolated.
+- ``${KV_CACHE_DIR}`` is the saved-slot directory (``kvCache.dir``, docs/kvcache.md),
+  placed next to ``MODEL_ID`` so global macros may use it.
 - ``${PORT}`` comes last: a model whose expanded ``cmd`` uses it gets the next free number
   from ``startPort``, models taken in sorted-ID order. ``${PID}`` is only meaningful in
   ``cmdStop`` and is replaced when the model is stopped.
@@ -28,6 +30,7 @@ is reported with its line.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -36,9 +39,16 @@ from swapd.config import cmdline
 from swapd.config.gofmt import render_scalar
 from swapd.config.shape import INVALID, MacroRef, Path, Problems, check_number
 
-__all__ = ["RESERVED", "check_definitions", "expand_models", "expand_peers", "resolve_typed"]
+__all__ = [
+    "RESERVED",
+    "check_definitions",
+    "expand_models",
+    "expand_peers",
+    "resolve_kv_cache_dir",
+    "resolve_typed",
+]
 
-RESERVED = ("PORT", "MODEL_ID", "PID")
+RESERVED = ("PORT", "MODEL_ID", "PID", "KV_CACHE_DIR")
 _NAME = re.compile(r"[a-zA-Z0-9_-]+")
 _REFERENCE = re.compile(r"\$\{([a-zA-Z0-9_-]+)\}")
 _MAX_PORT = 65535
@@ -81,6 +91,24 @@ def check_definitions(macros: Mapping[str, Any], path: Path, problems: Problems)
             problems.add(here, f"macro '{name}' contains self-reference")
 
 
+def resolve_kv_cache_dir(data: dict[str, Any], environ: Mapping[str, str]) -> str:
+    """The saved-slot directory as an absolute path, written back into ``kvCache.dir``.
+
+    Empty means ``$XDG_CACHE_HOME/swapd/kvcache`` (``~/.cache/swapd/kvcache``); a leading
+    ``~`` is ``$HOME``. ``${KV_CACHE_DIR}`` in a model's ``cmd`` becomes this text
+    (docs/kvcache.md).
+    """
+    section = data.setdefault("kvCache", {})
+    text = str(section.get("dir", "")).strip()
+    if not text:
+        text = os.path.join(environ.get("XDG_CACHE_HOME") or "~/.cache", "swapd", "kvcache")
+    if text == "~" or text.startswith("~/"):
+        text = environ.get("HOME", os.path.expanduser("~")) + text[1:]
+    resolved = os.path.abspath(text)
+    section["dir"] = resolved
+    return resolved
+
+
 def expand_models(
     data: dict[str, Any],
     defaults: Mapping[str, str],
@@ -98,6 +126,7 @@ def expand_models(
     """
     global_macros: Mapping[str, Any] = data.get("macros", {})
     models: dict[str, Any] = data.get("models", {})
+    kv_cache_dir = data.get("kvCache", {}).get("dir") or resolve_kv_cache_dir(data, os.environ)
     wants_port: list[str] = []
     for model_id in sorted(models):
         model = models[model_id]
@@ -110,7 +139,11 @@ def expand_models(
             if key in model:
                 model[key] = cmdline.strip_comment_lines(model[key])
         own: Mapping[str, Any] = model.get("macros", {})
-        ordered: dict[str, Any] = {"MODEL_ID": model_id, **global_macros}
+        ordered: dict[str, Any] = {
+            "MODEL_ID": model_id,
+            "KV_CACHE_DIR": kv_cache_dir,
+            **global_macros,
+        }
         ordered.update(own)  # an existing name keeps its place: override in place
         for name, value in reversed(list(ordered.items())):
             _apply(model, _model_slots(model), name, value)

@@ -12,7 +12,7 @@ from typing import Any
 from swapd.config.shape import Path, Problems
 from swapd.config.sizes import SizeError, is_device_name, parse_budget, parse_size
 
-__all__ = ["check_memory"]
+__all__ = ["check_kv_cache_budget", "check_memory"]
 
 _DEVICE_HINT = "expected `ram` or `gpu<N>` (gpu0, gpu1, ...)"
 
@@ -37,3 +37,22 @@ def check_memory(data: dict[str, Any], problems: Problems) -> None:
                 parse_size(text)
             except SizeError as exc:
                 problems.add(place, str(exc))
+
+
+def check_kv_cache_budget(data: dict[str, Any], problems: Problems) -> None:
+    """``kvCache.budget`` must be a size (docs/kvcache.md); a share makes no sense on disk.
+    A model with ``kvCache.enabled`` but no ``--slot-save-path`` gets a warning."""
+    text = data.get("kvCache", {}).get("budget")
+    if text is not None:
+        try:
+            parse_size(text)
+        except SizeError as exc:
+            problems.add(("kvCache", "budget"), str(exc))
+    for model_id, model in data.get("models", {}).items():
+        enabled = model.get("kvCache", {}).get("enabled", False)
+        if enabled and not any(a.startswith("--slot-save-path") for a in model.get("argv", ())):
+            problems.warn(
+                ("models", model_id, "kvCache", "enabled"),
+                "kvCache is enabled but cmd has no --slot-save-path ${KV_CACHE_DIR}: "
+                "every save will fail",
+            )

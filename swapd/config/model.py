@@ -36,6 +36,8 @@ __all__ = [
     "GroupConfig",
     "Hooks",
     "HttpMethod",
+    "KvCacheConfig",
+    "KvCacheModelConfig",
     "LogLevel",
     "LogToStdout",
     "MacroValue",
@@ -342,6 +344,51 @@ class Selector:
     )
 
 
+# --- KV-cache keeping across swaps (docs/kvcache.md) -------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class KvCacheModelConfig:
+    """Whether, and how long, swapd saves and restores one model's llama-server slots."""
+
+    enabled: bool = setting(
+        False,
+        key="enabled",
+        doc="Save the model's slots before it is stopped and restore them when it starts "
+        "again with the same command line; its `cmd` needs `--slot-save-path ${KV_CACHE_DIR}`.",
+    )
+    save_timeout: int = setting(
+        5,
+        key="saveTimeout",
+        minimum=1,
+        doc="Seconds all saves may take before the stop goes on without them.",
+    )
+    restore_timeout: int = setting(
+        5,
+        key="restoreTimeout",
+        minimum=1,
+        doc="Seconds all restores may take before the first request goes on without them.",
+    )
+
+
+@attrs.frozen(kw_only=True)
+class KvCacheConfig:
+    """Where saved slots live and how much disk they may fill (docs/kvcache.md)."""
+
+    dir: str = setting(
+        "",
+        key="dir",
+        doc="Directory of saved slots, given to `cmd` as `${KV_CACHE_DIR}`; empty: "
+        "`$XDG_CACHE_HOME/swapd/kvcache` (`~/.cache/swapd/kvcache`).",
+    )
+    budget: str = setting(
+        "2GiB",
+        key="budget",
+        doc="Disk the saved slots may fill (`2GiB`, `500MB`); least recently used ones are "
+        "deleted beyond it.",
+    )
+
+
 @attrs.frozen(kw_only=True)
 class ModelConfig:
     """One model swapd can start. The mapping key in ``models`` is its ID."""
@@ -445,6 +492,13 @@ class ModelConfig:
         key="footprintLearn",
         doc="Replace the declared or estimated footprint by the peak measured while the model "
         "runs; false trusts `footprint` as written.",
+    )
+
+    # KV-cache keeping across swaps (docs/kvcache.md).
+    kv_cache: KvCacheModelConfig = setting(
+        key="kvCache",
+        factory=KvCacheModelConfig,
+        doc="Save and restore llama-server's slots across swaps (swapd's own).",
     )
 
     # Computed by the loader.
@@ -783,6 +837,11 @@ class Config:
         key="performance", factory=Performance, doc="System sampling (not active yet)."
     )
     ui: Ui = setting(key="ui", factory=Ui, doc="Web UI settings (not active yet).")
+    kv_cache: KvCacheConfig = setting(
+        key="kvCache",
+        factory=KvCacheConfig,
+        doc="Saved llama-server slots: directory and disk budget (swapd's own; docs/kvcache.md).",
+    )
 
     # Computed by the loader.
     source: str = derived("")

@@ -185,6 +185,8 @@ _SECTIONS = (
     ("`performance`", "Performance"),
     ("`ui`", "Ui"),
     ("`ui.activity`", "UiActivity"),
+    ("`kvCache` (see [kvcache.md](kvcache.md))", "KvCacheConfig"),
+    ("`models.<id>.kvCache`", "KvCacheModelConfig"),
 )
 
 

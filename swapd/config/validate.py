@@ -13,7 +13,7 @@ import urllib.parse
 from typing import Any
 
 from swapd.config import cmdline, routing, v250
-from swapd.config.memory_check import check_memory
+from swapd.config.memory_check import check_kv_cache_budget, check_memory
 from swapd.config.shape import Path, Problems
 
 __all__ = ["check_and_derive", "url_problem"]
@@ -35,6 +35,7 @@ def check_and_derive(data: dict[str, Any], problems: Problems) -> None:
     _check_peers(data, problems)
     _normalise_preload(data, models, alias_of, problems)
     check_memory(data, problems)
+    check_kv_cache_budget(data, problems)
     v250.check_root(data, alias_of, problems)
     if data.get("logRequests"):
         problems.warn(("logRequests",), "logRequests is deprecated and has no effect")

@@ -10,6 +10,10 @@ from swapd.core.states import ModelState
 
 __all__ = [
     "BusEvent",
+    "KvCacheDeleted",
+    "KvCacheFailed",
+    "KvCacheRestored",
+    "KvCacheSaved",
     "LoadProgressed",
     "ModelPreloaded",
     "ModelRestart",
@@ -150,6 +154,77 @@ class ShuttingDown:
     kind = "shutdown"
 
 
+@attrs.frozen(kw_only=True)
+class KvCacheSaved:
+    """A slot of ``model`` was saved to disk before it stopped (docs/kvcache.md)."""
+
+    kind = "kvCacheSaved"
+    model: str
+    slot: int
+    tokens: int
+    size: int
+    seconds: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "slot": self.slot,
+            "tokens": self.tokens,
+            "size": self.size,
+            "seconds": self.seconds,
+        }
+
+
+@attrs.frozen(kw_only=True)
+class KvCacheRestored:
+    """A saved slot was loaded back into ``model`` before its first request."""
+
+    kind = "kvCacheRestored"
+    model: str
+    slot: int
+    tokens: int
+    size: int
+    seconds: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "slot": self.slot,
+            "tokens": self.tokens,
+            "size": self.size,
+            "seconds": self.seconds,
+        }
+
+
+@attrs.frozen(kw_only=True)
+class KvCacheFailed:
+    """A save or restore did not happen; the stop or the request went on without it."""
+
+    kind = "kvCacheFailed"
+    model: str
+    action: str  # "save" | "restore"
+    error: str
+    slot: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"model": self.model, "action": self.action, "slot": self.slot, "error": self.error}
+
+
+@attrs.frozen(kw_only=True)
+class KvCacheDeleted:
+    """A saved slot file was deleted: ``budget`` (least recently used), ``corrupt``
+    (size mismatch or refused by the server) or ``orphan`` (not in the index)."""
+
+    kind = "kvCacheDeleted"
+    file: str
+    reason: str
+    size: int
+    model: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"file": self.file, "reason": self.reason, "size": self.size, "model": self.model}
+
+
 BusEvent = (
     ModelStateChanged
     | RequestQueued
@@ -158,4 +233,8 @@ BusEvent = (
     | ModelRestart
     | LoadProgressed
     | ShuttingDown
+    | KvCacheSaved
+    | KvCacheRestored
+    | KvCacheFailed
+    | KvCacheDeleted
 )

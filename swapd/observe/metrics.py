@@ -705,6 +705,16 @@ class SwapdMetrics:
         self._crashes: dict[str, int] = {}
         self._queue: dict[str, int] = {}
         self._state: dict[str, str] = {}
+        # KV-cache keeping (docs/kvcache.md): (model, action, outcome) -> count / bytes
+        self._kv_operations: dict[tuple[str, str, str], int] = {}
+        self._kv_bytes: dict[tuple[str, str], int] = {}
+
+    def observe_kv_cache(self, model: str, action: str, ok: bool, size: int = 0) -> None:
+        """One slot saved or restored (``ok``), or a save/restore that failed."""
+        key = (model, action, "ok" if ok else "failed")
+        self._kv_operations[key] = self._kv_operations.get(key, 0) + 1
+        if ok:
+            self._kv_bytes[(model, action)] = self._kv_bytes.get((model, action), 0) + size
 
     def observe_request(
         self, model: str, status: int, metrics: TokenMetrics | None, seconds: float
@@ -802,4 +812,20 @@ class SwapdMetrics:
                 "swapd_upstream_crashes", "Unexpected upstream exits.", by_model(self._crashes)
             ),
             GaugeFamily("swapd_model_state", "1 for the model's current state.", tuple(states)),
+            CounterFamily(
+                "swapd_kvcache_operations",
+                "KV-cache slot saves and restores by model, action and outcome.",
+                tuple(
+                    ((("model", m), ("action", a), ("outcome", o)), float(n))
+                    for (m, a, o), n in sorted(self._kv_operations.items())
+                ),
+            ),
+            CounterFamily(
+                "swapd_kvcache_bytes",
+                "Bytes of KV cache saved and restored.",
+                tuple(
+                    ((("model", m), ("action", a)), float(n))
+                    for (m, a), n in sorted(self._kv_bytes.items())
+                ),
+            ),
         ]

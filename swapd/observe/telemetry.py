@@ -15,7 +15,14 @@ from collections.abc import Callable, Mapping, Sequence
 import attrs
 
 from swapd.config.model import Config
-from swapd.core.events import ModelStateChanged, RequestQueued, ShuttingDown
+from swapd.core.events import (
+    KvCacheFailed,
+    KvCacheRestored,
+    KvCacheSaved,
+    ModelStateChanged,
+    RequestQueued,
+    ShuttingDown,
+)
 from swapd.core.states import ModelState
 from swapd.observe.bus import EventBus
 from swapd.observe.captures import CaptureRecorder, CaptureStore
@@ -114,6 +121,11 @@ class Telemetry:
                 self.prometheus.observe_crash(event.model)
         elif isinstance(event, RequestQueued):
             self.prometheus.set_queue_depth(event.model, event.depth)
+        elif isinstance(event, KvCacheSaved | KvCacheRestored):
+            action = "save" if isinstance(event, KvCacheSaved) else "restore"
+            self.prometheus.observe_kv_cache(event.model, action, True, event.size)
+        elif isinstance(event, KvCacheFailed):
+            self.prometheus.observe_kv_cache(event.model, event.action, False)
         elif isinstance(event, ShuttingDown):
             self.logs.close()  # live log streams end now, not when the drain times out
 

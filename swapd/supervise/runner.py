@@ -16,6 +16,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -28,6 +29,9 @@ from swapd.supervise import health
 from swapd.supervise.instance import Instance, Launcher
 from swapd.supervise.procgroup import ExitStatus
 from swapd.supervise.sleepwake import SleepWakeFailed
+
+if TYPE_CHECKING:
+    from swapd.supervise.kvcache import KvCacheKeeper
 
 __all__ = ["RECHECK_GRACE", "Runner", "RunnerStatistics"]
 
@@ -59,6 +63,7 @@ class Runner:
         *,
         health_timeout: float,
         on_change: Callable[[ModelStateChanged, StartFailed | None], None],
+        kv_cache: KvCacheKeeper | None = None,
     ) -> None:
         self.model_id = model_id
         self.spec = spec
@@ -77,6 +82,8 @@ class Runner:
         self._settled.set()
         self._pending_error: StartFailed | None = None
         self._rechecking: Instance | None = None
+        self.kv_cache = kv_cache  # saves/restores llama-server slots (docs/kvcache.md)
+        self._shutting_down = False
 
     def __repr__(self) -> str:
         pid = f" pid {self._instance.pid}" if self._instance else ""
@@ -119,8 +126,10 @@ class Runner:
         if self._op is not None:
             self._op.cancel(reason=reason)
             self._op = None
+        # At swapd's shutdown the process is torn down alongside: no save is attempted.
+        save_kv_cache = self.state is S.READY and not self._shutting_down
         self._move(E.STOP, reason)
-        self._spawn(self._stop_op, reason)
+        self._spawn(self._stop_op, reason, save_kv_cache)
 
     def sleep(self, reason: str) -> None:
         self._move(E.SLEEP, reason)
@@ -154,6 +163,7 @@ class Runner:
 
     async def shutdown(self) -> None:
         """Stop if running, wait until stopped, then refuse to start again."""
+        self._shutting_down = True
         self.stop("shutdown")
         await self._settled.wait()
         if self.state is S.STOPPED:
@@ -196,6 +206,7 @@ class Runner:
                 instance = await self._nursery.start(self._life)
                 with trio.fail_after(self.health_timeout):
                     await instance.wait_healthy()
+                await self._restore_kv_cache(instance)
             except StartFailed as exc:
                 self._start_failed(exc)
                 return
@@ -261,8 +272,29 @@ class Runner:
             )
             self._move(E.EXITED, f"exited unexpectedly ({status.describe()})", error)
 
-    async def _stop_op(self, reason: str) -> None:
+    async def _restore_kv_cache(self, instance: Instance) -> None:
+        """Healthy and not yet ready: load the slots saved at the last stop (bounded, never
+        fails the start) - unless restoring killed the server (a damaged file)."""
+        if self.kv_cache is None or not self.spec.kv_cache.enabled:
+            return
+        await self.kv_cache.restore_slots(self.model_id, self.spec)
+        if self._instance is not instance:
+            raise StartFailed(
+                self.model_id,
+                "the process exited while its saved KV cache was restored",
+                phase="kvcache",
+                log_tail=instance.log_tail()[-5:],
+            )
+
+    async def _save_kv_cache(self) -> None:
+        """About to stop a ready model: save its slots first (bounded by saveTimeout)."""
+        if self.kv_cache is not None and self._instance is not None:
+            await self.kv_cache.save_slots(self.model_id, self.spec)
+
+    async def _stop_op(self, reason: str, save_kv_cache: bool = False) -> None:
         with trio.CancelScope(shield=True):
+            if save_kv_cache:
+                await self._save_kv_cache()
             instance = self._instance
             if instance is not None:
                 await instance.stop()

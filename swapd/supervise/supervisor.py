@@ -34,6 +34,7 @@ import collections
 import logging
 import math
 from collections.abc import Mapping, Set
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -68,6 +69,9 @@ from swapd.supervise import memory_watch
 from swapd.supervise.instance import Launcher
 from swapd.supervise.memory_watch import FootprintBook, HostProbe, MemoryProbe
 from swapd.supervise.runner import Runner
+
+if TYPE_CHECKING:
+    from swapd.supervise.kvcache import KvCacheKeeper
 
 __all__ = ["Lease", "ModelStatistics", "Supervisor"]
 
@@ -197,8 +201,10 @@ class Supervisor:
         queue_limit: int | None = None,
         shutdown_timeout: float = 30.0,
         memory_probe: MemoryProbe | None = None,
+        kv_cache: KvCacheKeeper | None = None,
     ) -> None:
         self.config = config
+        self.kv_cache = kv_cache  # docs/kvcache.md
         self.bus: EventBus[object] = bus if bus is not None else EventBus()
         self._launcher = launcher
         self._max_wait = float(config.max_swap_wait) if max_wait is None else max_wait
@@ -263,6 +269,7 @@ class Supervisor:
             self._launcher,
             health_timeout=self.config.health_check_timeout,
             on_change=self._runner_changed,
+            kv_cache=self.kv_cache,
         )
         await self._nursery.start(runner.run)
         self._slots[model_id] = _Slot(runner=runner, group=self._group_of[model_id])
@@ -318,6 +325,8 @@ class Supervisor:
         self._queue_limit = config.max_queued_requests
         self._launcher.reconfigure(config)
         await self._refresh_memory(config)
+        if self.kv_cache is not None:
+            self.kv_cache.reconfigure(config)
         for model_id, slot in self._slots.items():
             slot.runner.health_timeout = config.health_check_timeout
             if model_id in config.models:

@@ -199,7 +199,7 @@ def register(app: Quart, services: Services) -> None:
 
     async def running() -> Response:
         stats = {s.model: s for s in supervisor.statistics()}
-        entries = []
+        entries: list[dict[str, object]] = []
         for model_id, stat in sorted(stats.items()):
             if stat.state not in RUNNING and not stat.gave_up:
                 continue
@@ -221,6 +221,8 @@ def register(app: Quart, services: Services) -> None:
                     "waiting": stat.waiting,
                 }
             )
+            if supervisor.kv_cache is not None and spec.kv_cache.enabled:
+                entries[-1]["kvCache"] = supervisor.kv_cache.summary(model_id)
         body: dict[str, Any] = {"running": entries}
         await add_memory_fields(supervisor, body)
         return json_response(200, body)

@@ -55,6 +55,10 @@ from quart import Quart, Response, request, websocket
 
 from swapd.core.capabilities import capability_fields
 from swapd.core.events import (
+    KvCacheDeleted,
+    KvCacheFailed,
+    KvCacheRestored,
+    KvCacheSaved,
     LoadProgressed,
     ModelPreloaded,
     ModelRestart,
@@ -205,7 +209,17 @@ class _Feed:
         elif isinstance(event, ConfigReloaded):
             put(("configReload", {"state": "end", **event.result.as_json()}))
             self._refresh()
-        elif isinstance(event, ModelPreloaded | ModelRestart | ProfileChanged | LoadProgressed):
+        elif isinstance(
+            event,
+            ModelPreloaded
+            | ModelRestart
+            | ProfileChanged
+            | LoadProgressed
+            | KvCacheSaved
+            | KvCacheRestored
+            | KvCacheFailed
+            | KvCacheDeleted,
+        ):
             put((event.kind, event.as_json()))
         elif isinstance(event, ShuttingDown):
             self.queue.close()
