@@ -232,7 +232,10 @@ def _tls_files(args: argparse.Namespace) -> TLSFiles | None:
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
-    if hint := missing_config_hint(args.config, default="config.yaml"):
+    hint = None
+    if not args.config_dir:
+        hint = missing_config_hint(args.config or DEFAULT_CONFIG, default=DEFAULT_CONFIG)
+    if hint:
         print(f"Error: {hint}", file=sys.stderr)
         return EXIT_CONFIG
     try:
