@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from swapd.core.events import KvCacheDeleted, KvCacheFailed, KvCacheRestored, KvCacheSaved
 from swapd.core.kvcache_index import SLOT_FILE_SUFFIX
@@ -134,11 +135,15 @@ async def test_a_conversation_continues_from_the_restored_cache_after_a_swap(
             assert running["model"] == "smollm2"
             assert running["kvCache"]["restoredTokens"] == saved[0].tokens
             prometheus = (await client.get("/metrics")).text
-            for action in ("save", "restore"):
-                assert (
-                    f'swapd_kvcache_operations_total{{model="smollm2",action="{action}",outcome="ok"}} 1'
-                    in prometheus
-                )
+            counted = {
+                (sample.labels.get("action"), sample.labels.get("outcome")): sample.value
+                for family in text_string_to_metric_families(prometheus)
+                for sample in family.samples
+                if sample.name == "swapd_kvcache_operations_total"
+                and sample.labels.get("model") == "smollm2"
+            }
+            assert counted[("save", "ok")] == 1, counted
+            assert counted[("restore", "ok")] == 1, counted
 
 
 SHORT = [{"role": "user", "content": "Name three colours of the rainbow, briefly."}]
