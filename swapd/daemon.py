@@ -150,6 +150,8 @@ async def _run(config: Config, wiring: _Wiring, task_status: trio.TaskStatus[Dae
         kv_cache = KvCacheKeeper(config, probe_client, bus.publish)
         await _prepare_kv_cache(config, kv_cache)
         supervisor = wiring.supervisor = Supervisor(config, launcher, bus=bus, kv_cache=kv_cache)
+        # Learned memory peaks from earlier runs; new ones are kept in the store too.
+        await supervisor.footprints.attach(telemetry.activity)
         stack.enter_context(bus.watch(_log_event))
         stack.enter_context(bus.watch(telemetry.on_event))
         await nursery.start(supervisor.run)
