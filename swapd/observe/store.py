@@ -1,15 +1,19 @@
-"""The activity store: every request and every model load, kept in SQLite.
+"""The activity store: every request and every model load, kept in SQLite, and what swapd
+learns and keeps across restarts (learned memory peaks, the KV-cache slot index).
 
 Owns one ``sqlite3`` connection and the one task that writes to it. Producers never wait:
-:meth:`ActivityStore.add` and :meth:`ActivityStore.add_load` put the row on a bounded
-memory channel (``send_nowait``); :meth:`ActivityStore.run` takes rows off
+:meth:`ActivityStore.add`, :meth:`ActivityStore.add_load` and
+:meth:`ActivityStore.add_footprint` put the row on a bounded memory channel
+(``send_nowait``); :meth:`ActivityStore.run` takes rows off
 the channel and writes them in batches, one transaction per batch, through
 ``trio.to_thread`` so the event loop never waits on the disk. A batch is written when
 :data:`BATCH_ROWS` rows are waiting or :data:`COMMIT_INTERVAL` after its first row,
 whichever comes first: a row is committed at most ``COMMIT_INTERVAL`` plus one batch
 write after it was added (docs/reliability.md). Reads (:meth:`activity_page`,
 :meth:`stats`, :meth:`load_history`) also run in a thread; a ``trio.Lock`` keeps the
-connection to one thread at a time.
+connection to one thread at a time. The KV-cache index is the one exception to the
+queue: :meth:`ActivityStore.replace_kv_slots` commits before it returns, because the
+caller touches slot files only once the index no longer names them.
 
 Where the database lives: ``store.path`` when set (``:memory:`` keeps it in memory), else
 ``$STATE_DIRECTORY/activity.db`` under systemd (``StateDirectory=swapd``), else
