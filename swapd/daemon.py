@@ -38,7 +38,7 @@ from swapd.observe.telemetry import Telemetry
 from swapd.ops.notify import Notifier
 from swapd.reload import Reloader, watch_config_file
 from swapd.supervise.instance import ProcessLauncher
-from swapd.supervise.kvcache import KvCacheKeeper
+from swapd.supervise.kvcache import KvCacheKeeper, index_maker
 from swapd.supervise.lifeline import new_instance_marker, open_lifeline, sweep_orphans
 from swapd.supervise.supervisor import Supervisor
 from swapd.web.app import Services, create_app
@@ -147,9 +147,13 @@ async def _run(config: Config, wiring: _Wiring, task_status: trio.TaskStatus[Dae
             marker=new_instance_marker(),
             stop_grace=wiring.stop_grace,
         )
-        kv_cache = KvCacheKeeper(config, probe_client, bus.publish)
+        kv_cache = KvCacheKeeper(
+            config, probe_client, bus.publish, index_for=index_maker(telemetry.activity)
+        )
         await _prepare_kv_cache(config, kv_cache)
         supervisor = wiring.supervisor = Supervisor(config, launcher, bus=bus, kv_cache=kv_cache)
+        # Learned memory peaks from earlier runs; new ones are kept in the store too.
+        await supervisor.footprints.attach(telemetry.activity)
         stack.enter_context(bus.watch(_log_event))
         stack.enter_context(bus.watch(telemetry.on_event))
         await nursery.start(supervisor.run)
@@ -161,7 +165,11 @@ async def _run(config: Config, wiring: _Wiring, task_status: trio.TaskStatus[Dae
             telemetry=telemetry,
         )
         # Load progress follows the bus and the model logs; started before any request.
-        await nursery.start(LoadProgressObserver(lambda: services.config, telemetry.logs, bus).run)
+        await nursery.start(
+            LoadProgressObserver(
+                lambda: services.config, telemetry.logs, bus, telemetry.activity
+            ).run
+        )
         live = _LiveConfig(services, launcher, nursery)
         source = _reload_source(config)
         reloader = wiring.reloader = Reloader(source, live, bus.publish)

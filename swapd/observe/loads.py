@@ -34,8 +34,9 @@ _FAILED = ("start failed", "wake failed")  # the runner's reasons for a load tha
 
 
 def command_hash(cmd: str) -> str:
-    """A short, stable digest of a model's command line: loads are comparable only
-    between runs of the same command."""
+    """A short, stable digest of a model's command line (as swapd runs it, port included):
+    loads are comparable only between runs of the same command. The one digest the
+    store's ``loads`` and ``footprints`` rows and load-time prediction key on."""
     return hashlib.sha256(cmd.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 

@@ -2,9 +2,13 @@
 :class:`~swapd.core.events.LoadProgressed` on the bus.
 
 Owns, per model: the load in progress (its :class:`~swapd.core.load_progress.LoadTracker`,
-start time and output parser) and, until the activity store keeps them, the durations
-of its past loads per command line (in memory, lost at exit), from which the next
-load's time is predicted (:mod:`swapd.core.load_prediction`).
+start time and output parser) and a cache of its past cold starts per command line, read
+from the activity store's ``loads`` table (which :mod:`swapd.observe.loads` fills), from
+which the next load's time is predicted (:mod:`swapd.core.load_prediction`). The store
+keeps them across restarts when it is a file. The cache is read at start for every
+configured model, and again for a command line whenever one of its loads ends (after the
+store has committed it) or a new command line (a reload) is first predicted; predictions
+are made from the cache, so the bus callbacks never wait on the database.
 
 It needs nothing from the supervisor but its events: a ``starting`` state change
 begins a load, ``ready`` ends it well, any other change from ``starting`` ends it badly.
@@ -18,8 +22,8 @@ publishing from the task, not inside a bus callback, keeps event order simple.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-from collections import deque
+import logging
+import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Final
 
@@ -34,19 +38,18 @@ from swapd.core.load_progress import LoadProgress, LoadTracker
 from swapd.core.load_stages import Parser, parse_any, parser_for_command
 from swapd.core.states import ModelState
 from swapd.observe.bus import EventBus
+from swapd.observe.loads import command_hash
 from swapd.observe.logs import LogHub
+from swapd.observe.store import ActivityStore
 
-__all__ = ["KEPT_LOADS", "TICK_SECONDS", "LoadProgressObserver", "command_hash"]
+__all__ = ["KEPT_LOADS", "TICK_SECONDS", "LoadProgressObserver"]
+
+log = logging.getLogger(__name__)
 
 #: Seconds between readings of a load that prints nothing new.
 TICK_SECONDS: Final = 1.0
-#: Past loads kept per model and command line.
+#: Past loads read per model and command line (the prediction uses the newest few).
 KEPT_LOADS: Final = 20
-
-
-def command_hash(cmd: str) -> str:
-    """A short stable key for a command line: a changed command is a new history."""
-    return hashlib.sha256(cmd.encode()).hexdigest()[:16]
 
 
 def _parser(cmd: str) -> Parser:
@@ -67,23 +70,31 @@ class _Load:
 
 
 class LoadProgressObserver:
-    """See the module docstring. ``config`` returns the config in force (it may reload)."""
+    """See the module docstring. ``config`` returns the config in force (it may reload);
+    ``store`` is the activity store whose ``loads`` table holds the past loads (its writer
+    must be running)."""
 
     def __init__(
         self,
         config: Callable[[], Config],
         logs: LogHub,
         bus: EventBus[object],
+        store: ActivityStore,
         *,
         tick: float = TICK_SECONDS,
     ) -> None:
         self._config = config
         self._logs = logs
         self._bus = bus
+        self._store = store
         self._tick = tick
         self._loads: dict[str, _Load] = {}
         self._finished: dict[str, LoadProgressed] = {}
-        self._history: dict[tuple[str, str], deque[PastLoad]] = {}
+        self._history: dict[tuple[str, str], tuple[PastLoad, ...]] = {}
+        self._stale: set[tuple[str, str]] = set()  # to be read (again) from the store
+        self._fetching = False
+        self._refresh = trio.Event()
+        self._refreshed = trio.lowlevel.ParkingLot()
         self._watched: set[str] = set()
         self._watches = contextlib.ExitStack()
         self._wake = trio.Event()
@@ -99,25 +110,69 @@ class LoadProgressObserver:
         """The predicted duration of ``model_id``'s next load with its current command."""
         config = self._config()
         spec = config.models[model_id]
-        history = self._history.get((model_id, command_hash(spec.cmd)), ())
-        return predict_load(history, health_check_timeout=config.health_check_timeout)
+        key = (model_id, command_hash(spec.cmd))
+        history = self._history.get(key)
+        if history is None:  # a command line not read yet (a reload): read it soon
+            self._want(key)
+        return predict_load(history or (), health_check_timeout=config.health_check_timeout)
 
-    def record(self, model_id: str, cmd: str, load: PastLoad) -> None:
-        """Add a finished load to the history the next prediction is made from."""
-        kept = self._history.setdefault((model_id, command_hash(cmd)), deque(maxlen=KEPT_LOADS))
-        kept.append(load)
+    async def up_to_date(self) -> None:
+        """Wait until every load that has ended is in the predictions (read back from the
+        store)."""
+        while self._stale or self._fetching:
+            await self._refreshed.park()
+
+    def _want(self, key: tuple[str, str]) -> None:
+        self._stale.add(key)
+        self._refresh.set()
 
     # -- running ---------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Watch the bus and the logs, publish readings; until cancelled."""
-        with self._watches, self._bus.watch(self._on_event):
-            task_status.started()
-            while True:
-                with trio.move_on_after(self._tick):
-                    await self._wake.wait()
-                self._wake = trio.Event()
-                self._publish()
+        """Read the configured models' past loads, then watch the bus and the logs and
+        publish readings; until cancelled."""
+        for model_id, spec in self._config().models.items():
+            self._stale.add((model_id, command_hash(spec.cmd)))
+        await self._read_stale()
+        async with trio.open_nursery() as nursery:
+            with self._watches, self._bus.watch(self._on_event):
+                nursery.start_soon(self._keep_history)
+                task_status.started()
+                while True:
+                    with trio.move_on_after(self._tick):
+                        await self._wake.wait()
+                    self._wake = trio.Event()
+                    self._publish()
+
+    async def _keep_history(self) -> None:
+        while True:
+            await self._refresh.wait()
+            self._refresh = trio.Event()
+            # A load that just ended is queued in the store: wait for its commit first.
+            await self._store.wait_written()
+            await self._read_stale()
+
+    async def _read_stale(self) -> None:
+        self._fetching = True
+        try:
+            while self._stale:
+                key = self._stale.pop()
+                self._history[key] = await self._read(*key)
+        finally:
+            self._fetching = False
+            self._refreshed.unpark_all()
+
+    async def _read(self, model_id: str, cmd_hash: str) -> tuple[PastLoad, ...]:
+        try:
+            records = await self._store.load_history(model_id, cmd_hash, KEPT_LOADS, kind="start")
+        except sqlite3.Error:
+            # The prediction is a hint: without history it falls back to the default.
+            log.warning("reading %s's past loads failed", model_id, exc_info=True)
+            return self._history.get((model_id, cmd_hash), ())
+        return tuple(
+            PastLoad(r.duration_ms / 1000, r.outcome == "ready", r.started_ms / 1000)
+            for r in records
+        )
 
     def _publish(self) -> None:
         now = trio.current_time()
@@ -165,7 +220,8 @@ class LoadProgressObserver:
         if load is None:
             return
         elapsed = max(0.0, at - load.started)
-        self.record(model_id, load.cmd, PastLoad(elapsed, ready, at))
+        # The store records this load (observe.loads); read its history again.
+        self._want((model_id, command_hash(load.cmd)))
         if ready:
             final = load.tracker.finish().progress(elapsed)
             self._finished[model_id] = _event(model_id, final, load.prediction, elapsed)

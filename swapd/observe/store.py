@@ -1,15 +1,19 @@
-"""The activity store: every request and every model load, kept in SQLite.
+"""The activity store: every request and every model load, kept in SQLite, and what swapd
+learns and keeps across restarts (learned memory peaks, the KV-cache slot index).
 
 Owns one ``sqlite3`` connection and the one task that writes to it. Producers never wait:
-:meth:`ActivityStore.add` and :meth:`ActivityStore.add_load` put the row on a bounded
-memory channel (``send_nowait``); :meth:`ActivityStore.run` takes rows off
+:meth:`ActivityStore.add`, :meth:`ActivityStore.add_load` and
+:meth:`ActivityStore.add_footprint` put the row on a bounded memory channel
+(``send_nowait``); :meth:`ActivityStore.run` takes rows off
 the channel and writes them in batches, one transaction per batch, through
 ``trio.to_thread`` so the event loop never waits on the disk. A batch is written when
 :data:`BATCH_ROWS` rows are waiting or :data:`COMMIT_INTERVAL` after its first row,
 whichever comes first: a row is committed at most ``COMMIT_INTERVAL`` plus one batch
 write after it was added (docs/reliability.md). Reads (:meth:`activity_page`,
 :meth:`stats`, :meth:`load_history`) also run in a thread; a ``trio.Lock`` keeps the
-connection to one thread at a time.
+connection to one thread at a time. The KV-cache index is the one exception to the
+queue: :meth:`ActivityStore.replace_kv_slots` commits before it returns, because the
+caller touches slot files only once the index no longer names them.
 
 Where the database lives: ``store.path`` when set (``:memory:`` keeps it in memory), else
 ``$STATE_DIRECTORY/activity.db`` under systemd (``StateDirectory=swapd``), else
@@ -46,6 +50,7 @@ __all__ = [
     "MEMORY",
     "ActivityRow",
     "ActivityStore",
+    "FootprintRecord",
     "LoadRecord",
     "StoreSettings",
     "StoreStatistics",
@@ -225,6 +230,25 @@ class LoadRecord:
         )
 
 
+@attrs.frozen(kw_only=True)
+class FootprintRecord:
+    """A model and command line's learned memory peak per device (bytes), to keep."""
+
+    model: str
+    cmd_hash: str
+    peaks: Mapping[str, int]
+    updated_ms: int
+
+    def as_tuples(self) -> list[tuple[Any, ...]]:
+        return [
+            (self.model, self.cmd_hash, device, size, self.updated_ms)
+            for device, size in sorted(self.peaks.items())
+        ]
+
+
+_Queued = ActivityRow | LoadRecord | FootprintRecord
+
+
 @attrs.frozen
 class StoreStats:
     """``GET /api/metrics/stats``: totals and speed histograms."""
@@ -297,7 +321,7 @@ class ActivityStore:
         self.settings = settings
         # Told the ids of each batch's activity rows once it is committed (readable).
         self._on_committed = on_committed
-        self._send, self._receive = trio.open_memory_channel[ActivityRow | LoadRecord](QUEUE_ROWS)
+        self._send, self._receive = trio.open_memory_channel[_Queued](QUEUE_ROWS)
         self._conn: sqlite3.Connection | None = None
         self._lock = trio.Lock()
         self._location = settings.path
@@ -330,7 +354,11 @@ class ActivityStore:
     def add_load(self, record: LoadRecord) -> None:
         self._put(record)
 
-    def _put(self, item: ActivityRow | LoadRecord) -> None:
+    def add_footprint(self, record: FootprintRecord) -> None:
+        """Queue a learned peak for writing (it replaces a smaller one)."""
+        self._put(record)
+
+    def _put(self, item: _Queued) -> None:
         try:
             self._send.send_nowait(item)
         except trio.WouldBlock:
@@ -350,6 +378,12 @@ class ActivityStore:
             log.warning("store.path changed: it takes effect when swapd restarts")
         self.settings = attrs.evolve(settings, path=self.settings.path)
         self._last_prune = -math.inf
+
+    @property
+    def durable(self) -> bool:
+        """True while the store is a file (not ``:memory:``, not fallen back to memory):
+        what it keeps survives a restart."""
+        return self._opened and self._location != MEMORY
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(
@@ -394,7 +428,7 @@ class ActivityStore:
         finally:
             # Cancelled (swapd stopping) or closed: what is queued is still written.
             with trio.CancelScope(shield=True):
-                rest: list[ActivityRow | LoadRecord] = []
+                rest: list[_Queued] = []
                 self._drain(rest)
                 if rest:
                     await self._write(rest)
@@ -402,7 +436,7 @@ class ActivityStore:
                 await self._close_connection()
                 self._closed.set()
 
-    def _drain(self, batch: list[ActivityRow | LoadRecord]) -> bool:
+    def _drain(self, batch: list[_Queued]) -> bool:
         """Move every queued row into ``batch``; True once the channel is closed and empty."""
         while True:
             try:
@@ -444,15 +478,16 @@ class ActivityStore:
             assert conn is not None, "ActivityStore.run() has not opened the database"
             return await trio.to_thread.run_sync(fn, conn, *args)
 
-    async def _write(self, batch: list[ActivityRow | LoadRecord]) -> None:
+    async def _write(self, batch: list[_Queued]) -> None:
         rows = [r.as_tuple() for r in batch if isinstance(r, ActivityRow)]
         loads = [r.as_tuple() for r in batch if isinstance(r, LoadRecord)]
+        peaks = [t for r in batch if isinstance(r, FootprintRecord) for t in r.as_tuples()]
         now = trio.current_time()
         prune = now - self._last_prune >= PRUNE_INTERVAL
         if prune:
             self._last_prune = now
         try:
-            ids = await self._call(self._write_batch, rows, loads, prune)
+            ids = await self._call(self._write_batch, rows, loads, peaks, prune)
         except sqlite3.Error as exc:
             if self._fallback is not None:
                 # Already in memory: nothing left to fall back to. Never take swapd down.
@@ -465,7 +500,7 @@ class ActivityStore:
             if old is not None:
                 await trio.to_thread.run_sync(_close_quietly, old)
             await self._call(db.continue_ids, *self._last_ids)
-            ids = await self._call(self._write_batch, rows, loads, True)
+            ids = await self._call(self._write_batch, rows, loads, peaks, True)
         self._written += len(batch)
         self._progress.unpark_all()
         if ids:
@@ -473,7 +508,7 @@ class ActivityStore:
             if self._on_committed is not None:
                 self._on_committed(ids)
 
-    def _lose(self, batch: list[ActivityRow | LoadRecord]) -> None:
+    def _lose(self, batch: list[_Queued]) -> None:
         self._dropped += len(batch)
         self._lost += len(batch)
         self._progress.unpark_all()
@@ -493,6 +528,7 @@ class ActivityStore:
         conn: sqlite3.Connection,
         rows: list[tuple[Any, ...]],
         loads: list[tuple[Any, ...]],
+        peaks: list[tuple[Any, ...]],
         prune: bool,
     ) -> range:
         """One transaction: the batch, then (every PRUNE_INTERVAL) the retention pass;
@@ -504,6 +540,8 @@ class ActivityStore:
                 ids = db.insert_activity(conn, rows)
             if loads:
                 db.insert_loads(conn, loads)
+            if peaks:
+                db.upsert_footprints(conn, peaks)
             if prune:
                 self._prune(conn)
         except BaseException:
@@ -556,12 +594,35 @@ class ActivityStore:
         return result
 
     async def load_history(
-        self, model_id: str, cmd_hash: str | None = None, limit: int = 20
+        self,
+        model_id: str,
+        cmd_hash: str | None = None,
+        limit: int = 20,
+        *,
+        kind: str | None = None,
     ) -> list[LoadRecord]:
         """The newest ``limit`` loads of ``model_id`` (of that command line when
-        ``cmd_hash`` is given), newest first: what load-time prediction reads."""
-        rows = await self._call(db.load_history, model_id, cmd_hash, limit)
+        ``cmd_hash`` is given, of that ``kind`` when given), newest first: what load-time
+        prediction reads."""
+        rows = await self._call(db.load_history, model_id, cmd_hash, limit, kind)
         return [LoadRecord.from_tuple(r) for r in rows]
+
+    async def learned_footprints(self) -> dict[tuple[str, str], dict[str, int]]:
+        """Every learned peak kept: ``{(model, cmd_hash): {device: bytes}}``."""
+        found: dict[tuple[str, str], dict[str, int]] = await self._call(db.learned_footprints)
+        return found
+
+    async def kv_slots(self, directory: str) -> list[tuple[Any, ...]]:
+        """The KV-cache slot index of ``directory`` (``store_schema.KV_SLOT_COLUMNS``)."""
+        rows: list[tuple[Any, ...]] = await self._call(db.kv_slots, directory)
+        return rows
+
+    async def replace_kv_slots(self, directory: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Replace ``directory``'s slot index in one transaction, committed on return.
+
+        Not queued like the rows above: the caller deletes or overwrites files only after
+        the index no longer names them, so it must know the write is on disk."""
+        await self._call(db.replace_kv_slots, directory, rows)
 
 
 def _close_quietly(conn: sqlite3.Connection) -> None:

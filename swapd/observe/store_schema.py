@@ -26,6 +26,7 @@ import attrs
 
 __all__ = [
     "ACTIVITY_COLUMNS",
+    "KV_SLOT_COLUMNS",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "SORT_COLUMNS",
@@ -42,6 +43,10 @@ __all__ = [
     "histogram",
     "insert_activity",
     "insert_loads",
+    "kv_slots",
+    "learned_footprints",
+    "replace_kv_slots",
+    "upsert_footprints",
     "load_history",
     "migrate",
     "last_ids",
@@ -100,7 +105,33 @@ ALTER TABLE activity ADD COLUMN capture_id INTEGER NOT NULL DEFAULT -1;
 CREATE INDEX activity_status ON activity (resp_status_code);
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
+# Version 3: what swapd learns about its models and keeps across restarts: each model and
+# command line's measured memory peak per device, and the index of saved KV-cache slots
+# (per cache directory). Retention never touches these tables.
+_V3 = """
+CREATE TABLE footprints (
+    model_id TEXT NOT NULL,
+    cmd_hash TEXT NOT NULL,
+    device TEXT NOT NULL,
+    peak_bytes INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (model_id, cmd_hash, device)
+);
+CREATE TABLE kv_slots (
+    directory TEXT NOT NULL,
+    file TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    cmd_hash TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    tokens INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    saved_at REAL NOT NULL,
+    used_at REAL NOT NULL,
+    PRIMARY KEY (directory, file)
+);
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3)
 """``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -435,15 +466,82 @@ def histogram(values: Sequence[float]) -> Histogram | None:
 
 
 def load_history(
-    conn: sqlite3.Connection, model_id: str, cmd_hash: str | None, limit: int
+    conn: sqlite3.Connection,
+    model_id: str,
+    cmd_hash: str | None,
+    limit: int,
+    kind: str | None = None,
 ) -> list[tuple[Any, ...]]:
-    """The newest ``limit`` loads of ``model_id`` (with ``cmd_hash`` when given), newest
-    first, as tuples in :data:`LoadColumns` order."""
+    """The newest ``limit`` loads of ``model_id`` (with ``cmd_hash`` and of ``kind`` when
+    given), newest first, as tuples in :data:`LoadColumns` order."""
     sql = f"SELECT {', '.join(LoadColumns)} FROM loads WHERE model_id = ?"  # noqa: S608
     params: list[Any] = [model_id]
     if cmd_hash is not None:
         sql += " AND cmd_hash = ?"
         params.append(cmd_hash)
+    if kind is not None:
+        sql += " AND kind = ?"
+        params.append(kind)
     sql += " ORDER BY started_ms DESC, id DESC LIMIT ?"
     params.append(limit)
     return [tuple(r) for r in conn.execute(sql, params)]
+
+
+def upsert_footprints(conn: sqlite3.Connection, rows: Iterable[Sequence[Any]]) -> None:
+    """Record learned peaks: ``(model_id, cmd_hash, device, peak_bytes, updated_ms)``
+    tuples. A peak only grows (two swapds sharing a file keep the larger one)."""
+    conn.executemany(
+        "INSERT INTO footprints (model_id, cmd_hash, device, peak_bytes, updated_ms) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (model_id, cmd_hash, device) DO UPDATE SET "
+        "peak_bytes = MAX(peak_bytes, excluded.peak_bytes), updated_ms = excluded.updated_ms",
+        (_storable(row) for row in rows),
+    )
+
+
+def learned_footprints(conn: sqlite3.Connection) -> dict[tuple[str, str], dict[str, int]]:
+    """Every learned peak: ``{(model_id, cmd_hash): {device: bytes}}``."""
+    found: dict[tuple[str, str], dict[str, int]] = {}
+    for model_id, cmd_hash, device, peak in conn.execute(
+        "SELECT model_id, cmd_hash, device, peak_bytes FROM footprints "
+        "ORDER BY model_id, cmd_hash, device"
+    ):
+        found.setdefault((model_id, cmd_hash), {})[device] = int(peak)
+    return found
+
+
+KV_SLOT_COLUMNS: Final = (
+    "file",
+    "model_id",
+    "cmd_hash",
+    "slot",
+    "tokens",
+    "size",
+    "saved_at",
+    "used_at",
+)
+
+
+def kv_slots(conn: sqlite3.Connection, directory: str) -> list[tuple[Any, ...]]:
+    """The saved-slot index of ``directory``, as tuples in :data:`KV_SLOT_COLUMNS` order."""
+    sql = f"SELECT {', '.join(KV_SLOT_COLUMNS)} FROM kv_slots WHERE directory = ? ORDER BY file"  # noqa: S608
+    return [tuple(r) for r in conn.execute(sql, (directory,))]
+
+
+def replace_kv_slots(
+    conn: sqlite3.Connection, directory: str, rows: Sequence[Sequence[Any]]
+) -> None:
+    """Replace ``directory``'s whole index in one transaction: a reader (or a crash) sees
+    the old index or the new one, never a mix."""
+    names = ", ".join(KV_SLOT_COLUMNS)
+    marks = ", ".join("?" * (len(KV_SLOT_COLUMNS) + 1))
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("DELETE FROM kv_slots WHERE directory = ?", (directory,))
+        conn.executemany(
+            f"INSERT INTO kv_slots (directory, {names}) VALUES ({marks})",  # noqa: S608
+            ([directory, *_storable(row)] for row in rows),
+        )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -17,8 +17,11 @@ whose size differs from the index, or that the server refuses, is deleted and ne
 again (the pinned llama-server aborts on a truncated file). Beyond ``kvCache.budget`` the
 least recently used files are deleted.
 
-The index sits behind ``SlotIndex`` (a JSON file today) so it can move into the activity
-store's SQLite database without touching the rest.
+The index sits behind ``SlotIndex``: ``StoreSlotIndex`` keeps it in the activity store's
+SQLite file (the ``kv_slots`` table, one transaction per update) when the store is a file;
+``JsonSlotIndex`` (a JSON file in the cache directory, temp + rename) is the fallback when
+the store is in memory, so saved slots are still usable after a restart. A JSON index
+left by an earlier swapd is moved into the store the first time the store's is read.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -47,8 +51,16 @@ from swapd.core.kvcache_index import (
     over_budget,
     slot_file_name,
 )
+from swapd.observe.store import ActivityStore
 
-__all__ = ["INDEX_FILE", "JsonSlotIndex", "KvCacheKeeper", "SlotIndex"]
+__all__ = [
+    "INDEX_FILE",
+    "JsonSlotIndex",
+    "KvCacheKeeper",
+    "SlotIndex",
+    "StoreSlotIndex",
+    "index_maker",
+]
 
 log = logging.getLogger("swapd.kvcache")
 
@@ -56,7 +68,7 @@ INDEX_FILE = "swapd-kvcache-index.json"
 
 
 class SlotIndex(Protocol):
-    """Where the record of saved slots lives (a JSON file now; the store's SQLite later)."""
+    """Where the record of saved slots lives (the store's SQLite file, or a JSON file)."""
 
     async def load(self) -> list[SavedSlot]: ...
 
@@ -93,6 +105,65 @@ class JsonSlotIndex:
             os.replace(temp, self.path)
 
         await trio.to_thread.run_sync(write)
+
+
+class StoreSlotIndex:
+    """The index of one cache directory as rows of the activity store's ``kv_slots``
+    table, replaced in one transaction (committed before :meth:`store` returns). A
+    database error is raised as ``OSError``, like a failed write of the JSON file."""
+
+    def __init__(self, store: ActivityStore, directory: str) -> None:
+        self._store = store
+        self.directory = os.path.abspath(directory)
+        self._legacy = JsonSlotIndex(os.path.join(self.directory, INDEX_FILE))
+
+    async def load(self) -> list[SavedSlot]:
+        try:
+            rows = await self._store.kv_slots(self.directory)
+        except sqlite3.Error as exc:
+            raise OSError(f"reading the KV-cache index from the activity store: {exc}") from exc
+        if rows:
+            return [_from_row(row) for row in rows]
+        # Nothing here yet: take over the JSON index an earlier swapd left, if any.
+        entries = await self._legacy.load()
+        if entries:
+            await self.store(entries)
+            with contextlib.suppress(FileNotFoundError):
+                await trio.to_thread.run_sync(os.remove, self._legacy.path)
+            log.info("moved the KV-cache index %s into the activity store", self._legacy.path)
+        return entries
+
+    async def store(self, entries: Sequence[SavedSlot]) -> None:
+        rows = [
+            (e.file, e.model, e.cmd_hash, e.slot, e.tokens, e.size, e.saved_at, e.used_at)
+            for e in entries
+        ]
+        try:
+            await self._store.replace_kv_slots(self.directory, rows)
+        except sqlite3.Error as exc:
+            raise OSError(f"writing the KV-cache index to the activity store: {exc}") from exc
+
+
+def _from_row(row: Sequence[Any]) -> SavedSlot:
+    file, model, cmd_hash, slot, tokens, size, saved_at, used_at = row
+    return SavedSlot(
+        file=str(file),
+        model=str(model),
+        cmd_hash=str(cmd_hash),
+        slot=int(slot),
+        tokens=int(tokens),
+        size=int(size),
+        saved_at=float(saved_at),
+        used_at=float(used_at),
+    )
+
+
+def index_maker(store: ActivityStore) -> Callable[[str], SlotIndex]:
+    """How :class:`KvCacheKeeper` makes a directory's index: in the store when the store
+    is a file (it survives restarts), else the JSON file in the directory."""
+    if store.durable:
+        return lambda directory: StoreSlotIndex(store, directory)
+    return lambda directory: JsonSlotIndex(os.path.join(directory, INDEX_FILE))
 
 
 class _SlotCallFailed(Exception):

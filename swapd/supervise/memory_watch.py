@@ -8,9 +8,10 @@ and waiting until a stopped model's memory is really free.
   ``observe/footprint.py``); ``NoProbe`` measures nothing (the swap harness uses it, so
   the mock clock never waits on real I/O, and declared footprints are all there is).
 - ``FootprintBook`` keeps the learned peak per model and command line (a changed ``cmd``
-  is a new model). It lives in memory only: ``load``/``save`` are the seam for the
-  activity store, which will make learned peaks survive restarts; today they do nothing
-  durable (``load`` returns nothing, ``save`` keeps the value in memory only).
+  is a new model), in memory for the supervisor's synchronous reads. Attached to the
+  activity store (:meth:`FootprintBook.attach`, at start), it begins with the peaks the
+  store kept and queues every grown peak to its ``footprints`` table, so learned peaks
+  survive restarts when the store is a file.
 
 Released means: no live process of the model's process group remains (so the kernel has
 returned its host memory), and no GPU still attributes memory to any of the PIDs last
@@ -21,14 +22,17 @@ group being gone counts).
 from __future__ import annotations
 
 import shlex
-from collections.abc import Collection, Mapping
+import time
+from collections.abc import Callable, Collection, Mapping
 from typing import Protocol
 
 import attrs
 
-from swapd.core.memory import Footprint
+from swapd.core.memory import Footprint, FootprintSource
 from swapd.observe.devices import DeviceMemory, Devices
 from swapd.observe.footprint import estimate_from_argv, group_members, measure
+from swapd.observe.loads import command_hash
+from swapd.observe.store import ActivityStore, FootprintRecord
 
 __all__ = ["FootprintBook", "HostProbe", "MemoryProbe", "NoProbe"]
 
@@ -112,19 +116,38 @@ class NoProbe:
 
 @attrs.define
 class FootprintBook:
-    """Learned footprint peaks by (model, command line). In memory only for now: ``load``
-    and ``save`` are where the activity store will plug in (see the module docstring)."""
+    """Learned footprint peaks by (model, command-line digest); see the module docstring.
+    Without :meth:`attach` it keeps them in memory only."""
 
     _peaks: dict[tuple[str, str], Footprint] = attrs.field(factory=dict)
+    _keep: Callable[[FootprintRecord], None] | None = None
+
+    async def attach(self, store: ActivityStore) -> None:
+        """Start from the peaks ``store`` kept and keep every new one there (the store's
+        writer must be running). Peaks learned already in this run stay if larger."""
+        for key, peaks in (await store.learned_footprints()).items():
+            kept = Footprint(bytes_on=peaks, source=FootprintSource.LEARNED)
+            now = self._peaks.get(key)
+            self._peaks[key] = kept if now is None else now.peak_with(kept)
+        self._keep = store.add_footprint
 
     def load(self, model_id: str, cmd: str) -> Footprint | None:
-        """The learned peak, None when this model and command line never ran (nothing
-        durable is read yet)."""
-        return self._peaks.get((model_id, cmd))
+        """The learned peak, None when this model and command line never ran (in this run
+        or, attached to a file store, in an earlier one)."""
+        return self._peaks.get((model_id, command_hash(cmd)))
 
     def save(self, model_id: str, cmd: str, peak: Footprint) -> None:
-        """Keep ``peak`` for this model and command line (in memory only, for now)."""
-        self._peaks[(model_id, cmd)] = peak
+        """Keep ``peak`` for this model and command line (and queue it to the store)."""
+        digest = command_hash(cmd)
+        self._peaks[(model_id, digest)] = peak
+        if self._keep is not None:
+            record = FootprintRecord(
+                model=model_id,
+                cmd_hash=digest,
+                peaks=dict(peak.bytes_on),
+                updated_ms=int(time.time() * 1000),
+            )
+            self._keep(record)
 
     def observe(self, model_id: str, cmd: str, sample: Footprint) -> bool:
         """Fold a measurement into the peak; True when the peak grew."""
