@@ -51,7 +51,8 @@ from swapd.core.events import (
 )
 from swapd.core.keepalive import TtlOverrides
 from swapd.core.matrix import Matrix
-from swapd.core.memory import RAM, Footprint, budgets_of, choose_footprint
+from swapd.core.memory import RAM, Footprint, budgets_of, choose_footprint, format_size
+from swapd.core.oom import OutOfMemory, classify
 from swapd.core.restart import CrashHistory
 from swapd.core.states import OCCUPYING, RUNNING, ModelState
 from swapd.errors import (
@@ -79,6 +80,8 @@ S = ModelState
 _log = logging.getLogger(__name__)
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
+#: A start that ran out of memory: its footprint is raised at least this much (docs/memory.md).
+OOM_RAISE = 1.25
 
 
 @attrs.define(eq=False)
@@ -130,6 +133,7 @@ class _Slot:
     pgid: int | None = None  # its process group, while it has one (and just after)
     pids: list[int] = attrs.field(factory=list)  # the group's members at the last measurement
     releasing: bool = False  # stopped; its memory is not yet reported free
+    oom_retry: str | None = None  # what the start that ran out of memory led to (retrying)
 
     @property
     def retiring(self) -> bool:
@@ -231,6 +235,9 @@ class Supervisor:
         self.budgets: dict[str, int] = {}
         self._estimates: dict[str, Footprint | None] = {}
         self._measuring = False
+        # Footprints raised after a start ran out of memory, by (model, cmd): a floor
+        # under whatever footprint is chosen (in memory only).
+        self._oom_floor: dict[tuple[str, str], Footprint] = {}
 
     def _set_groups(self, config: Config, *, leaving: bool = False) -> None:
         """Take ``config``'s groups, eviction rule and priorities; with ``leaving``, models
@@ -612,7 +619,12 @@ class Supervisor:
                 slot.failures = 0
                 slot.last_failure = None
                 slot.last_used = trio.current_time()
+                slot.oom_retry = None
             elif change.new is S.STOPPED and error is not None and change.old is S.STOPPING:
+                if self._retry_out_of_memory(slot):
+                    self._finish_change(change)
+                    return  # its requests stay queued: the scheduler starts it again
+                error = self._after_oom_retry(slot, error)
                 # A failed start: everyone waiting for it gets the error, and the next
                 # attempt waits a little longer each time.
                 slot.failures += 1
@@ -622,12 +634,71 @@ class Supervisor:
                 self._fail_queue(slot, error)
             if change.new is S.STOPPED and error is not None and self._kept(change.model):
                 self._crashed(slot, error)
+        self._finish_change(change)
+
+    def _finish_change(self, change: ModelStateChanged) -> None:
         self.bus.publish(change)
         self._moved.set()
         self._moved = trio.Event()
         self._kick()
 
     # --- memory ------------------------------------------------------------------------
+
+    def _retry_out_of_memory(self, slot: _Slot) -> bool:
+        """A start just failed. If the server ran out of memory (``core/oom.py``), requests
+        wait for it and budgets are set: raise its footprint so admission evicts more, and
+        let the scheduler start it once more (True). Only once per run of failures."""
+        runner = slot.runner
+        if not self.budgets or slot.oom_retry is not None or self._closing or slot.retiring:
+            return False
+        status = runner.last_exit
+        oom = classify(None if status is None else status.returncode, runner.last_output)
+        if oom is None:
+            return False
+        device, size = self._raise_footprint(slot, oom)
+        if not slot.queue:
+            return False  # nobody waits: the raised footprint serves the next start
+        raised = (
+            f"raised its footprint to {format_size(size)} on {device}"
+            if size
+            else f"nothing to raise its footprint by on {device} (no budget, none known)"
+        )
+        slot.oom_retry = f"out of memory while starting ({oom.evidence}); {raised} and retried once"
+        _log.warning("model '%s': %s", runner.model_id, slot.oom_retry)
+        return True
+
+    def _after_oom_retry(self, slot: _Slot, error: StartFailed) -> StartFailed:
+        """The error of a failed start; after an out-of-memory retry it says so."""
+        note, slot.oom_retry = slot.oom_retry, None
+        if note is None:
+            return error
+        status = slot.runner.last_exit
+        again = classify(None if status is None else status.returncode, slot.runner.last_output)
+        outcome = "it ran out of memory again" if again else "the retry failed too"
+        return StartFailed(
+            error.model,
+            f"{note}, and {outcome}",
+            phase=error.phase,
+            exit=error.exit,
+            log_tail=error.log_tail,
+        )
+
+    def _raise_footprint(self, slot: _Slot, oom: OutOfMemory) -> tuple[str, int]:
+        """Raise the model's footprint on the device that ran out: to ``OOM_RAISE`` times
+        what admission counted, or to the peak measured, whichever is larger; with nothing
+        known, to that device's whole budget."""
+        model_id, cmd = slot.runner.model_id, slot.runner.spec.cmd
+        current = self.footprint(model_id) or Footprint()
+        gpus = sorted(d for d in current.bytes_on if d != RAM and current.on(d))
+        device = oom.device or (gpus[0] if gpus else "gpu0")
+        learned = self.footprints.load(model_id, cmd)
+        measured = learned.on(device) if learned is not None else 0
+        size = max(math.ceil(current.on(device) * OOM_RAISE), measured)
+        if size == 0:
+            size = self.budgets.get(device, 0)
+        floor = self._oom_floor.get((model_id, cmd), Footprint())
+        self._oom_floor[model_id, cmd] = floor.peak_with(Footprint(bytes_on={device: size}))
+        return device, size
 
     async def _refresh_memory(self, config: Config) -> None:
         """Budgets in bytes and each model's estimate, for ``config`` (blocking reads in a
@@ -653,7 +724,11 @@ class Supervisor:
         """The footprint admission uses for ``model_id`` (None: nothing known yet)."""
         spec = self._slots[model_id].runner.spec
         learned = self.footprints.load(model_id, spec.cmd) if spec.footprint_learn else None
-        return choose_footprint(spec, learned, self._estimates.get(model_id))
+        chosen = choose_footprint(spec, learned, self._estimates.get(model_id))
+        floor = self._oom_floor.get((model_id, spec.cmd))
+        if floor is None:
+            return chosen
+        return floor if chosen is None else chosen.peak_with(floor)
 
     async def device_memory(self) -> Mapping[str, DeviceMemory]:
         """Each device's memory now (empty without budgets: no devices are probed)."""
