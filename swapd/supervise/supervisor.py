@@ -66,7 +66,7 @@ from swapd.errors import (
 from swapd.observe import devices
 from swapd.observe.bus import EventBus
 from swapd.observe.devices import DeviceMemory
-from swapd.supervise import memory_watch
+from swapd.supervise import memory_report, memory_watch
 from swapd.supervise.instance import Launcher
 from swapd.supervise.memory_watch import FootprintBook, HostProbe, MemoryProbe
 from swapd.supervise.runner import Runner
@@ -238,6 +238,8 @@ class Supervisor:
         # Footprints raised after a start ran out of memory, by (model, cmd): a floor
         # under whatever footprint is chosen (in memory only).
         self._oom_floor: dict[tuple[str, str], Footprint] = {}
+        # The last memory report published (``memory_report.py``); None without budgets.
+        self.memory_report: dict[str, memory_report.DeviceReport] | None = None
 
     def _set_groups(self, config: Config, *, leaving: bool = False) -> None:
         """Take ``config``'s groups, eviction rule and priorities; with ``leaving``, models
@@ -719,6 +721,7 @@ class Supervisor:
         if probe.measures and not self._measuring and self._nursery is not None:
             self._measuring = True
             self._nursery.start_soon(self._measure_forever)
+            self._nursery.start_soon(self._report_memory_forever)
 
     def footprint(self, model_id: str) -> Footprint | None:
         """The footprint admission uses for ``model_id`` (None: nothing known yet)."""
@@ -788,6 +791,20 @@ class Supervisor:
         finally:
             slot.releasing = False
             self._kick()
+
+    async def _report_memory_forever(self) -> None:
+        """Publish each device's budget and use (``MemoryReported``) when it changed, at
+        most every ``REPORT_EVERY`` seconds."""
+        while True:
+            await trio.sleep(memory_report.REPORT_EVERY)
+            if not self.budgets:
+                self.memory_report = None
+                continue
+            devices = await self.device_memory()
+            now = memory_report.device_report(self.budgets, self.memory_held(), devices)
+            if memory_report.changed(self.memory_report, now):
+                self.memory_report = now
+                self.bus.publish(memory_report.MemoryReported(devices=now))
 
     async def _measure_forever(self) -> None:
         """Measure every loaded model's footprint every ``MEASURE_EVERY`` seconds and keep
