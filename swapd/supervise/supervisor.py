@@ -25,7 +25,8 @@ Guarantees (tested in tests/test_supervisor*.py and by property tests):
   are measured every ``MEASURE_EVERY`` seconds (``supervise/memory_watch.py``), and a
   stopped model counts as holding its memory until the devices report it free (bounded
   by ``RELEASE_TIMEOUT``); a model that can never fit fails its requests at once
-  (``DoesNotFit``, 507).
+  (``DoesNotFit``, 507); a start that runs out of memory (``core/oom.py``) raises the
+  model's footprint and is retried once, and its error then says so.
 """
 
 from __future__ import annotations
