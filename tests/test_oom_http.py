@@ -84,3 +84,21 @@ async def test_out_of_memory_twice_fails_with_what_happened(tmp_path: Path) -> N
     assert "it ran out of memory again" in message
     assert launches == {"a": 1, "b": 2}  # one retry, no more
     assert marker.read_text().strip() == "2"
+
+
+async def test_a_model_with_no_known_footprint_gets_the_whole_budget(tmp_path: Path) -> None:
+    # b declares nothing and is not measured: it counted as nothing, so it started next to
+    # a. After running out of memory it counts the whole budget, and a must leave.
+    marker = tmp_path / "starts"
+    unknown = oom_model("b", marker, "--oom-line", HOST_OOM).replace(
+        "    footprint: {ram: 96MiB}\n", ""
+    )
+    text = config("200MiB", plain_model("a"), unknown)
+    with trio.fail_after(120):
+        async with open_swapd(text) as swapd:
+            async with openai_client(swapd.url) as client:
+                assert await ask(client, "a") == "hello from a"
+                assert await ask(client, "b") == "hello from b"
+            after = await running(swapd.url)
+    assert [e["model"] for e in after["running"]] == ["b"]
+    assert after["running"][0]["footprint"] == {"bytes": {"ram": 200 * MiB}, "source": "learned"}

@@ -688,17 +688,21 @@ class Supervisor:
 
     def _raise_footprint(self, slot: _Slot, oom: OutOfMemory) -> tuple[str, int]:
         """Raise the model's footprint on the device that ran out: to ``OOM_RAISE`` times
-        what admission counted, or to the peak measured, whichever is larger; with nothing
-        known, to that device's whole budget."""
+        what admission counted (at most the device's budget), or to the peak measured,
+        whichever is larger; with nothing known, to that device's whole budget."""
         model_id, cmd = slot.runner.model_id, slot.runner.spec.cmd
         current = self.footprint(model_id) or Footprint()
         gpus = sorted(d for d in current.bytes_on if d != RAM and current.on(d))
         device = oom.device or (gpus[0] if gpus else "gpu0")
         learned = self.footprints.load(model_id, cmd)
         measured = learned.on(device) if learned is not None else 0
-        size = max(math.ceil(current.on(device) * OOM_RAISE), measured)
+        budget = self.budgets.get(device)
+        raised = math.ceil(current.on(device) * OOM_RAISE)
+        # Not past the budget by the guess alone (that would refuse it with 507): a model
+        # that needs the whole budget still gets its retry, alone on the device.
+        size = max(raised if budget is None else min(raised, budget), measured)
         if size == 0:
-            size = self.budgets.get(device, 0)
+            size = budget or 0
         floor = self._oom_floor.get((model_id, cmd), Footprint())
         self._oom_floor[model_id, cmd] = floor.peak_with(Footprint(bytes_on={device: size}))
         return device, size
