@@ -74,6 +74,7 @@ def bench(session: nox.Session) -> None:
     _install(session, "bench")
     session.run("python", "benchmarks/bench.py", *session.posargs)
     session.run("python", "benchmarks/scheduler.py")
+    session.run("python", "benchmarks/memory.py")
 
 
 @nox.session(python=PYTHON)

@@ -84,6 +84,9 @@ class Runner:
         self._rechecking: Instance | None = None
         self.kv_cache = kv_cache  # saves/restores llama-server slots (docs/kvcache.md)
         self._shutting_down = False
+        # How the last process ended and what it printed last (out-of-memory detection).
+        self.last_exit: ExitStatus | None = None
+        self.last_output: list[str] = []
 
     def __repr__(self) -> str:
         pid = f" pid {self._instance.pid}" if self._instance else ""
@@ -246,6 +249,7 @@ class Runner:
     async def _life(self, *, task_status: trio.TaskStatus[Instance]) -> None:
         done = self._life_done = trio.Event()
         status: ExitStatus | None = None
+        instance: Instance | None = None
         try:
             async with self._launcher.open(self.model_id, self.spec) as instance:
                 self._instance = instance
@@ -254,6 +258,8 @@ class Runner:
                 status = await instance.wait_exited()
         finally:
             self._instance = None
+            if instance is not None:  # read once the launcher closed it: output drained
+                self.last_exit, self.last_output = status, instance.log_tail()
             done.set()
         assert status is not None
         self._exited(status)

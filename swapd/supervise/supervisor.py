@@ -25,7 +25,8 @@ Guarantees (tested in tests/test_supervisor*.py and by property tests):
   are measured every ``MEASURE_EVERY`` seconds (``supervise/memory_watch.py``), and a
   stopped model counts as holding its memory until the devices report it free (bounded
   by ``RELEASE_TIMEOUT``); a model that can never fit fails its requests at once
-  (``DoesNotFit``, 507).
+  (``DoesNotFit``, 507); a start that runs out of memory (``core/oom.py``) raises the
+  model's footprint and is retried once, and its error then says so.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ from swapd.core.events import (
 )
 from swapd.core.keepalive import TtlOverrides
 from swapd.core.matrix import Matrix
-from swapd.core.memory import RAM, Footprint, budgets_of, choose_footprint
+from swapd.core.memory import RAM, Footprint, budgets_of, choose_footprint, format_size
+from swapd.core.oom import OutOfMemory, classify
 from swapd.core.restart import CrashHistory
 from swapd.core.states import OCCUPYING, RUNNING, ModelState
 from swapd.errors import (
@@ -65,7 +67,7 @@ from swapd.errors import (
 from swapd.observe import devices
 from swapd.observe.bus import EventBus
 from swapd.observe.devices import DeviceMemory
-from swapd.supervise import memory_watch
+from swapd.supervise import memory_report, memory_watch
 from swapd.supervise.instance import Launcher
 from swapd.supervise.memory_watch import FootprintBook, HostProbe, MemoryProbe
 from swapd.supervise.runner import Runner
@@ -79,6 +81,8 @@ S = ModelState
 _log = logging.getLogger(__name__)
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
+#: A start that ran out of memory: its footprint is raised at least this much (docs/memory.md).
+OOM_RAISE = 1.25
 
 
 @attrs.define(eq=False)
@@ -130,6 +134,7 @@ class _Slot:
     pgid: int | None = None  # its process group, while it has one (and just after)
     pids: list[int] = attrs.field(factory=list)  # the group's members at the last measurement
     releasing: bool = False  # stopped; its memory is not yet reported free
+    oom_retry: str | None = None  # what the start that ran out of memory led to (retrying)
 
     @property
     def retiring(self) -> bool:
@@ -231,6 +236,11 @@ class Supervisor:
         self.budgets: dict[str, int] = {}
         self._estimates: dict[str, Footprint | None] = {}
         self._measuring = False
+        # Footprints raised after a start ran out of memory, by (model, cmd): a floor
+        # under whatever footprint is chosen (in memory only).
+        self._oom_floor: dict[tuple[str, str], Footprint] = {}
+        # The last memory report published (``memory_report.py``); None without budgets.
+        self.memory_report: dict[str, memory_report.DeviceReport] | None = None
 
     def _set_groups(self, config: Config, *, leaving: bool = False) -> None:
         """Take ``config``'s groups, eviction rule and priorities; with ``leaving``, models
@@ -612,7 +622,12 @@ class Supervisor:
                 slot.failures = 0
                 slot.last_failure = None
                 slot.last_used = trio.current_time()
+                slot.oom_retry = None
             elif change.new is S.STOPPED and error is not None and change.old is S.STOPPING:
+                if self._retry_out_of_memory(slot):
+                    self._finish_change(change)
+                    return  # its requests stay queued: the scheduler starts it again
+                error = self._after_oom_retry(slot, error)
                 # A failed start: everyone waiting for it gets the error, and the next
                 # attempt waits a little longer each time.
                 slot.failures += 1
@@ -622,12 +637,75 @@ class Supervisor:
                 self._fail_queue(slot, error)
             if change.new is S.STOPPED and error is not None and self._kept(change.model):
                 self._crashed(slot, error)
+        self._finish_change(change)
+
+    def _finish_change(self, change: ModelStateChanged) -> None:
         self.bus.publish(change)
         self._moved.set()
         self._moved = trio.Event()
         self._kick()
 
     # --- memory ------------------------------------------------------------------------
+
+    def _retry_out_of_memory(self, slot: _Slot) -> bool:
+        """A start just failed. If the server ran out of memory (``core/oom.py``), requests
+        wait for it and budgets are set: raise its footprint so admission evicts more, and
+        let the scheduler start it once more (True). Only once per run of failures."""
+        runner = slot.runner
+        if not self.budgets or slot.oom_retry is not None or self._closing or slot.retiring:
+            return False
+        status = runner.last_exit
+        oom = classify(None if status is None else status.returncode, runner.last_output)
+        if oom is None:
+            return False
+        device, size = self._raise_footprint(slot, oom)
+        if not slot.queue:
+            return False  # nobody waits: the raised footprint serves the next start
+        raised = (
+            f"raised its footprint to {format_size(size)} on {device}"
+            if size
+            else f"nothing to raise its footprint by on {device} (no budget, none known)"
+        )
+        slot.oom_retry = f"out of memory while starting ({oom.evidence}); {raised} and retried once"
+        _log.warning("model '%s': %s", runner.model_id, slot.oom_retry)
+        return True
+
+    def _after_oom_retry(self, slot: _Slot, error: StartFailed) -> StartFailed:
+        """The error of a failed start; after an out-of-memory retry it says so."""
+        note, slot.oom_retry = slot.oom_retry, None
+        if note is None:
+            return error
+        status = slot.runner.last_exit
+        again = classify(None if status is None else status.returncode, slot.runner.last_output)
+        outcome = "it ran out of memory again" if again else "the retry failed too"
+        return StartFailed(
+            error.model,
+            f"{note}, and {outcome}",
+            phase=error.phase,
+            exit=error.exit,
+            log_tail=error.log_tail,
+        )
+
+    def _raise_footprint(self, slot: _Slot, oom: OutOfMemory) -> tuple[str, int]:
+        """Raise the model's footprint on the device that ran out: to ``OOM_RAISE`` times
+        what admission counted (at most the device's budget), or to the peak measured,
+        whichever is larger; with nothing known, to that device's whole budget."""
+        model_id, cmd = slot.runner.model_id, slot.runner.spec.cmd
+        current = self.footprint(model_id) or Footprint()
+        gpus = sorted(d for d in current.bytes_on if d != RAM and current.on(d))
+        device = oom.device or (gpus[0] if gpus else "gpu0")
+        learned = self.footprints.load(model_id, cmd)
+        measured = learned.on(device) if learned is not None else 0
+        budget = self.budgets.get(device)
+        raised = math.ceil(current.on(device) * OOM_RAISE)
+        # Not past the budget by the guess alone (that would refuse it with 507): a model
+        # that needs the whole budget still gets its retry, alone on the device.
+        size = max(raised if budget is None else min(raised, budget), measured)
+        if size == 0:
+            size = budget or 0
+        floor = self._oom_floor.get((model_id, cmd), Footprint())
+        self._oom_floor[model_id, cmd] = floor.peak_with(Footprint(bytes_on={device: size}))
+        return device, size
 
     async def _refresh_memory(self, config: Config) -> None:
         """Budgets in bytes and each model's estimate, for ``config`` (blocking reads in a
@@ -648,12 +726,17 @@ class Supervisor:
         if probe.measures and not self._measuring and self._nursery is not None:
             self._measuring = True
             self._nursery.start_soon(self._measure_forever)
+            self._nursery.start_soon(self._report_memory_forever)
 
     def footprint(self, model_id: str) -> Footprint | None:
         """The footprint admission uses for ``model_id`` (None: nothing known yet)."""
         spec = self._slots[model_id].runner.spec
         learned = self.footprints.load(model_id, spec.cmd) if spec.footprint_learn else None
-        return choose_footprint(spec, learned, self._estimates.get(model_id))
+        chosen = choose_footprint(spec, learned, self._estimates.get(model_id))
+        floor = self._oom_floor.get((model_id, spec.cmd))
+        if floor is None:
+            return chosen
+        return floor if chosen is None else chosen.peak_with(floor)
 
     async def device_memory(self) -> Mapping[str, DeviceMemory]:
         """Each device's memory now (empty without budgets: no devices are probed)."""
@@ -713,6 +796,20 @@ class Supervisor:
         finally:
             slot.releasing = False
             self._kick()
+
+    async def _report_memory_forever(self) -> None:
+        """Publish each device's budget and use (``MemoryReported``) when it changed, at
+        most every ``REPORT_EVERY`` seconds."""
+        while True:
+            await trio.sleep(memory_report.REPORT_EVERY)
+            if not self.budgets:
+                self.memory_report = None
+                continue
+            devices = await self.device_memory()
+            now = memory_report.device_report(self.budgets, self.memory_held(), devices)
+            if memory_report.changed(self.memory_report, now):
+                self.memory_report = now
+                self.bus.publish(memory_report.MemoryReported(devices=now))
 
     async def _measure_forever(self) -> None:
         """Measure every loaded model's footprint every ``MEASURE_EVERY`` seconds and keep

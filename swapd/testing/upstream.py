@@ -60,6 +60,11 @@ Flags::
                               without answering), e.g. ``503,drop,200,503``
     --hold-mib N              hold N MiB of really touched memory for the process's life
                               (memory-footprint tests measure it)
+    --oom-first-start FILE    the first --oom-starts starts (counted in FILE) print
+                              --oom-line to stderr and exit 1 (with --oom-kill: die by
+                              SIGKILL) before listening: a server out of memory at start
+    --oom-starts N            how many starts fail that way (default 1)
+    --oom-line TEXT           the line printed (default: llama.cpp's cudaMalloc failure)
     --debug-fields            non-streamed chat replies also carry what the upstream saw:
                               ``x_upstream_model`` (its --model), ``x_request_body`` (the
                               body as received) and ``x_content_length`` (its header);
@@ -130,6 +135,13 @@ import trio
 
 __all__ = ["Options", "main", "parse_args"]
 
+#: What --oom-first-start prints by default (llama.cpp's CUDA allocation failure).
+OOM_LINE = (
+    "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 9216.00 MiB on device 0: "
+    "cudaMalloc failed: out of memory"
+)
+
+
 DEFAULT_REPLY = "Hello from the swapd demo upstream."
 RECV_SIZE = 256 * 1024
 BIG_BLOCK = (bytes(range(256)) * 256)[: 64 * 1024]
@@ -175,6 +187,10 @@ class Options:
     refuse_after_healthy: bool = False
     health_pattern: tuple[str, ...] = ()
     hold_mib: int = 0
+    oom_first_start: str | None = None
+    oom_starts: int = 1
+    oom_line: str = OOM_LINE
+    oom_kill: bool = False
     debug_fields: bool = False
     load_stages: bool = False
 
@@ -229,6 +245,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--refuse-after-healthy", action="store_true")
     p.add_argument("--health-pattern", type=_health_pattern, default=(), metavar="LIST")
     p.add_argument("--hold-mib", type=_count, default=0, metavar="N")
+    p.add_argument("--oom-first-start", default=None, metavar="FILE")
+    p.add_argument("--oom-starts", type=_count, default=1, metavar="N")
+    p.add_argument("--oom-line", default=OOM_LINE, metavar="TEXT")
+    p.add_argument("--oom-kill", action="store_true")
     p.add_argument("--debug-fields", action="store_true")
     p.add_argument("--load-stages", action="store_true")
     ns = p.parse_args(argv)
@@ -1595,8 +1615,32 @@ def _hold_memory(mib: int) -> bytearray:
     return block
 
 
+def _out_of_memory_now(opts: Options) -> bool:
+    """``--oom-first-start``: count this start in the file; True (after printing the
+    out-of-memory line) while fewer than ``--oom-starts`` starts came before it."""
+    if opts.oom_first_start is None:
+        return False
+    try:
+        with open(opts.oom_first_start, encoding="utf-8") as file:
+            before = int(file.read().strip() or 0)
+    except FileNotFoundError:
+        before = 0
+    with open(opts.oom_first_start, "w", encoding="utf-8") as file:
+        file.write(f"{before + 1}\n")
+    if before >= opts.oom_starts:
+        return False
+    say("load_tensors: loading model tensors, this can take a while...", err=True)
+    say(opts.oom_line, err=True)
+    say("main: exiting due to model loading error", err=True)
+    if opts.oom_kill:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    if _out_of_memory_now(opts):
+        return 1
     held = _hold_memory(opts.hold_mib)  # noqa: F841 - kept alive until the process exits
     previous = signal.signal(signal.SIGTERM, signal.SIG_IGN) if opts.ignore_sigterm else None
     try:

@@ -29,6 +29,7 @@ from swapd.config.model import ModelConfig, Selector, SelectorStrategy
 from swapd.core.capabilities import SHADOWED_METADATA, capability_fields
 from swapd.core.states import RUNNING, ModelState
 from swapd.errors import ModelNotFound
+from swapd.supervise.memory_report import device_report
 from swapd.supervise.supervisor import Supervisor
 from swapd.web.app import Services, json_response
 from swapd.web.redact import redact_command
@@ -56,6 +57,7 @@ def model_list(services: Services) -> list[dict[str, Any]]:
         if model.description.strip():
             record["description"] = model.description.strip()
         _add_capabilities(record, model)
+        _add_footprint_meta(record, services.supervisor, model_id)
         records.append(record)
         if config.include_aliases_in_list:
             records.extend(
@@ -157,27 +159,32 @@ async def add_memory_fields(supervisor: Supervisor, body: dict[str, Any]) -> Non
     if not supervisor.budgets:
         return
     for entry in body["running"]:
-        footprint = supervisor.footprint(entry["model"])
-        entry["footprint"] = (
-            None
-            if footprint is None
-            else {"bytes": dict(footprint.bytes_on), "source": footprint.source.value}
-        )
-    held = supervisor.memory_held()
+        entry["footprint"] = footprint_json(supervisor, entry["model"])
     devices = await supervisor.device_memory()
-    report: dict[str, Any] = {}
-    for name in sorted(set(supervisor.budgets) | set(devices)):
-        budget = supervisor.budgets.get(name)
-        device = devices.get(name)
-        report[name] = {
-            "budget": budget,
-            "held": held.get(name, 0),
-            "budgetFree": None if budget is None else max(budget - held.get(name, 0), 0),
-            "total": None if device is None else device.total,
-            "used": None if device is None else device.used,
-            "free": None if device is None else device.free,
-        }
+    report = device_report(supervisor.budgets, supervisor.memory_held(), devices)
     body["memory"] = {"devices": report}
+
+
+def footprint_json(supervisor: Supervisor, model_id: str) -> dict[str, Any] | None:
+    """``{"bytes": {device: n}, "source": "declared" | "learned" | "estimate"}`` as
+    admission counts ``model_id`` now; None without budgets, or when nothing is known."""
+    if not supervisor.budgets:
+        return None
+    try:
+        footprint = supervisor.footprint(model_id)
+    except KeyError:  # a model the supervisor does not have (yet): mid-reload
+        return None
+    if footprint is None:
+        return None
+    return {"bytes": dict(footprint.bytes_on), "source": footprint.source.value}
+
+
+def _add_footprint_meta(record: dict[str, Any], supervisor: Supervisor, model_id: str) -> None:
+    """With budgets: the model's footprint under ``meta.swapd.footprint`` (swapd's own
+    key next to llama-swap's ``meta.llamaswap``)."""
+    footprint = footprint_json(supervisor, model_id)
+    if footprint is not None:
+        record.setdefault("meta", {}).setdefault("swapd", {})["footprint"] = footprint
 
 
 def register(app: Quart, services: Services) -> None:

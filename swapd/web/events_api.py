@@ -13,7 +13,10 @@ v250's operations: ``{"operation": "snapshot", "requests": [...]}``, then ``upse
 one ``request`` and ``remove`` with its ``id``; ``observe.inflight``), ``activity``
 (``{"id"}`` of each new activity row, once it can be read from ``/api/metrics/activity``;
 llama-swap v250 sends it instead of ``metrics``, swapd sends both); swapd's own:
-``configReload`` (``{"state": "start", "trigger"}``, then
+``memory`` (with memory budgets: ``{"devices": {"ram": {"budget", "held", "budgetFree",
+"total", "used", "free"}, ...}}`` when it changed, at most once a second, and in the
+snapshot on connect; ``supervise/memory_report.py``; ``modelStatus`` entries then carry
+each model's ``footprint`` too), ``configReload`` (``{"state": "start", "trigger"}``, then
 ``{"state": "end", "ok", "error", "added", "removed", "changed", "updated",
 "unchanged", ...}`` and a fresh ``modelStatus``), ``modelPreloaded`` (``{"model",
 "success", "error"}``), ``modelRestart`` (``{"model", "state": "scheduled"|"gaveUp",
@@ -72,8 +75,10 @@ from swapd.observe.inflight import InflightChanged
 from swapd.observe.logs import PROXY, UPSTREAM
 from swapd.observe.telemetry import ActivityRecorded, MetricsRecorded
 from swapd.reload import ConfigReloaded, ConfigReloadStarted
+from swapd.supervise.memory_report import MemoryReported
 from swapd.supervise.supervisor import ModelStatistics
 from swapd.web import cors, problems
+from swapd.web.admin_api import footprint_json
 from swapd.web.app import Services, json_response
 from swapd.web.profiles_api import ProfileChanged
 from swapd.web.revocation import credentials_of, ended_when_revoked
@@ -141,6 +146,7 @@ def model_status(
                 "crashes": stat.crashes,
                 "gaveUp": stat.gave_up,
                 **capability_fields(spec.capabilities),  # as in /v1/models (v225)
+                "footprint": footprint_json(services.supervisor, model_id),
             }
         )
     for peer_id, peer in sorted(services.config.peers.items()):
@@ -218,7 +224,8 @@ class _Feed:
             | KvCacheSaved
             | KvCacheRestored
             | KvCacheFailed
-            | KvCacheDeleted,
+            | KvCacheDeleted
+            | MemoryReported,
         ):
             put((event.kind, event.as_json()))
         elif isinstance(event, ShuttingDown):
@@ -284,10 +291,17 @@ def _open_feed(
             status,
             ("metrics", [r.as_json() for r in services.telemetry.store.records()]),
             ("inflight", {"operation": "snapshot", "requests": inflight}),
+            *_memory_snapshot(services),
         ]
         if services.supervisor.closing:
             feed.queue.close()
         yield snapshot, feed
+
+
+def _memory_snapshot(services: Services) -> list[Message]:
+    """The last ``memory`` report (each device's budget and use), if budgets are set."""
+    report = services.supervisor.memory_report
+    return [] if report is None else [("memory", MemoryReported(devices=report).as_json())]
 
 
 async def _discard_incoming() -> None:
