@@ -161,7 +161,9 @@ async def _run(config: Config, wiring: _Wiring, task_status: trio.TaskStatus[Dae
             telemetry=telemetry,
         )
         # Load progress follows the bus and the model logs; started before any request.
-        await nursery.start(LoadProgressObserver(lambda: services.config, telemetry.logs, bus).run)
+        progress = LoadProgressObserver(lambda: services.config, telemetry.logs, bus)
+        services.progress = progress  # /v1/models, /running and Retry-After read it
+        await nursery.start(progress.run)
         live = _LiveConfig(services, launcher, nursery)
         source = _reload_source(config)
         reloader = wiring.reloader = Reloader(source, live, bus.publish)

@@ -27,6 +27,7 @@ from swapd.config.model import Config
 from swapd.core.routing import Router
 from swapd.errors import SwapdError, Unauthorized
 from swapd.observe.bus import EventBus
+from swapd.observe.progress import LoadProgressObserver
 from swapd.observe.telemetry import Telemetry
 from swapd.reload import Reloader
 from swapd.supervise.supervisor import Supervisor
@@ -60,6 +61,7 @@ class Services:
     max_body_bytes: int = 512 * 1024 * 1024
     reloader: Reloader | None = None  # None: no file to reload from
     stalls: StallWatch = attrs.field(init=False)
+    progress: LoadProgressObserver | None = None  # None: no load progress (tests, tools)
 
     def __attrs_post_init__(self) -> None:
         self.use_config(self.config)
