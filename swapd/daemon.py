@@ -162,7 +162,8 @@ async def _run(config: Config, wiring: _Wiring, task_status: trio.TaskStatus[Dae
         )
         # Load progress follows the bus and the model logs; started before any request.
         progress = LoadProgressObserver(lambda: services.config, telemetry.logs, bus)
-        services.progress = progress  # /v1/models, /running and Retry-After read it
+        services.progress = progress  # /v1/models and /running read it
+        supervisor.load_eta = progress.remaining  # Retry-After of a 429 while it loads
         await nursery.start(progress.run)
         live = _LiveConfig(services, launcher, nursery)
         source = _reload_source(config)

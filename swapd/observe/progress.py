@@ -95,6 +95,12 @@ class LoadProgressObserver:
         load = self._loads.get(model_id)
         return None if load is None else self._reading(model_id, load, trio.current_time())
 
+    def remaining(self, model_id: str) -> float | None:
+        """Predicted seconds ``model_id``'s load still needs; ``None`` when it is not
+        loading or has overrun its prediction (nothing is known then)."""
+        reading = self.current(model_id)
+        return None if reading is None else reading.eta
+
     def prediction(self, model_id: str) -> LoadPrediction:
         """The predicted duration of ``model_id``'s next load with its current command."""
         config = self._config()
