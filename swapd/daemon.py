@@ -41,6 +41,7 @@ from swapd.supervise.instance import ProcessLauncher
 from swapd.supervise.kvcache import KvCacheKeeper, index_maker
 from swapd.supervise.lifeline import new_instance_marker, open_lifeline, sweep_orphans
 from swapd.supervise.supervisor import Supervisor
+from swapd.supervise.warm import WarmKeeper
 from swapd.web.app import Services, create_app
 from swapd.web.forward import Forwarder
 from swapd.web.server import TLSFiles, tcp_bind
@@ -165,11 +166,14 @@ async def _run(config: Config, wiring: _Wiring, task_status: trio.TaskStatus[Dae
             telemetry=telemetry,
         )
         # Load progress follows the bus and the model logs; started before any request.
-        await nursery.start(
-            LoadProgressObserver(
-                lambda: services.config, telemetry.logs, bus, telemetry.activity
-            ).run
+        progress = LoadProgressObserver(
+            lambda: services.config, telemetry.logs, bus, telemetry.activity
         )
+        services.progress = progress  # /v1/models and /running read it
+        supervisor.load_eta = progress.remaining  # Retry-After of a 429 while it loads
+        await nursery.start(progress.run)
+        services.warm = WarmKeeper(lambda: services.config, supervisor, bus)  # warm.* keys
+        await nursery.start(services.warm.run)
         live = _LiveConfig(services, launcher, nursery)
         source = _reload_source(config)
         reloader = wiring.reloader = Reloader(source, live, bus.publish)

@@ -23,10 +23,12 @@ translates errors in one place. This module imports only the standard library.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "retry_after_for",
     "BadRequest",
     "ConfigError",
     "ConfigProblem",
@@ -146,6 +148,15 @@ class QueueFull(RequestError):
     def __init__(self, message: str, *, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def retry_after_for(remaining: float | None, *, default: int = 1) -> int:
+    """``Retry-After`` seconds for a request refused while its model loads: the predicted
+    time left, rounded up and at least 1 s; ``default`` when nothing is predicted (the
+    model is not loading, or its load has overrun the prediction)."""
+    if remaining is None or not math.isfinite(remaining):
+        return default
+    return max(1, math.ceil(remaining))
 
 
 class ModelUnavailable(RequestError):

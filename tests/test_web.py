@@ -487,7 +487,8 @@ async def test_a_full_queue_answers_429_with_retry_after() -> None:
         # the two queued requests were served once the model was up
         assert [r.status_code for r in replies] == [200, 200]
     assert full.status_code == 429
-    assert full.headers["retry-after"] == "1"
+    # the time the load is predicted to still need (first load: the 15 s default)
+    assert 1 <= int(full.headers["retry-after"]) <= 15
     assert full.json()["error"]["type"] == "rate_limit_error"
     assert "too many requests are waiting for model 'slow'" in full.json()["error"]["message"]
     assert anthropic.status_code == 429

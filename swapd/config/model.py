@@ -38,6 +38,7 @@ __all__ = [
     "HttpMethod",
     "KvCacheConfig",
     "KvCacheModelConfig",
+    "WarmConfig",
     "LogLevel",
     "LogToStdout",
     "MacroValue",
@@ -371,6 +372,26 @@ class KvCacheModelConfig:
     )
 
 
+# --- Keeping a model warm (docs/load-progress.md) ------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class WarmConfig:
+    """When swapd loads a model again by itself, so its next user does not wait."""
+
+    after_ttl: bool = setting(
+        False,
+        key="afterTtl",
+        doc="After the model's `ttl` unloads it, load it again (a fresh process) as soon as "
+        "no model has requests in flight or waiting and none is loading.",
+    )
+    on_ui_open: bool = setting(
+        False,
+        key="onUiOpen",
+        doc="Load the model when the web UI is opened (GET /ui/), if nothing is busy.",
+    )
+
+
 @attrs.frozen(kw_only=True)
 class KvCacheConfig:
     """Where saved slots live and how much disk they may fill (docs/kvcache.md)."""
@@ -499,6 +520,12 @@ class ModelConfig:
         key="kvCache",
         factory=KvCacheModelConfig,
         doc="Save and restore llama-server's slots across swaps (swapd's own).",
+    )
+    # Loading again without a request (swapd's own; docs/load-progress.md).
+    warm: WarmConfig = setting(
+        key="warm",
+        factory=WarmConfig,
+        doc="Load the model again after its TTL unload, or when the UI opens (swapd's own).",
     )
 
     # Computed by the loader.

@@ -187,6 +187,7 @@ _SECTIONS = (
     ("`ui.activity`", "UiActivity"),
     ("`kvCache` (see [kvcache.md](kvcache.md))", "KvCacheConfig"),
     ("`models.<id>.kvCache`", "KvCacheModelConfig"),
+    ("`models.<id>.warm`", "WarmConfig"),
 )
 
 

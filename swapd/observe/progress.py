@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from typing import Final
 
@@ -105,6 +106,12 @@ class LoadProgressObserver:
         """The latest reading of ``model_id``'s load in progress, else ``None``."""
         load = self._loads.get(model_id)
         return None if load is None else self._reading(model_id, load, trio.current_time())
+
+    def remaining(self, model_id: str) -> float | None:
+        """Predicted seconds ``model_id``'s load still needs; ``None`` when it is not
+        loading or has overrun its prediction (nothing is known then)."""
+        reading = self.current(model_id)
+        return None if reading is None else reading.eta
 
     def prediction(self, model_id: str) -> LoadPrediction:
         """The predicted duration of ``model_id``'s next load with its current command."""
@@ -220,8 +227,13 @@ class LoadProgressObserver:
         if load is None:
             return
         elapsed = max(0.0, at - load.started)
-        # The store records this load (observe.loads); read its history again.
-        self._want((model_id, command_hash(load.cmd)))
+        key = (model_id, command_hash(load.cmd))
+        # Counted at once, so a load that starts before the store has the row (an unload
+        # and a new request within its commit interval) is predicted from it too; the
+        # store records this load (observe.loads) and the re-read below replaces this.
+        past = PastLoad(elapsed, ready, time.time() - elapsed)
+        self._history[key] = (*self._history.get(key, ()), past)[-KEPT_LOADS:]
+        self._want(key)
         if ready:
             final = load.tracker.finish().progress(elapsed)
             self._finished[model_id] = _event(model_id, final, load.prediction, elapsed)

@@ -7,6 +7,9 @@ swapd sends:
 - ``READY=1`` (with ``STATUS=``) once the config is loaded and the listener is bound;
 - ``STATUS=ready: a, b; starting: c`` whenever the set of loaded models changes
   (debounced by ``STATUS_DEBOUNCE`` and deduplicated: a burst of changes is one message);
+- while a model loads, ``STATUS=loading c: warming up 75% (about 3s left); ready: a, b``
+  from its ``loadProgress`` readings (docs/load-progress.md), at most once per
+  ``PROGRESS_INTERVAL``; the plain text again once nothing loads;
 - ``RELOADING=1`` + ``MONOTONIC_USEC=…`` when a config reload starts and ``READY=1`` when
   it ends (it succeeded, or failed and the old config keeps serving);
 - ``STOPPING=1`` as soon as shutdown begins;
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import os
 import socket
 import time
@@ -41,16 +45,24 @@ from types import TracebackType
 
 import trio
 
-from swapd.core.events import ModelStateChanged
+from swapd.core.events import LoadProgressed, ModelStateChanged
 from swapd.core.states import ModelState
 from swapd.observe.bus import EventBus
 from swapd.reload import ConfigReloaded, ConfigReloadStarted
 
-__all__ = ["STATUS_DEBOUNCE", "Notifier", "describe_models", "notify_address"]
+__all__ = [
+    "PROGRESS_INTERVAL",
+    "STATUS_DEBOUNCE",
+    "Notifier",
+    "describe_load",
+    "describe_models",
+    "notify_address",
+]
 
 log = logging.getLogger("swapd.notify")
 
 STATUS_DEBOUNCE = 0.1  # seconds a burst of model state changes is collected into one STATUS=
+PROGRESS_INTERVAL = 1.0  # seconds between STATUS= lines while a model loads
 STATUS_LIMIT = 1000  # characters of STATUS= text; systemctl shows one line anyway
 ENVIRONMENT = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
@@ -95,13 +107,37 @@ def describe_models(states: Mapping[str, ModelState]) -> str:
     >>> describe_models({"a": ModelState.STOPPED})
     'no model loaded'
     """
+    return _fit(_state_parts(states)) or "no model loaded"
+
+
+def describe_load(loads: Mapping[str, LoadProgressed], states: Mapping[str, ModelState]) -> str:
+    """The ``STATUS=`` text while models load: each load's stage, percent and time left,
+    then the other models by state (the loading ones are not listed twice), e.g.
+    ``loading c: warming up 75% (about 3s left); ready: a``; a time-based estimate is
+    ``~20%``, and a load past its prediction has no ``(about …)``.
+    """
+    parts = []
+    for model in sorted(loads):
+        reading = loads[model]
+        percent = f"~{reading.percent}%" if reading.is_estimate else f"{reading.percent}%"
+        left = "" if reading.eta is None else f" (about {math.ceil(reading.eta)}s left)"
+        parts.append(f"loading {model}: {reading.label} {percent}{left}")
+    others = {model: state for model, state in states.items() if model not in loads}
+    return _fit(parts + _state_parts(others))
+
+
+def _state_parts(states: Mapping[str, ModelState]) -> list[str]:
     parts = []
     for state in _SHOWN:
         names = sorted(model for model, s in states.items() if s == state)
         if names:
             parts.append(f"{state.value}: {', '.join(names)}")
+    return parts
+
+
+def _fit(parts: list[str]) -> str:
     # A newline would end the field: the rest would be read as a message of its own.
-    text = "; ".join(parts).replace("\n", " ") or "no model loaded"
+    text = "; ".join(parts).replace("\n", " ")
     return text if len(text) <= STATUS_LIMIT else text[: STATUS_LIMIT - 1] + "…"
 
 
@@ -123,6 +159,8 @@ class Notifier:
         self._watchdog_usec = watchdog_usec if watchdog_usec and watchdog_usec > 0 else None
         self._phase = _Phase.STARTING
         self._states: dict[str, ModelState] = {}
+        self._loads: dict[str, LoadProgressed] = {}  # the latest reading of each load
+        self._last_status_at = -math.inf  # trio time of the last STATUS= sent by the task
         self._status: str | None = None  # the last STATUS= text sent
         self._changed = trio.Event()
         self._failed = False
@@ -176,7 +214,7 @@ class Notifier:
         """``READY=1`` with the current ``STATUS=``: at startup, and after a reload."""
         if self._phase in (_Phase.STARTING, _Phase.RELOADING):
             self._phase = _Phase.READY
-            self._status = describe_models(self._states)
+            self._status = self._describe()
             self.send("READY=1", f"STATUS={self._status}")
 
     def reloading(self) -> None:
@@ -202,7 +240,14 @@ class Notifier:
         """A bus watcher: model state changes feed ``STATUS=``; reloads are bracketed."""
         if isinstance(event, ModelStateChanged):
             self._states[event.model] = event.new
+            if event.new is not ModelState.STARTING:
+                self._loads.pop(event.model, None)
             self._changed.set()
+        elif isinstance(event, LoadProgressed):
+            # only while the model is starting: the final ``ready`` reading comes after
+            if event.stage != "ready" and self._states.get(event.model) is ModelState.STARTING:
+                self._loads[event.model] = event
+                self._changed.set()
         elif isinstance(event, ConfigReloadStarted):
             self.reloading()
         elif isinstance(event, ConfigReloaded):
@@ -240,9 +285,17 @@ class Notifier:
         while True:
             await self._changed.wait()
             await trio.sleep(STATUS_DEBOUNCE)  # let a burst of changes settle
+            if self._loads:  # progress moves every second: a line a second is enough
+                await trio.sleep_until(self._last_status_at + PROGRESS_INTERVAL)
             self._changed = trio.Event()
             if self._phase is not _Phase.STARTING:  # READY=1 carries the first STATUS=
-                self.status(describe_models(self._states))
+                self.status(self._describe())
+                self._last_status_at = trio.current_time()
+
+    def _describe(self) -> str:
+        if self._loads:
+            return describe_load(self._loads, self._states)
+        return describe_models(self._states)
 
     def close(self) -> None:
         if self._socket is not None:

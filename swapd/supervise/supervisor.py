@@ -34,7 +34,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, Set
 from typing import TYPE_CHECKING
 
 import attrs
@@ -63,6 +63,7 @@ from swapd.errors import (
     ModelUnavailable,
     QueueFull,
     StartFailed,
+    retry_after_for,
 )
 from swapd.observe import devices
 from swapd.observe.bus import EventBus
@@ -227,6 +228,9 @@ class Supervisor:
         # Per-model TTLs set by Ollama's keep_alive (swapd/web/ollama_api.py writes them;
         # core/keepalive.py says what the values mean).
         self.ttl_overrides = TtlOverrides()
+        # Seconds a loading model is predicted to still need (the daemon sets it from
+        # observe/progress.py): a 429 for a full wait queue says when to retry.
+        self.load_eta: Callable[[str], float | None] = lambda model_id: None
         self._rule: _WithLeaving | None = None
         self._set_groups(config)
         # Memory admission (docs/memory.md): the probe is made at start when budgets exist
@@ -411,7 +415,7 @@ class Supervisor:
             raise QueueFull(
                 f"too many requests are waiting for model '{model_id}' "
                 f"({self._queue_limit}); retry later",
-                retry_after=1,
+                retry_after=retry_after_for(self.load_eta(model_id)),
             )
         self._tickets += 1
         waiter = _Waiter(model_id, trio.current_time(), self._tickets)

@@ -7,6 +7,8 @@
   ``redact.py``), proxy and TTL; also a persistent or preloaded model swapd gave up
   restarting (``"state": "failed"``); with memory budgets, each model's footprint and each
   device's budget and use (``add_memory_fields``).
+- While a model loads, its entries in both listings carry ``progress`` (stage, fraction,
+  ETA: ``add_progress_fields``; docs/load-progress.md).
 - ``POST /api/models/load/<model>``: start a model now; answers once it is ready.
 - ``POST /api/models/sleep/<model>``: put an idle ready model to sleep (``sleepMode``);
   409 if it has no sleep mode, is not ready, or is busy. ``POST /api/models/wake/<model>``
@@ -58,6 +60,7 @@ def model_list(services: Services) -> list[dict[str, Any]]:
             record["description"] = model.description.strip()
         _add_capabilities(record, model)
         _add_footprint_meta(record, services.supervisor, model_id)
+        add_progress_fields(services, model_id, record)
         records.append(record)
         if config.include_aliases_in_list:
             records.extend(
@@ -151,6 +154,16 @@ def _add_capabilities(record: dict[str, Any], model: ModelConfig) -> None:
         record["meta"] = meta
 
 
+def add_progress_fields(services: Services, model_id: str, entry: dict[str, Any]) -> None:
+    """While ``model_id`` loads: ``progress`` on its listing entry, the ``loadProgress``
+    event's fields without ``model`` (docs/load-progress.md); otherwise nothing."""
+    reading = None if services.progress is None else services.progress.current(model_id)
+    if reading is not None:
+        fields = reading.as_json()
+        del fields["model"]
+        entry["progress"] = fields
+
+
 async def add_memory_fields(supervisor: Supervisor, body: dict[str, Any]) -> None:
     """With ``memory.budgets``: each running model's ``footprint`` (bytes per device and
     its source: declared, learned or estimate; null when nothing is known) and, under
@@ -228,6 +241,7 @@ def register(app: Quart, services: Services) -> None:
                     "waiting": stat.waiting,
                 }
             )
+            add_progress_fields(services, model_id, entries[-1])
             if supervisor.kv_cache is not None and spec.kv_cache.enabled:
                 entries[-1]["kvCache"] = supervisor.kv_cache.summary(model_id)
         body: dict[str, Any] = {"running": entries}

@@ -27,9 +27,11 @@ from swapd.config.model import Config
 from swapd.core.routing import Router
 from swapd.errors import SwapdError, Unauthorized
 from swapd.observe.bus import EventBus
+from swapd.observe.progress import LoadProgressObserver
 from swapd.observe.telemetry import Telemetry
 from swapd.reload import Reloader
 from swapd.supervise.supervisor import Supervisor
+from swapd.supervise.warm import WarmKeeper
 from swapd.web import cors, problems
 from swapd.web.auth import WWW_AUTHENTICATE, KeyChecker
 from swapd.web.flow import FlowHTTPConnection, FlowRequest
@@ -60,6 +62,8 @@ class Services:
     max_body_bytes: int = 512 * 1024 * 1024
     reloader: Reloader | None = None  # None: no file to reload from
     stalls: StallWatch = attrs.field(init=False)
+    progress: LoadProgressObserver | None = None  # None: no load progress (tests, tools)
+    warm: WarmKeeper | None = None  # models.<id>.warm; None: nothing is warmed
 
     def __attrs_post_init__(self) -> None:
         self.use_config(self.config)

@@ -87,7 +87,12 @@ async def _serve(file: Path) -> Response:
 def register(app: Quart, services: Services, *, root: Path = STATIC_DIR) -> None:
     index = root / "index.html"
 
+    def opened() -> None:  # models.<id>.warm.onUiOpen: the UI's page was requested
+        if services.warm is not None:
+            services.warm.ui_opened()
+
     async def page() -> Response:
+        opened()
         return await _serve(index)
 
     async def asset(path: str) -> Response:
@@ -96,6 +101,7 @@ def register(app: Quart, services: Services, *, root: Path = STATIC_DIR) -> None
             return await _serve(file)
         if _wants_file(path) or ".." in path.split("/"):
             return json_response(404, problems.openai_error(404, "not found"))
+        opened()
         return await _serve(index)
 
     app.add_url_rule("/ui", "ui", page, methods=["GET"])
