@@ -312,6 +312,7 @@ def create_app(services: Services) -> Quart:
         config_api,
         events_api,
         fastpath,
+        hardware_api,
         hostcheck,
         inference,
         inflight_api,
@@ -334,6 +335,7 @@ def create_app(services: Services) -> Quart:
     inflight_api.register(app, services)
     profiles_api.register(app, services)
     upstream_ws.register(app, services)
+    hardware_api.register(app, services)  # /api/hardware, /api/performance
     # Plain JSON inference POSTs skip Quart (fastpath.py); everything else gets the
     # cleanup middleware and the app.
     fast = fastpath.FastPath(
