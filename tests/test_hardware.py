@@ -25,7 +25,7 @@ from swapd.config.v250 import parse_every
 from swapd.observe.devices import AmdSysfs, Devices, HostRam, Nvidia
 from swapd.observe.hardware import HostFiles, cpu_facts, detect
 from swapd.observe.performance import PerformanceMonitor, ProcFiles, cpu_times, cpu_util, gpu_stats
-from swapd.testing import open_swapd
+from swapd.testing import open_swapd, upstream_cmd
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -257,3 +257,32 @@ async def test_performance_disabled_answers_503() -> None:
             hardware = await client.get("/api/hardware")
     assert answer.status_code == 503 and answer.json() == {"enabled": False}
     assert hardware.status_code == 200  # the snapshot is taken either way
+
+
+async def test_resident_memory_in_running_and_prometheus() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    config = f"models:\n  m:\n    cmd: {upstream_cmd('--model', 'm')}\n    proxy: http://127.0.0.1:${{PORT}}\n"
+    with trio.fail_after(60):
+        async with (
+            open_swapd(config) as swapd,
+            httpx.AsyncClient(base_url=swapd.url, timeout=30) as client,
+        ):
+            assert (await client.post("/api/models/load/m")).status_code == 200
+            for _ in range(100):  # /metrics has the system gauges once the first sample is in
+                text = (await client.get("/metrics")).text
+                if "llamaswap_cpu_util_percent" in text:
+                    break
+                await trio.sleep(0.1)
+            (entry,) = (await client.get("/running")).json()["running"]
+    assert entry["model"] == "m" and entry["rss"] > 1024 * 1024  # a Python process: MiBs
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("swapd_model_resident_bytes", (("model", "m"),))] > 1024 * 1024
+    assert samples[("llamaswap_memory_total_bytes", ())] > 0
+    assert ("llamaswap_load_average", (("interval", "1m"),)) in samples
+    cores = [k for k in samples if k[0] == "llamaswap_cpu_util_percent"]
+    assert len(cores) == os.cpu_count()

@@ -829,3 +829,87 @@ class SwapdMetrics:
                 ),
             ),
         ]
+
+
+# --------------------------------------------------------------------------------------------
+# System, GPU and per-model resident memory (llama-swap v250's ``llamaswap_*`` names)
+
+_MIB: Final = 1024 * 1024
+
+
+def resident_family(sizes: Mapping[str, int]) -> GaugeFamily:
+    """``swapd_model_resident_bytes{model}``: host memory of each running model's process group."""
+    return GaugeFamily(
+        "swapd_model_resident_bytes",
+        "Host memory (PSS, else RSS) held by each running model's process group.",
+        tuple(((("model", m),), float(n)) for m, n in sorted(sizes.items())),
+    )
+
+
+def system_families(
+    sample: Mapping[str, Any] | None, gpus: Sequence[Mapping[str, Any]]
+) -> list[MetricFamily]:
+    """The latest performance sample as llama-swap v250 exports it (empty before the first)."""
+    if sample is None:
+        return []
+
+    def gauge(name: str, help_text: str, samples: Iterable[tuple[Labels, Any]]) -> GaugeFamily:
+        kept = tuple((labels, float(v)) for labels, v in samples if v is not None)
+        return GaugeFamily(name, help_text, kept)
+
+    mb = _MIB
+    families: list[MetricFamily] = [
+        gauge(
+            "llamaswap_cpu_util_percent",
+            "CPU use per logical core since the previous sample.",
+            [((("core", str(i)),), v) for i, v in enumerate(sample["cpu_util_per_core"])],
+        ),
+        *(
+            gauge(f"llamaswap_{name}_bytes", help_text, [((), sample[field] * mb)])
+            for name, help_text, field in (
+                ("memory_total", "Host RAM.", "mem_total_mb"),
+                ("memory_used", "Host RAM in use.", "mem_used_mb"),
+                ("memory_free", "Host RAM available.", "mem_free_mb"),
+                ("swap_total", "Swap space.", "swap_total_mb"),
+                ("swap_used", "Swap in use.", "swap_used_mb"),
+            )
+        ),
+        gauge(
+            "llamaswap_load_average",
+            "Load averages.",
+            [((("interval", f"{n}m"),), sample[f"load_avg_{n}"]) for n in (1, 5, 15)],
+        ),
+        CounterFamily(
+            "llamaswap_network_bytes",
+            "Bytes through each network interface.",
+            tuple(
+                ((("interface", nic["name"]), ("direction", d)), float(nic[f"bytes_{d}"]))
+                for nic in sample["net_io"]
+                for d in ("recv", "sent")
+            ),
+        ),
+    ]
+    per_gpu = (
+        ("llamaswap_gpu_temperature_celsius", "GPU temperature.", "temp_c", 1),
+        ("llamaswap_gpu_vram_temperature_celsius", "GPU memory temperature.", "vram_temp_c", 1),
+        ("llamaswap_gpu_util_percent", "GPU use.", "gpu_util_pct", 1),
+        ("llamaswap_gpu_memory_util_percent", "GPU memory controller use.", "mem_util_pct", 1),
+        ("llamaswap_gpu_memory_used_bytes", "GPU memory in use.", "mem_used_mb", mb),
+        ("llamaswap_gpu_memory_total_bytes", "GPU memory.", "mem_total_mb", mb),
+        ("llamaswap_gpu_fan_speed_percent", "GPU fan speed.", "fan_speed_pct", 1),
+        ("llamaswap_gpu_power_draw_watts", "GPU power draw.", "power_draw_w", 1),
+    )
+    for name, help_text, field, scale in per_gpu:
+        families.append(
+            gauge(
+                name,
+                help_text,
+                ((_gpu_labels(g), None if g[field] is None else g[field] * scale) for g in gpus),
+            )
+        )
+    return families
+
+
+def _gpu_labels(gpu: Mapping[str, Any]) -> Labels:
+    labels: Labels = (("id", str(gpu["id"])), ("name", str(gpu["name"])))
+    return (*labels, ("uuid", gpu["uuid"])) if gpu["uuid"] else labels
