@@ -177,6 +177,7 @@ class Options:
     hold_mib: int = 0
     debug_fields: bool = False
     load_stages: bool = False
+    draft: int | None = None  # speculative-decoding counts in the timings
 
 
 def _seconds(text: str) -> float:
@@ -231,6 +232,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--hold-mib", type=_count, default=0, metavar="N")
     p.add_argument("--debug-fields", action="store_true")
     p.add_argument("--load-stages", action="store_true")
+    p.add_argument(
+        "--draft",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="speculative decoding: timings report N drafted tokens, N // 2 accepted",
+    )
     ns = p.parse_args(argv)
     if not ns.health_path.startswith("/"):
         p.error("--health-path must start with /")
@@ -428,6 +436,7 @@ class Gen:
     chunk_delay: float
     fail_after: int | None
     stream: bool
+    draft: int | None = None  # --draft: speculative-decoding counts in the timings
 
     @property
     def text(self) -> str:
@@ -467,6 +476,11 @@ class Gen:
             "predicted_ms": round(predicted_ms, 3),
             "predicted_per_second": rate(predicted_n, predicted_ms),
             "cache_n": 0,
+            **(
+                {}
+                if self.draft is None
+                else {"draft_n": self.draft, "draft_n_accepted": self.draft // 2}
+            ),
         }
 
 
@@ -490,6 +504,7 @@ def plan(up: Upstream, req: Request, body: dict[str, Any], *prompt: Any) -> Gen:
         chunk_delay=_ms_knob(body, req, "x_delay_ms", up.opts.chunk_delay),
         fail_after=fail_after,
         stream=body.get("stream") is True,
+        draft=up.opts.draft,
     )
 
 
