@@ -7,6 +7,8 @@ so every problem has its line. It resolves what later layers should not re-deriv
   global value; 0 there too means the daemon's stop grace, 10 s like llama-swap's
   default), so a loaded config holds the effective numbers;
 - ``filters.setParamsByID`` keys become aliases of their model;
+- the reserved model ``comfyui_auto`` gets ``concurrencyLimit`` >= 50 and
+  ``compat.ignoreWebsockets`` (it backs ``/comfyui/``);
 - a peer's ``timeouts.responseHeader`` defaults to 60 (llama-swap's peer default);
 - ``upstream.ignorePaths`` gets llama-swap's default pattern when empty, and each pattern
   must compile;
@@ -69,9 +71,22 @@ def resolve_models(data: dict[str, Any], problems: Problems) -> None:
         elif unload == 0:
             model["unloadTimeout"] = global_unload
         _by_id_aliases(model_id, model, models, explicit, problems)
+    _reserve_comfyui(models.get("comfyui_auto"))
     for peer in data.get("peers", {}).values():
         if "timeouts" in peer:
             peer["timeouts"].setdefault("responseHeader", 60)
+
+
+def _reserve_comfyui(model: dict[str, Any] | None) -> None:
+    """The reserved model behind ``/comfyui/``: at least 50 concurrent requests (a UI
+    fetches many assets at once) and its WebSockets never block a swap."""
+    if model is None:
+        return
+    limit = model.get("concurrencyLimit", 0)
+    if isinstance(limit, int) and limit < 50:
+        model["concurrencyLimit"] = 50
+    if isinstance(model.setdefault("compat", {}), dict):
+        model["compat"]["ignoreWebsockets"] = True
 
 
 def _by_id_aliases(

@@ -1298,6 +1298,8 @@ ROUTES: dict[tuple[str, str], Route] = {
         for p in ("/rerank", "/v1/rerank", "/v1/reranking", "/reranking")
     },
 }
+# As a server without /v1 (swapd's versionless /v/... routes strip the /v).
+ROUTES["POST", "/chat/completions"] = Route(chat_completions, inference=True)
 SLEEP_ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/sleep"): Route(sleep_route, style="plain"),
     ("POST", "/wake_up"): Route(wake_up, style="plain"),

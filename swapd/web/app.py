@@ -311,6 +311,7 @@ def create_app(services: Services) -> Quart:
         admin_api,
         config_api,
         events_api,
+        extra_routes,
         fastpath,
         hardware_api,
         hostcheck,
@@ -336,6 +337,7 @@ def create_app(services: Services) -> Quart:
     profiles_api.register(app, services)
     upstream_ws.register(app, services)
     hardware_api.register(app, services)  # /api/hardware, /api/performance
+    extra_routes.register(app, services)  # /v/*, /audioapi/v1/tasks/run, /comfyui/
     # Plain JSON inference POSTs skip Quart (fastpath.py); everything else gets the
     # cleanup middleware and the app.
     fast = fastpath.FastPath(
@@ -345,7 +347,9 @@ def create_app(services: Services) -> Quart:
     recorded = recording.ActivityRecorder(
         fast,
         services.telemetry,
-        paths=frozenset(inference.JSON_ROUTES + inference.MULTIPART_ROUTES),
+        paths=frozenset(
+            inference.JSON_ROUTES + inference.MULTIPART_ROUTES + extra_routes.RECORDED_PATHS
+        ),
         prefixes=("/sdapi/v1/", "/upstream/"),
     )
     # Outermost: the Host check (hostcheck.py), for every request and WebSocket.
