@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 import trio
+import trio_websocket
 
 from swapd.testing import open_swapd, upstream_cmd
 
@@ -87,3 +88,44 @@ async def test_comfyui_without_the_reserved_model_is_404() -> None:
         ):
             answer = await client.get("/comfyui/")
     assert answer.status_code == 404 and "local model comfyui_auto not found" in answer.text
+
+
+async def raw_upgrade(base: str, path: str) -> bytes:
+    """A WebSocket upgrade by hand, for its refusal (trio_websocket leaves the socket of a
+    rejected handshake to the garbage collector, a ResourceWarning in a later test)."""
+    port = int(base.rsplit(":", 1)[1])
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        answer = b""
+        while b"can start it" not in answer and len(answer) < 65536:
+            chunk = await stream.receive_some()
+            if not chunk:
+                break
+            answer += chunk
+    return answer
+
+
+async def test_comfyui_websocket_is_relayed_once_the_model_is_ready() -> None:
+    from test_upstream_websocket import wait_listening, ws_model
+
+    with trio.fail_after(60):
+        async with open_swapd("models:\n" + ws_model("comfyui_auto")) as swapd:
+            url = swapd.url.replace("http://", "ws://") + "/comfyui/ws?clientId=1"
+            rejected = await raw_upgrade(swapd.url, "/comfyui/ws")
+            async with httpx.AsyncClient(base_url=swapd.url, timeout=30) as client:
+                assert (await client.get("/running")).json()["running"] == []  # not started
+                assert (await client.post("/api/models/load/comfyui_auto")).status_code == 200
+            port = swapd.services.config.models["comfyui_auto"].port
+            assert port is not None
+            await wait_listening(port)
+            async with trio_websocket.open_websocket_url(url) as ws:
+                await ws.send_message("ping")
+                echoed = await ws.get_message()
+    assert rejected.startswith(b"HTTP/1.1 409")
+    assert b"only /comfyui/ can start it" in rejected
+    assert echoed == "/ws?clientId=1: ping"  # the upstream saw the path without /comfyui

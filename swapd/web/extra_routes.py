@@ -10,6 +10,7 @@
   is stripped (escaping kept). Only ``/comfyui/`` itself may start the model; any other
   path on a model that is not ready is a 409. ``/comfyui`` redirects to ``/comfyui/``
   (301 for GET/HEAD, else 308, query kept). Not recorded in the activity history.
+  WebSocket upgrades (ComfyUI's ``/ws``) are relayed while the model is ready (409 else).
 
 Every one of them needs an API key when ``apiKeys`` is set (the app's guard).
 """
@@ -19,15 +20,16 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from quart import Quart, Response, current_app, redirect, request
+import trio_websocket
+from quart import Quart, Response, current_app, redirect, request, websocket
 from werkzeug.datastructures import Headers
 from werkzeug.wrappers.response import Response as Redirect
 
 from swapd.core.routing import Route
 from swapd.core.states import ModelState
 from swapd.errors import BadRequest, Conflict, ModelNotFound
-from swapd.web import relay
-from swapd.web.app import Services, register_cleanup
+from swapd.web import problems, relay, upstream_ws
+from swapd.web.app import Services, json_response, register_cleanup
 from swapd.web.auth import strip_credentials
 
 __all__ = ["COMFYUI_MODEL", "RECORDED_PATHS", "register"]
@@ -108,9 +110,34 @@ def register(app: Quart, services: Services) -> None:
         response.timeout = None
         return response
 
+    async def comfyui_websocket(rest: str = "") -> Response | None:
+        # ComfyUI's /ws: relayed like /upstream WebSockets of an ignoreWebsockets model
+        # (comfyui_auto always is one): never starts the model, holds no lease.
+        if COMFYUI_MODEL not in services.config.models:
+            return _reject(404, f"local model {COMFYUI_MODEL} not found")
+        if services.supervisor.runner(COMFYUI_MODEL).state is not ModelState.READY:
+            return _reject(409, f"model {COMFYUI_MODEL} is not loaded; only /comfyui/ can start it")
+        raw = websocket.scope.get("raw_path") or websocket.path.encode()
+        path = raw.decode("latin-1").removeprefix("/comfyui") or "/"
+        proxy = services.config.models[COMFYUI_MODEL].proxy
+        accepted: list[bool] = []
+        try:
+            await upstream_ws.relay_websocket(proxy, path, accepted)
+        except (OSError, trio_websocket.HandshakeError) as exc:
+            if accepted:
+                raise
+            return _reject(502, f"upstream {proxy} refused the websocket: {exc}")
+        return None
+
+    app.add_websocket("/comfyui/", "comfyui-websocket-index", comfyui_websocket)
+    app.add_websocket("/comfyui/<path:rest>", "comfyui-websocket", comfyui_websocket)
     app.add_url_rule("/comfyui", "comfyui-root", comfyui_root, methods=_METHODS)
     app.add_url_rule("/comfyui/", "comfyui-index", comfyui, methods=_METHODS)
     app.add_url_rule("/comfyui/<path:rest>", "comfyui", comfyui, methods=_METHODS)
+
+
+def _reject(status: int, message: str) -> Response:
+    return json_response(status, problems.openai_error(status, message))
 
 
 async def _body() -> AsyncIterator[bytes]:
