@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import trio
 from quart import Quart, Response, request
 
 from swapd.web import problems
@@ -20,7 +21,8 @@ def register(app: Quart, services: Services) -> None:
     monitor = services.telemetry.performance
 
     async def hardware() -> Response:
-        await monitor.detected.wait()  # only the first requests after start wait for it
+        with trio.move_on_after(10):  # llama-swap's detection budget; only early requests wait
+            await monitor.detected.wait()
         if monitor.hardware is None:
             return json_response(503, problems.openai_error(503, "hardware detection unavailable"))
         return json_response(200, monitor.hardware)
