@@ -121,6 +121,7 @@ async def serve(
             # The activity store's writer: open before the first request, closed (queued
             # rows written) after the last one.
             await guard.start(telemetry.activity.run)
+            guard.start_soon(telemetry.performance.run)  # hardware once, then samples
             await _run(config, wiring, task_status)
             await telemetry.activity.aclose()
             guard.cancel_scope.cancel(reason="swapd stopped")

@@ -861,7 +861,7 @@ class Config:
         key="selectors", factory=dict, doc="Virtual model IDs that pick a target per request."
     )
     performance: Performance = setting(
-        key="performance", factory=Performance, doc="System sampling (not active yet)."
+        key="performance", factory=Performance, doc="System and GPU sampling for /api/performance."
     )
     ui: Ui = setting(key="ui", factory=Ui, doc="Web UI settings (not active yet).")
     kv_cache: KvCacheConfig = setting(

@@ -7,13 +7,17 @@ so every problem has its line. It resolves what later layers should not re-deriv
   global value; 0 there too means the daemon's stop grace, 10 s like llama-swap's
   default), so a loaded config holds the effective numbers;
 - ``filters.setParamsByID`` keys become aliases of their model;
+- the reserved model ``comfyui_auto`` gets ``concurrencyLimit`` >= 50 and
+  ``compat.ignoreWebsockets`` (it backs ``/comfyui/``);
 - a peer's ``timeouts.responseHeader`` defaults to 60 (llama-swap's peer default);
 - ``upstream.ignorePaths`` gets llama-swap's default pattern when empty, and each pattern
   must compile;
 - ``profiles`` pins and ``selectors`` targets must name something routable (the
   selection itself is ``swapd.core.selectors``);
-- ``performance`` and ``ui`` are accepted and reported as not active yet (``store`` is the
-  activity store, ``observe/store.py``).
+- ``performance.every`` must be a Go duration of at least 5 s (``observe/performance.py``
+  samples at that period);
+- ``ui`` is accepted and reported as not active yet (``store`` is the activity store,
+  ``observe/store.py``).
 """
 
 from __future__ import annotations
@@ -23,11 +27,21 @@ from typing import Any
 
 from swapd.config.shape import Path, Problems
 
-__all__ = ["DEFAULT_IGNORE_PATHS", "check_root", "resolve_models"]
+__all__ = ["DEFAULT_IGNORE_PATHS", "MIN_EVERY", "check_root", "parse_every", "resolve_models"]
 
 #: llama-swap's default ``upstream.ignorePaths``: static assets never load a model.
 DEFAULT_IGNORE_PATHS = (r".*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$",)
-_NOT_ACTIVE = ("performance", "ui")
+_NOT_ACTIVE = ("ui",)
+MIN_EVERY = 5.0  # seconds; llama-swap refuses less
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_every(text: str) -> float:
+    """A Go duration (``5s``, ``1m30s``, ``1.5m``) in seconds; ValueError when malformed."""
+    parts = re.findall(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        raise ValueError(f"invalid duration {text!r}")
+    return sum(float(number) * _UNITS[unit] for number, unit in parts)
 
 
 def resolve_models(data: dict[str, Any], problems: Problems) -> None:
@@ -57,9 +71,22 @@ def resolve_models(data: dict[str, Any], problems: Problems) -> None:
         elif unload == 0:
             model["unloadTimeout"] = global_unload
         _by_id_aliases(model_id, model, models, explicit, problems)
+    _reserve_comfyui(models.get("comfyui_auto"))
     for peer in data.get("peers", {}).values():
         if "timeouts" in peer:
             peer["timeouts"].setdefault("responseHeader", 60)
+
+
+def _reserve_comfyui(model: dict[str, Any] | None) -> None:
+    """The reserved model behind ``/comfyui/``: at least 50 concurrent requests (a UI
+    fetches many assets at once) and its WebSockets never block a swap."""
+    if model is None:
+        return
+    limit = model.get("concurrencyLimit", 0)
+    if isinstance(limit, int) and limit < 50:
+        model["concurrencyLimit"] = 50
+    if isinstance(model.setdefault("compat", {}), dict):
+        model["compat"]["ignoreWebsockets"] = True
 
 
 def _by_id_aliases(
@@ -97,6 +124,7 @@ def _by_id_aliases(
 def check_root(data: dict[str, Any], alias_of: dict[str, str], problems: Problems) -> None:
     """Check the v250 root settings against the models (after aliases are known)."""
     _check_ignore_paths(data, problems)
+    _check_performance(data, problems)
     for key in _NOT_ACTIVE:
         if key in data:
             problems.warn((key,), f"'{key}' is accepted, not active yet in swapd")
@@ -239,3 +267,18 @@ def _check_profile(
             problems.add(
                 where, f'profiles.{profile_id}.pins.{pin} references unknown model "{target}"'
             )
+
+
+def _check_performance(data: dict[str, Any], problems: Problems) -> None:
+    every = data.get("performance", {}).get("every")
+    if not isinstance(every, str):
+        return
+    try:
+        seconds = parse_every(every)
+    except ValueError:
+        problems.add(("performance", "every"), f"performance: invalid duration {every!r}")
+        return
+    if seconds < MIN_EVERY:
+        problems.add(
+            ("performance", "every"), f"performance: every must be at least 5s, got {every}"
+        )

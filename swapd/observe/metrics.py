@@ -100,6 +100,10 @@ class TokenMetrics:
     tokens_per_second: float = -1.0
     duration_ms: int = 0
     has_capture: bool = False
+    # speculative decoding (llama.cpp timings.draft_n*, vLLM metrics.speculative_decoding);
+    # activity rows only, not in the v193 record shape
+    draft_tokens: int = -1
+    draft_acc_tokens: int = -1
 
     def as_json(self) -> dict[str, Any]:
         """The llama-swap record shape (``/api/metrics``, the ``metrics`` event), key order kept."""
@@ -228,8 +232,15 @@ def _number(value: object) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _has_usage(obj: object) -> bool:
-    return isinstance(obj, dict) and ("usage" in obj or "timings" in obj)
+_WANTED: Final = (b'"usage"', b'"timings"', b'"metrics"')
+
+
+def _usage_objects(event: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    """The usage objects of one stream event: ``usage``, ``response.usage`` (Responses API
+    ``response.completed``), ``message.usage`` (Anthropic ``message_start``)."""
+    for holder in (event, event.get("response"), event.get("message")):
+        if isinstance(holder, dict) and isinstance(holder.get("usage"), dict):
+            yield holder["usage"]
 
 
 class UsageTap:
@@ -258,8 +269,12 @@ class UsageTap:
         self._failed = False  # decode error or over the JSON cap: minimal record
         self._body = bytearray()  # JSON: the body so far; SSE: the current partial line
         self._line_overflow = False  # SSE: the current line went past max_line; skip it
-        self._last: dict[str, Any] | None = None  # SSE: latest event with usage/timings
-        self._anthropic_start: dict[str, Any] | None = None  # message_start's message.usage
+        # SSE, as llama-swap v250 reads a stream: usage fields gathered across events (a
+        # later non-zero value wins, so Anthropic's message_start input and message_delta
+        # output combine, as do Responses-API events), the last timings and metrics objects.
+        self._usage: dict[str, Any] = {}
+        self._timings: object = None
+        self._vllm_metrics: object = None
         self._finished = False
 
     def feed(self, chunk: bytes) -> None:
@@ -303,11 +318,10 @@ class UsageTap:
             self._body.clear()
             self._line_overflow = False
         while start < last:
-            usage = data.find(b'"usage"', start, last)
-            timings = data.find(b'"timings"', start, last)
-            hit = usage if timings < 0 or 0 <= usage < timings else timings
-            if hit < 0:
+            hits = [at for key in _WANTED if (at := data.find(key, start, last)) >= 0]
+            if not hits:
                 break
+            hit = min(hits)
             line_start = data.rfind(b"\n", start, hit) + 1 or start
             line_end = data.find(b"\n", hit)
             if line_end - line_start <= self._max_line:
@@ -330,7 +344,7 @@ class UsageTap:
         if not line.startswith(b"data:"):
             return
         payload = line[5:].strip()
-        if b'"usage"' not in payload and b'"timings"' not in payload:
+        if not any(key in payload for key in _WANTED):
             return  # cheap filter: the token deltas never need a JSON parse
         try:
             obj = json.loads(payload)
@@ -338,13 +352,14 @@ class UsageTap:
             return
         if not isinstance(obj, dict):
             return
-        message = obj.get("message")
-        if obj.get("type") == "message_start" and isinstance(message, dict):
-            usage = message.get("usage")
-            if isinstance(usage, dict):
-                self._anthropic_start = usage
-        if _has_usage(obj):
-            self._last = obj
+        for usage in _usage_objects(obj):
+            for key, value in usage.items():
+                if value not in (0, None, {}, []):  # a later non-zero value overwrites
+                    self._usage[key] = value
+        if isinstance(obj.get("timings"), dict):
+            self._timings = obj["timings"]
+        if isinstance(obj.get("metrics"), dict):
+            self._vllm_metrics = obj["metrics"]
 
     def finish(
         self,
@@ -386,35 +401,26 @@ class UsageTap:
                 self._fail()
         if self._failed:
             return base
+        usage_src: object
         if self._sse:
             if self._body and not self._line_overflow:
                 self._line(bytes(self._body))  # a last line without its newline
-            usage_src, timings = self._sse_sources()
+            usage_src, timings, vllm = self._usage or None, self._timings, self._vllm_metrics
         else:
-            usage_src, timings = self._json_sources()
+            usage_src, timings, vllm = self._json_sources()
         self._body = bytearray()
-        return _apply(base, usage_src, timings)
+        return _apply_vllm(_apply(base, usage_src, timings), vllm)
 
-    def _sse_sources(self) -> tuple[object, object]:
-        last = self._last
-        if last is None:  # a cut Anthropic stream still told us its input tokens
-            return self._anthropic_start, None
-        usage = last.get("usage")
-        if last.get("type") == "message_delta" and self._anthropic_start is not None:
-            # Anthropic splits usage: input in message_start, output in message_delta.
-            usage = {**self._anthropic_start, **(usage if isinstance(usage, dict) else {})}
-        return usage, last.get("timings")
-
-    def _json_sources(self) -> tuple[object, object]:
+    def _json_sources(self) -> tuple[object, object, object]:
         try:
             obj = json.loads(self._body)
         except ValueError:
-            return None, None
+            return None, None, None
         if isinstance(obj, dict):
-            return obj.get("usage"), obj.get("timings")
+            return obj.get("usage"), obj.get("timings"), obj.get("metrics")
         if self._infill and isinstance(obj, list) and obj and isinstance(obj[-1], dict):
-            return None, obj[-1].get("timings")
-        return None, None
+            return None, obj[-1].get("timings"), None
+        return None, None, None
 
 
 def _apply(base: TokenMetrics, usage: object, timings: object) -> TokenMetrics:
@@ -433,9 +439,10 @@ def _apply(base: TokenMetrics, usage: object, timings: object) -> TokenMetrics:
         if (v := pick(usage, "completion_tokens", "output_tokens")) is not None:
             changes["output_tokens"] = int(v)
         cached = pick(usage, "cache_read_input_tokens")
-        details = usage.get("prompt_tokens_details")
-        if cached is None and isinstance(details, dict):
-            cached = pick(details, "cached_tokens")
+        for details_key in ("input_tokens_details", "prompt_tokens_details"):
+            details = usage.get(details_key)
+            if cached is None and isinstance(details, dict):
+                cached = pick(details, "cached_tokens")
         if cached is not None:
             changes["cache_tokens"] = int(cached)
     if isinstance(timings, dict):
@@ -452,6 +459,34 @@ def _apply(base: TokenMetrics, usage: object, timings: object) -> TokenMetrics:
             changes["duration_ms"] = int(sum(s for s in spans if s is not None))
         if (v := pick(timings, "cache_n")) is not None:
             changes["cache_tokens"] = int(v)
+        drafted, accepted = pick(timings, "draft_n"), pick(timings, "draft_n_accepted")
+        if drafted is not None:
+            changes["draft_tokens"] = int(drafted)
+        if accepted is not None:
+            changes["draft_acc_tokens"] = int(accepted)
+    return attrs.evolve(base, **changes)
+
+
+def _apply_vllm(base: TokenMetrics, metrics: object) -> TokenMetrics:
+    """vLLM's per-request ``metrics`` object: speeds from time to first token and mean
+    inter-token latency, draft counts from ``speculative_decoding`` (both counts needed;
+    vLLM sends them with ``--per-request-spec-decode-metrics``)."""
+    if not isinstance(metrics, dict):
+        return base
+    changes: dict[str, Any] = {}
+    ttft = _number(metrics.get("time_to_first_token_ms"))
+    if ttft is not None and ttft > 0:
+        fresh = base.input_tokens - max(base.cache_tokens, 0)
+        changes["prompt_per_second"] = fresh / (ttft / 1000)
+    itl = _number(metrics.get("mean_itl_ms"))
+    if itl is not None and itl > 0:
+        changes["tokens_per_second"] = 1000 / itl
+    spec = metrics.get("speculative_decoding")
+    if isinstance(spec, dict):
+        drafted = _number(spec.get("num_draft_tokens"))
+        accepted = _number(spec.get("num_accepted_draft_tokens"))
+        if drafted is not None and accepted is not None:
+            changes["draft_tokens"], changes["draft_acc_tokens"] = int(drafted), int(accepted)
     return attrs.evolve(base, **changes)
 
 
@@ -829,3 +864,87 @@ class SwapdMetrics:
                 ),
             ),
         ]
+
+
+# --------------------------------------------------------------------------------------------
+# System, GPU and per-model resident memory (llama-swap v250's ``llamaswap_*`` names)
+
+_MIB: Final = 1024 * 1024
+
+
+def resident_family(sizes: Mapping[str, int]) -> GaugeFamily:
+    """``swapd_model_resident_bytes{model}``: host memory of each running model's process group."""
+    return GaugeFamily(
+        "swapd_model_resident_bytes",
+        "Host memory (PSS, else RSS) held by each running model's process group.",
+        tuple(((("model", m),), float(n)) for m, n in sorted(sizes.items())),
+    )
+
+
+def system_families(
+    sample: Mapping[str, Any] | None, gpus: Sequence[Mapping[str, Any]]
+) -> list[MetricFamily]:
+    """The latest performance sample as llama-swap v250 exports it (empty before the first)."""
+    if sample is None:
+        return []
+
+    def gauge(name: str, help_text: str, samples: Iterable[tuple[Labels, Any]]) -> GaugeFamily:
+        kept = tuple((labels, float(v)) for labels, v in samples if v is not None)
+        return GaugeFamily(name, help_text, kept)
+
+    mb = _MIB
+    families: list[MetricFamily] = [
+        gauge(
+            "llamaswap_cpu_util_percent",
+            "CPU use per logical core since the previous sample.",
+            [((("core", str(i)),), v) for i, v in enumerate(sample["cpu_util_per_core"])],
+        ),
+        *(
+            gauge(f"llamaswap_{name}_bytes", help_text, [((), sample[field] * mb)])
+            for name, help_text, field in (
+                ("memory_total", "Host RAM.", "mem_total_mb"),
+                ("memory_used", "Host RAM in use.", "mem_used_mb"),
+                ("memory_free", "Host RAM available.", "mem_free_mb"),
+                ("swap_total", "Swap space.", "swap_total_mb"),
+                ("swap_used", "Swap in use.", "swap_used_mb"),
+            )
+        ),
+        gauge(
+            "llamaswap_load_average",
+            "Load averages.",
+            [((("interval", f"{n}m"),), sample[f"load_avg_{n}"]) for n in (1, 5, 15)],
+        ),
+        CounterFamily(
+            "llamaswap_network_bytes",
+            "Bytes through each network interface.",
+            tuple(
+                ((("interface", nic["name"]), ("direction", d)), float(nic[f"bytes_{d}"]))
+                for nic in sample["net_io"]
+                for d in ("recv", "sent")
+            ),
+        ),
+    ]
+    per_gpu = (
+        ("llamaswap_gpu_temperature_celsius", "GPU temperature.", "temp_c", 1),
+        ("llamaswap_gpu_vram_temperature_celsius", "GPU memory temperature.", "vram_temp_c", 1),
+        ("llamaswap_gpu_util_percent", "GPU use.", "gpu_util_pct", 1),
+        ("llamaswap_gpu_memory_util_percent", "GPU memory controller use.", "mem_util_pct", 1),
+        ("llamaswap_gpu_memory_used_bytes", "GPU memory in use.", "mem_used_mb", mb),
+        ("llamaswap_gpu_memory_total_bytes", "GPU memory.", "mem_total_mb", mb),
+        ("llamaswap_gpu_fan_speed_percent", "GPU fan speed.", "fan_speed_pct", 1),
+        ("llamaswap_gpu_power_draw_watts", "GPU power draw.", "power_draw_w", 1),
+    )
+    for name, help_text, field, scale in per_gpu:
+        families.append(
+            gauge(
+                name,
+                help_text,
+                ((_gpu_labels(g), None if g[field] is None else g[field] * scale) for g in gpus),
+            )
+        )
+    return families
+
+
+def _gpu_labels(gpu: Mapping[str, Any]) -> Labels:
+    labels: Labels = (("id", str(gpu["id"])), ("name", str(gpu["name"])))
+    return (*labels, ("uuid", gpu["uuid"])) if gpu["uuid"] else labels

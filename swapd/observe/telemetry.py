@@ -30,6 +30,7 @@ from swapd.observe.inflight import InflightTracker
 from swapd.observe.loads import LoadTracker
 from swapd.observe.logs import LogHub
 from swapd.observe.metrics import MetricsStore, SwapdMetrics, TokenMetrics, UsageTap
+from swapd.observe.performance import PerformanceMonitor
 from swapd.observe.store import ActivityRow, ActivityStore, StoreSettings, default_path
 
 __all__ = ["ActivityRecorded", "MetricsRecorded", "Telemetry", "store_settings"]
@@ -80,6 +81,9 @@ class Telemetry:
         )
         self._loads = LoadTracker(config, self.activity.add_load)
         self.inflight = InflightTracker(bus.publish)
+        # System/GPU sampling for /api/performance; its task is started by the daemon.
+        # Kept across reloads: llama-swap reads performance settings once, at start.
+        self.performance = PerformanceMonitor.from_config(config.performance)
         self.logs = (
             LogHub.from_config(config)
             if stdout is None

@@ -193,6 +193,7 @@ class Options:
     oom_kill: bool = False
     debug_fields: bool = False
     load_stages: bool = False
+    draft: int | None = None  # speculative-decoding counts in the timings
 
 
 def _seconds(text: str) -> float:
@@ -251,6 +252,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--oom-kill", action="store_true")
     p.add_argument("--debug-fields", action="store_true")
     p.add_argument("--load-stages", action="store_true")
+    p.add_argument(
+        "--draft",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="speculative decoding: timings report N drafted tokens, N // 2 accepted",
+    )
     ns = p.parse_args(argv)
     if not ns.health_path.startswith("/"):
         p.error("--health-path must start with /")
@@ -448,6 +456,7 @@ class Gen:
     chunk_delay: float
     fail_after: int | None
     stream: bool
+    draft: int | None = None  # --draft: speculative-decoding counts in the timings
 
     @property
     def text(self) -> str:
@@ -487,6 +496,11 @@ class Gen:
             "predicted_ms": round(predicted_ms, 3),
             "predicted_per_second": rate(predicted_n, predicted_ms),
             "cache_n": 0,
+            **(
+                {}
+                if self.draft is None
+                else {"draft_n": self.draft, "draft_n_accepted": self.draft // 2}
+            ),
         }
 
 
@@ -510,6 +524,7 @@ def plan(up: Upstream, req: Request, body: dict[str, Any], *prompt: Any) -> Gen:
         chunk_delay=_ms_knob(body, req, "x_delay_ms", up.opts.chunk_delay),
         fail_after=fail_after,
         stream=body.get("stream") is True,
+        draft=up.opts.draft,
     )
 
 
@@ -1303,6 +1318,8 @@ ROUTES: dict[tuple[str, str], Route] = {
         for p in ("/rerank", "/v1/rerank", "/v1/reranking", "/reranking")
     },
 }
+# As a server without /v1 (swapd's versionless /v/... routes strip the /v).
+ROUTES["POST", "/chat/completions"] = Route(chat_completions, inference=True)
 SLEEP_ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/sleep"): Route(sleep_route, style="plain"),
     ("POST", "/wake_up"): Route(wake_up, style="plain"),

@@ -6,7 +6,8 @@
 - ``GET /running``: models with a process, with state, command (secrets redacted:
   ``redact.py``), proxy and TTL; also a persistent or preloaded model swapd gave up
   restarting (``"state": "failed"``); with memory budgets, each model's footprint and each
-  device's budget and use (``add_memory_fields``).
+  device's budget and use (``add_memory_fields``); always each model's ``rss``, the host
+  memory of its process group in bytes (``add_resident_fields``).
 - While a model loads, its entries in both listings carry ``progress`` (stage, fraction,
   ETA: ``add_progress_fields``; docs/load-progress.md).
 - ``POST /api/models/load/<model>``: start a model now; answers once it is ready.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import trio
 from quart import Quart, Response, redirect, request
 from werkzeug.wrappers.response import Response as Redirect
 
@@ -31,6 +33,7 @@ from swapd.config.model import ModelConfig, Selector, SelectorStrategy
 from swapd.core.capabilities import SHADOWED_METADATA, capability_fields
 from swapd.core.states import RUNNING, ModelState
 from swapd.errors import ModelNotFound
+from swapd.observe.footprint import group_resident_bytes
 from swapd.supervise.memory_report import device_report
 from swapd.supervise.supervisor import Supervisor
 from swapd.web.app import Services, json_response
@@ -200,6 +203,25 @@ def _add_footprint_meta(record: dict[str, Any], supervisor: Supervisor, model_id
         record.setdefault("meta", {}).setdefault("swapd", {})["footprint"] = footprint
 
 
+async def resident_sizes(supervisor: Supervisor) -> dict[str, int]:
+    """Host memory (PSS, else RSS) of each running model's whole process group, by model."""
+    groups = {
+        s.model: s.pid for s in supervisor.statistics() if s.pid is not None and s.state in RUNNING
+    }
+
+    def measure() -> dict[str, int]:  # /proc reads block: run in a worker thread
+        return {model: group_resident_bytes(pgid) for model, pgid in groups.items()}
+
+    return await trio.to_thread.run_sync(measure) if groups else {}
+
+
+async def add_resident_fields(supervisor: Supervisor, body: dict[str, Any]) -> None:
+    """Each running model's ``rss`` (bytes; null while it has no process group)."""
+    sizes = await resident_sizes(supervisor)
+    for entry in body["running"]:
+        entry["rss"] = sizes.get(entry["model"])
+
+
 def register(app: Quart, services: Services) -> None:
     supervisor = services.supervisor
 
@@ -246,6 +268,7 @@ def register(app: Quart, services: Services) -> None:
                 entries[-1]["kvCache"] = supervisor.kv_cache.summary(model_id)
         body: dict[str, Any] = {"running": entries}
         await add_memory_fields(supervisor, body)
+        await add_resident_fields(supervisor, body)
         return json_response(200, body)
 
     async def load(model: str) -> Response:

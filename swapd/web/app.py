@@ -315,7 +315,9 @@ def create_app(services: Services) -> Quart:
         admin_api,
         config_api,
         events_api,
+        extra_routes,
         fastpath,
+        hardware_api,
         hostcheck,
         inference,
         inflight_api,
@@ -338,6 +340,8 @@ def create_app(services: Services) -> Quart:
     inflight_api.register(app, services)
     profiles_api.register(app, services)
     upstream_ws.register(app, services)
+    hardware_api.register(app, services)  # /api/hardware, /api/performance
+    extra_routes.register(app, services)  # /v/*, /audioapi/v1/tasks/run, /comfyui/
     # Plain JSON inference POSTs skip Quart (fastpath.py); everything else gets the
     # cleanup middleware and the app.
     fast = fastpath.FastPath(
@@ -347,7 +351,9 @@ def create_app(services: Services) -> Quart:
     recorded = recording.ActivityRecorder(
         fast,
         services.telemetry,
-        paths=frozenset(inference.JSON_ROUTES + inference.MULTIPART_ROUTES),
+        paths=frozenset(
+            inference.JSON_ROUTES + inference.MULTIPART_ROUTES + extra_routes.RECORDED_PATHS
+        ),
         prefixes=("/sdapi/v1/", "/upstream/"),
     )
     # Outermost: the Host check (hostcheck.py), for every request and WebSocket.

@@ -23,8 +23,15 @@ from werkzeug.wrappers.response import Response as Redirect
 from swapd.errors import BadRequest
 from swapd.observe.logs import MUX, PROXY, UPSTREAM
 from swapd.observe.memory_metrics import memory_families
-from swapd.observe.metrics import GaugeFamily, render_prometheus
+from swapd.observe.metrics import (
+    GaugeFamily,
+    MetricFamily,
+    render_prometheus,
+    resident_family,
+    system_families,
+)
 from swapd.web import problems
+from swapd.web.admin_api import resident_sizes  # the /running measurement, shared
 from swapd.web.app import Services, json_response
 from swapd.web.revocation import credentials_of, ended_when_revoked
 
@@ -55,7 +62,13 @@ def register(app: Quart, services: Services) -> None:
     async def prometheus() -> Response:
         for stat in services.supervisor.statistics():
             telemetry.prometheus.set_queue_depth(stat.model, stat.waiting)
-        text = render_prometheus([*telemetry.prometheus.families(), *memory_gauges(services)])
+        text = render_prometheus(
+            [
+                *telemetry.prometheus.families(),
+                *memory_gauges(services),
+                *await host_gauges(services),
+            ]
+        )
         return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def logs() -> Response | Redirect:
@@ -109,3 +122,12 @@ def memory_gauges(services: Services) -> list[GaugeFamily]:
     return memory_families(
         supervisor.footprints_now(), supervisor.budgets, supervisor.memory_held()
     )
+
+
+async def host_gauges(services: Services) -> list[MetricFamily]:
+    """Each running model's resident memory and the latest system/GPU sample (hardware_api)."""
+    sample, gpus = services.telemetry.performance.latest()
+    return [
+        resident_family(await resident_sizes(services.supervisor)),
+        *system_families(sample, gpus),
+    ]

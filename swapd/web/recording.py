@@ -273,5 +273,7 @@ def _token_fields(m: TokenMetrics) -> dict[str, Any]:
         "output_tokens": m.output_tokens,
         "prompt_per_second": m.prompt_per_second,
         "tokens_per_second": m.tokens_per_second,
+        "draft_tokens": m.draft_tokens,
+        "draft_acc_tokens": m.draft_acc_tokens,
         "capture_id": m.id if m.has_capture else -1,
     }

@@ -64,6 +64,12 @@ def register(app: Quart, services: Services) -> None:
     app.add_websocket("/upstream/<path:rest>", "upstream-websocket", relay)
 
 
+async def relay_websocket(proxy: str, path: str, accepted: list[bool]) -> None:
+    """Relay this WebSocket to ``path`` on ``proxy`` until either side closes
+    (``accepted`` gets an entry once the client's upgrade is accepted)."""
+    await _pump(proxy, path, accepted)
+
+
 async def _pump(proxy: str, path: str, accepted: list[bool]) -> None:
     parts = urllib.parse.urlsplit(proxy)
     scheme = "wss" if parts.scheme == "https" else "ws"
