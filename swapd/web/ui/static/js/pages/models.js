@@ -1,9 +1,11 @@
 // Models: every local model with its live state (a progress bar while it loads), group,
 // TTL countdown, PID, port, last error, footprint and KV cache, with load / unload /
-// sleep / wake; the memory budgets when configured; peers' models listed apart.
+// sleep / wake; the memory budgets when configured; the machine (hardware.js); peers'
+// models listed apart.
 import {api, errorMessage} from '../api.js';
 import {fmtClock, fmtSpan, h, replace} from '../dom.js';
 import {localModels, peerModels, store, subscribe} from '../store.js';
+import {hardwareCard} from '../hardware.js';
 import {memoryCard, modelFacts, readRunning} from '../memory.js';
 import {card, confirmDialog, empty, pageHead, progressBar, spinner, stateBadge, toast} from '../ui.js';
 
@@ -260,7 +262,9 @@ export function mount(element) {
   };
   parts.peers = card('Peer models', null, h('p', {class: 'muted small card-note'}, 'Served by other servers: requests for these names are forwarded.'), parts.peerTable);
   const [memory, showMemory] = memoryCard();
-  replace(root, head, card(null, null, parts.table), memory, parts.peers);
+  const [hardware, readHardware] = hardwareCard();
+  replace(root, head, card(null, null, parts.table), memory, hardware, parts.peers);
+  const sample = () => readHardware().catch(() => {}); // trouble shows on the event stream
   render();
   // footprints, KV cache and budgets come from /running: read it when models change
   // state, and every few seconds (memory in use moves without a state change)
@@ -294,8 +298,12 @@ export function mount(element) {
     }
   });
   const timer = setInterval(tick, 1000);
-  const poll = setInterval(refresh, 5000);
+  const poll = setInterval(() => {
+    refresh();
+    sample();
+  }, 5000);
   refresh();
+  sample();
   return () => {
     off();
     clearInterval(timer);
