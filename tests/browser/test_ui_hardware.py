@@ -1,5 +1,6 @@
 """The models page's hardware card (issue #18, item 3) in headless Chromium against a real
-swapd: the machine /api/hardware found and the latest /api/performance sample.
+swapd: folded at first; opened, the machine /api/hardware found and the latest
+/api/performance sample; it stays open across reloads.
 
 The routes come with the ``obs2`` branch; on a swapd without them the test skips, saying so.
 """
@@ -28,7 +29,9 @@ def test_hardware_card_shows_the_machine_and_the_latest_sample(
     page, _ = open_page()
     goto(page, server, "/ui/models")
     card = page.locator(".hardware-card")
-    expect(card).to_be_visible()
+    expect(card).not_to_have_attribute("open", "")  # folded until asked for
+    card.locator("summary").click()
+    expect(card).to_have_attribute("open", "")
     threads = machine["cpu"]["logical_thread_count"]
     expect(card.locator("[data-fact=cpu]")).to_contain_text(f"{threads} threads")
     gpus = card.locator("[data-fact=gpus]")
@@ -40,3 +43,5 @@ def test_hardware_card_shows_the_machine_and_the_latest_sample(
     expect(card.locator("[data-fact=cpuBusy]")).to_have_text(re.compile(r"^\d+%$"), timeout=20_000)
     expect(card.locator("[data-fact=memUsed]")).to_contain_text(" / ")
     shot(page, artifacts, "models-hardware")
+    page.reload()  # the card stays open
+    expect(page.locator(".hardware-card [data-fact=cpu]")).to_contain_text(f"{threads} threads")

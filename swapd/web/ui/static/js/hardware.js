@@ -1,10 +1,8 @@
 // The machine card of the models page: what /api/hardware found at start (CPU, RAM, OS,
 // GPUs) and the latest /api/performance sample (CPU busy, memory, load, per-GPU use and
-// temperature), both as llama-swap v250 shapes them (docs/observability.md). Hidden when
-// swapd answers neither (performance sampling off, or an older swapd).
+// temperature), both as llama-swap v250 shapes them (docs/observability.md).
 import {api} from './api.js';
 import {fmtBytes, h, replace} from './dom.js';
-import {card} from './ui.js';
 
 const MiB = 1024 * 1024;
 const pct = (n) => (n == null ? '—' : `${Math.round(n)}%`);
@@ -53,36 +51,48 @@ function sampleView(sys, gpus) {
   ];
 }
 
-/** The card; returns [element, refresh] (refresh reads the latest sample). */
+const OPEN = 'swapd.hardwareOpen';
+
+/** The card, folded until the user opens it (the choice is remembered), so a swapd without
+ * these routes is never asked; returns [element, refresh] (refresh reads the latest sample
+ * while the card is open). */
 export function hardwareCard() {
   const machine = h('div', {class: 'memory-device'}, h('h3', null, 'machine'));
   const now = h('div', {class: 'memory-device'}, h('h3', null, 'now'));
-  const element = card('Hardware', h('span', {class: 'muted small'}, 'sampled by swapd'), h('div', {class: 'memory-devices'}, machine, now));
-  element.classList.add('hardware-card');
-  element.hidden = true;
+  const body = h('div', {class: 'memory-devices'}, machine, now);
+  const element = h(
+    'details',
+    {class: 'card hardware-card', open: localStorage.getItem(OPEN) === '1', ontoggle: () => {
+      localStorage.setItem(OPEN, element.open ? '1' : '0');
+      if (element.open) refresh().catch(() => {});
+    }},
+    h('summary', {class: 'card-head'}, h('h2', null, 'Hardware'), h('span', {class: 'muted small'}, 'CPU, memory and GPUs, sampled by swapd')),
+    body,
+  );
   let known = false;
 
   async function refresh() {
+    if (!element.open) return;
     if (!known) {
       const response = await api('/api/hardware');
       if (!response.ok) {
         await response.body?.cancel();
+        replace(body, h('p', {class: 'muted small'}, response.status === 404 ? 'This swapd does not report its hardware.' : 'Hardware detection is unavailable.'));
         return;
       }
       replace(machine, h('h3', null, 'machine'), machineView(await response.json()));
+      replace(body, machine, now);
       known = true;
-      element.hidden = false;
     }
     const response = await api('/api/performance');
     if (!response.ok) {
       await response.body?.cancel();
-      now.hidden = true; // sampling is off: the machine's facts still stand
+      replace(now, h('h3', null, 'now'), h('p', {class: 'muted small'}, 'Sampling is off (performance.disabled).'));
       return;
     }
-    const body = await response.json();
-    const sys = body.sys_stats?.at(-1);
-    const gpus = (body.gpu_stats || []).filter((g) => g.timestamp === sys?.timestamp);
-    now.hidden = false;
+    const sample = await response.json();
+    const sys = sample.sys_stats?.at(-1);
+    const gpus = (sample.gpu_stats || []).filter((g) => g.timestamp === sys?.timestamp);
     replace(now, h('h3', null, 'now', sys ? h('span', {class: 'muted small'}, ` · ${sys.timestamp.slice(11, 19)} UTC`) : null), sampleView(sys, gpus));
   }
   return [element, refresh];
