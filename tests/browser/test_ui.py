@@ -182,10 +182,19 @@ def test_activity_page_updates_live_and_opens_a_capture(swapd: Any, open_page, a
     with swapd.client() as client:
         with client.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as r:
             r.read()
-        record_id = client.get("/api/metrics").json()[-1]["id"]
-    row = page.locator(f".metrics-table tr[data-id='{record_id}']")
+        for _ in range(100):  # the store commits in batches; the page hears of each row
+            rows = client.get("/api/metrics/activity", params={"limit": 1}).json()["data"]
+            if (
+                rows
+                and rows[0]["req_path"] == "/v1/chat/completions"
+                and rows[0]["model"] == "fast"
+            ):
+                break
+            time.sleep(0.05)
+    record_id = rows[0]["id"]
+    row = page.locator(f".activity-table tr[data-id='{record_id}']")
     expect(row).to_contain_text("fast")
-    expect(row.locator("td").nth(4)).to_have_text("6")  # tokens out: the 6 chunks
+    expect(row.locator("td").nth(6)).to_have_text("6")  # tokens out: the 6 chunks
     expect(page.locator(".chart-series[data-model=fast] circle").first).to_be_attached()
     row.get_by_role("button", name="View").click()
     dialog = page.locator("dialog.capture-dialog")

@@ -2,7 +2,9 @@
 //
 // Pages read `store` and `subscribe()` to hear what changed: 'models', 'metrics' (with
 // the new records, or `reset` after a reconnect's snapshot), 'log' ({source, text,
-// reset}), 'inflight', 'connection', 'configReload', 'modelPreloaded'.
+// reset}), 'inflight', 'connection', 'configReload', 'modelPreloaded', 'loadProgress' (a
+// loading model's stage, percent and ETA; the latest per model is in `store.progress`),
+// 'activity' ({id} of a new row in the stored history).
 import {api} from './api.js';
 import {openEventStream} from './sse.js';
 
@@ -19,7 +21,10 @@ export const store = {
   inflightRequests: new Map(),  // id → llama-swap's in-flight entry
   requestEnded: {}, // model -> epoch seconds of its last finished request (seen live)
   snapshot: false, // the current connection's snapshot has arrived
+  progress: new Map(), // model -> its latest loadProgress reading, while it loads
 };
+
+const LOADING = new Set(['starting', 'waking']);
 
 const listeners = new Set();
 
@@ -67,6 +72,8 @@ function onMessage({data}) {
     case 'modelStatus':
       store.models = Array.isArray(payload) ? payload : [];
       store.modelsAt = Date.now();
+      // a reading outlives its load only until the status says the model moved on
+      for (const id of store.progress.keys()) if (!LOADING.has(modelById(id)?.state)) store.progress.delete(id);
       emit('models');
       break;
     case 'logData': {
@@ -106,6 +113,10 @@ function onMessage({data}) {
         emit('snapshot');
       }
       emit('inflight');
+      break;
+    case 'loadProgress':
+      if (modelById(payload.model)?.state !== 'ready') store.progress.set(payload.model, payload);
+      emit('loadProgress', payload);
       break;
     default:
       emit(kind, payload);

@@ -78,3 +78,21 @@ export function confirmDialog(title, message, confirmLabel) {
     dialog.showModal();
   });
 }
+
+/** A loading model's progress (a `loadProgress` reading): a bar, the stage and the time
+ * left. A reading from elapsed time alone (`isEstimate`) gets a paler bar and a "~". */
+export function progressBar(reading) {
+  const percent = Math.max(0, Math.min(100, Math.round(reading.percent ?? reading.fraction * 100)));
+  const eta = reading.eta == null ? '' : ` · about ${Math.max(1, Math.round(reading.eta))}s left`;
+  const label = reading.label || reading.stage || 'loading';
+  return h(
+    'div',
+    {class: ['progress', reading.isEstimate && 'progress-estimate'], dataset: {model: reading.model, stage: reading.stage || ''}},
+    h(
+      'div',
+      {class: 'progress-track', role: 'progressbar', 'aria-label': `Loading ${reading.model}`, 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': percent},
+      h('div', {class: 'progress-fill', style: {width: `${percent}%`}}),
+    ),
+    h('span', {class: 'progress-text'}, `${label}: ${reading.isEstimate ? '~' : ''}${percent}%${eta}`),
+  );
+}

@@ -1,9 +1,13 @@
-// Models: every local model with its live state, group, TTL countdown, PID, port and last
-// error, with load / unload / sleep / wake; peers' models listed apart.
+// Models: every local model with its live state (a progress bar while it loads), group,
+// TTL countdown, PID, port, last error, footprint and KV cache, with load / unload /
+// sleep / wake; the memory budgets when configured; the machine (hardware.js); peers'
+// models listed apart.
 import {api, errorMessage} from '../api.js';
 import {fmtClock, fmtSpan, h, replace} from '../dom.js';
 import {localModels, peerModels, store, subscribe} from '../store.js';
-import {card, confirmDialog, empty, pageHead, spinner, stateBadge, toast} from '../ui.js';
+import {hardwareCard} from '../hardware.js';
+import {memoryCard, modelFacts, readRunning} from '../memory.js';
+import {card, confirmDialog, empty, pageHead, progressBar, spinner, stateBadge, toast} from '../ui.js';
 
 const RUNNING = new Set(['starting', 'ready', 'stopping', 'sleepPending', 'asleep', 'waking']);
 const pending = new Map(); // model -> action in progress (kept across page visits)
@@ -131,10 +135,18 @@ function actions(model) {
 }
 
 let ttlCells = new Map();
+let progressCells = new Map(); // model -> the element its progress bar lives in
+
+function progressView(model) {
+  const reading = store.progress.get(model.id);
+  return reading ? progressBar(reading) : null;
+}
 
 function modelRow(model) {
   const ttl = h('td', {class: ['num', !model.ttl && 'is-empty'], dataset: {label: 'TTL'}}, ttlCell(model));
   ttlCells.set(model.id, [ttl, model]);
+  const progress = h('div', {class: 'progress-slot'}, progressView(model));
+  progressCells.set(model.id, progress);
   const label = model.name && model.name !== model.id ? model.name : '';
   return h(
     'tr',
@@ -145,8 +157,9 @@ function modelRow(model) {
       h('div', {class: 'model-id'}, breakable(model.id), model.unlisted ? h('span', {class: 'tag'}, 'unlisted') : null),
       model.aliases?.length ? h('div', {class: 'aliases small'}, h('span', {class: 'muted'}, 'also: '), model.aliases.map((alias) => h('span', {class: 'tag alias'}, alias))) : null,
       label || model.description ? h('div', {class: 'muted small'}, [label, model.description].filter(Boolean).join(' — ')) : null,
+      RUNNING.has(model.state) ? modelFacts(model.id) : null,
     ),
-    h('td', {class: 'state-cell'}, stateBadge(model.state), model.inFlight ? h('span', {class: 'muted small'}, ` ${model.inFlight} in flight`) : null, model.waiting ? h('span', {class: 'muted small'}, ` ${model.waiting} waiting`) : null),
+    h('td', {class: 'state-cell'}, stateBadge(model.state), model.inFlight ? h('span', {class: 'muted small'}, ` ${model.inFlight} in flight`) : null, model.waiting ? h('span', {class: 'muted small'}, ` ${model.waiting} waiting`) : null, progress),
     h('td', {dataset: {label: 'group'}}, model.group ? h('span', {class: 'tag'}, model.group) : h('span', {class: 'muted'}, '—')),
     ttl,
     h('td', {class: ['num mono', model.pid == null && 'is-empty'], dataset: {label: 'pid'}}, model.pid ?? h('span', {class: 'muted'}, '—')),
@@ -176,6 +189,7 @@ function render() {
   const shown = all.filter((m) => (showUnlisted || !m.unlisted) && (!needle || `${m.id} ${(m.aliases || []).join(' ')} ${m.name} ${m.description} ${m.group}`.toLowerCase().includes(needle)));
   const hidden = all.filter((m) => m.unlisted).length;
   ttlCells = new Map();
+  progressCells = new Map();
   summary();
   parts.unlisted.hidden = !hidden;
   parts.unlistedCount.textContent = `Show unlisted (${hidden})`;
@@ -247,17 +261,54 @@ export function mount(element) {
     peerTable: h('div'),
   };
   parts.peers = card('Peer models', null, h('p', {class: 'muted small card-note'}, 'Served by other servers: requests for these names are forwarded.'), parts.peerTable);
-  replace(root, head, card(null, null, parts.table), parts.peers);
+  const [memory, showMemory] = memoryCard();
+  const [hardware, readHardware] = hardwareCard();
+  replace(root, head, card(null, null, parts.table), memory, hardware, parts.peers);
+  const sample = () => readHardware().catch(() => {}); // trouble shows on the event stream
   render();
-  const off = subscribe((kind) => {
-    if (kind === 'models' || kind === 'snapshot') render();
-    else if (kind === 'inflight') summary();
+  // footprints, KV cache and budgets come from /running: read it when models change
+  // state, and every few seconds (memory in use moves without a state change)
+  let reading = false;
+  let readTimer = null;
+  const refresh = async () => {
+    if (reading || !root) return;
+    reading = true;
+    try {
+      if ((await readRunning()) && root) {
+        showMemory();
+        render();
+      }
+    } catch {
+      // the event stream reports connection trouble
+    } finally {
+      reading = false;
+    }
+  };
+  const off = subscribe((kind, detail) => {
+    if (kind === 'models' || kind === 'snapshot') {
+      render();
+      clearTimeout(readTimer);
+      readTimer = setTimeout(refresh, 200);
+    } else if (kind === 'inflight') summary();
     else if (kind === 'metrics') tick();
+    else if (kind === 'loadProgress') {
+      const cell = progressCells.get(detail.model);
+      const model = localModels().find((m) => m.id === detail.model);
+      if (cell && model) replace(cell, progressView(model));
+    }
   });
   const timer = setInterval(tick, 1000);
+  const poll = setInterval(() => {
+    refresh();
+    sample();
+  }, 5000);
+  refresh();
+  sample();
   return () => {
     off();
     clearInterval(timer);
+    clearInterval(poll);
+    clearTimeout(readTimer);
     root = null;
   };
 }

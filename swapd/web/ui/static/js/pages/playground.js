@@ -8,7 +8,7 @@ import {api, errorMessage} from '../api.js';
 import {fmtMs, fmtRate, h, replace} from '../dom.js';
 import {SSEParser} from '../sse.js';
 import {localModels, modelById, peerModels, store, subscribe} from '../store.js';
-import {pageHead, spinner, stateBadge} from '../ui.js';
+import {pageHead, progressBar, spinner, stateBadge} from '../ui.js';
 
 const chat = {
   model: '',
@@ -114,7 +114,15 @@ function waitingLine(reply) {
   const state = modelById(reply.model)?.state;
   if (reply.responseAt) return h('div', {class: 'waiting'}, spinner('generating'), ' Generating…');
   if (state && state !== 'ready') {
-    return h('div', {class: 'waiting'}, spinner('loading model'), ` Waiting for ${reply.model} to load `, stateBadge(state));
+    const reading = store.progress.get(reply.model);
+    return h(
+      'div',
+      {class: 'waiting'},
+      spinner('loading model'),
+      ` Waiting for ${reply.model} to load `,
+      stateBadge(state),
+      h('div', {class: 'progress-slot', dataset: {model: reply.model}}, reading ? progressBar(reading) : null),
+    );
   }
   return h('div', {class: 'waiting'}, spinner('waiting'), ' Waiting for the reply…');
 }
@@ -209,10 +217,15 @@ export function mount(root) {
   redraw = render;
   render();
   input.focus();
-  const off = subscribe((kind) => {
+  const off = subscribe((kind, detail) => {
     if (kind === 'models') {
       fillModels();
       render();
+    } else if (kind === 'loadProgress') {
+      // only the bar moves: the rest of the chat stays as it is
+      for (const slot of root.querySelectorAll('.progress-slot')) {
+        if (slot.dataset.model === detail.model && store.progress.has(detail.model)) replace(slot, progressBar(store.progress.get(detail.model)));
+      }
     }
   });
   return () => {
