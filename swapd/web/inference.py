@@ -34,7 +34,7 @@ from swapd.core.selectors import pick_target
 from swapd.core.states import ModelState
 from swapd.errors import BadRequest, Conflict, ModelNotFound, ModelUnavailable
 from swapd.supervise.supervisor import Lease
-from swapd.web import bodies, problems, recording, relay
+from swapd.web import bodies, problems, recording, relay, scopes
 from swapd.web.app import Services, register_cleanup
 from swapd.web.auth import strip_credentials
 from swapd.web.bodies import JsonFields
@@ -237,6 +237,7 @@ def _resolve(services: Services, name: str) -> Route:
     route = router.lookup(wanted or name)
     if route is None:
         raise ModelNotFound(problems.unknown_model_message(name, services.router.names()))
+    scopes.check_model(services, route, name)  # the final target, after pins and selectors
     return route
 
 
@@ -272,7 +273,7 @@ def _client_headers(services: Services) -> list[tuple[str, str]]:
     """The client's headers as it sent them (not Quart's view, which adds a synthetic
     ``Remote-Addr``), without the credentials it used for swapd itself."""
     headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.scope["headers"]]
-    return strip_credentials(headers) if services.config.api_keys else headers
+    return strip_credentials(headers) if services.keys.enabled else headers
 
 
 def _raw_path() -> str:

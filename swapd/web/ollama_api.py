@@ -116,7 +116,7 @@ class OllamaRoutes:
 
     def _upstream_headers(self) -> list[tuple[str, str]]:
         headers = [(n, v) for n, v in request.headers.items() if n.lower() not in _CLIENT_ONLY]
-        if self.services.config.api_keys:
+        if self.services.keys.enabled:
             headers = strip_credentials(headers)
         return [*headers, ("content-type", "application/json")]
 
