@@ -22,6 +22,7 @@ from swapd.config.model import KeyRole
 from swapd.core.keys import Family, Grant, role_allows
 from swapd.core.routing import Route
 from swapd.errors import Forbidden, QueueFull
+from swapd.web import recording
 
 if TYPE_CHECKING:
     from swapd.web.app import Services
@@ -141,7 +142,17 @@ def admit(services: Services, route: Route, register_cleanup: Callable[[Any], No
             f"the API key '{grant.name}' is over its limit; retry later",
             retry_after=int(wait),
         )
-    register_cleanup(lambda: services.key_limits.release(grant))
+    activity = recording.current()
+
+    def done() -> None:
+        # Runs after the exchange closed (cleanups run in reverse), so the usage is known.
+        services.key_limits.release(grant)
+        metrics = activity.metrics if activity is not None else None
+        if metrics is not None:
+            used = metrics.input_tokens + metrics.output_tokens
+            services.key_limits.count_tokens(grant.name, used, time.time())
+
+    register_cleanup(done)
 
 
 class KeyGate:
@@ -186,3 +197,18 @@ def in_scope(services: Services, records: list[dict[str, Any]]) -> list[dict[str
         if grant.covers(names):
             shown.append(record)
     return shown
+
+
+def scoped_models(services: Services) -> tuple[str, ...] | None:
+    """The model names (local IDs, peer models as asked) whose activity the current key may
+    read; None: every model. Rows store a local model's ID or a peer model's name."""
+    grant = current()
+    if grant is None or grant.all_models or grant.role is KeyRole.ADMIN:
+        return None
+    config = services.config
+    names = [m for m, spec in config.models.items() if grant.covers([m, *spec.aliases])]
+    for peer_id, peer in config.peers.items():
+        for model in peer.models:
+            if grant.covers([peer_id, f"{peer_id}/{model}", model]):
+                names += [model, f"{peer_id}/{model}"]
+    return tuple(names)
