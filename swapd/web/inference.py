@@ -161,6 +161,7 @@ def register(app: Quart, services: Services) -> None:
                 break
         if model_id is None:
             raise BadRequest("model id required in path: /upstream/<model>/<path>")
+        scopes.check_model(services, Route("local", model_id, model_id), candidate)
         remainder = segments[end:]
         if any(urllib.parse.unquote(s) in (".", "..") for s in remainder):
             raise BadRequest("'.' and '..' path segments are not allowed in /upstream/ paths")
@@ -226,7 +227,11 @@ def _resolve(services: Services, name: str) -> Route:
     if activity is not None:  # an unknown model's row names what was asked for
         activity.note_model(name[:MAX_NAME])
     if len(name) > MAX_NAME:  # no model has such a name; nothing more is done with it
-        raise ModelNotFound(problems.unknown_model_message(name, services.router.names()))
+        raise ModelNotFound(
+            problems.unknown_model_message(
+                name, scopes.visible_names(services, services.router.names())
+            )
+        )
     router = services.router
     wanted = router.pinned(name)
     if wanted == "":  # the active profile disables this name
@@ -236,7 +241,11 @@ def _resolve(services: Services, name: str) -> Route:
         wanted = _select(services, wanted or name, selector)
     route = router.lookup(wanted or name)
     if route is None:
-        raise ModelNotFound(problems.unknown_model_message(name, services.router.names()))
+        raise ModelNotFound(
+            problems.unknown_model_message(
+                name, scopes.visible_names(services, services.router.names())
+            )
+        )
     scopes.check_model(services, route, name)  # the final target, after pins and selectors
     return route
 

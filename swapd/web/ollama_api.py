@@ -41,7 +41,7 @@ from werkzeug.exceptions import HTTPException
 from swapd.core.keepalive import TtlOverrides, parse_keep_alive
 from swapd.core.routing import Route
 from swapd.errors import SwapdError
-from swapd.web import bodies, ollama_answer, ollama_models, problems, relay
+from swapd.web import bodies, ollama_answer, ollama_models, problems, relay, scopes
 from swapd.web.admin_api import model_list
 from swapd.web.app import Services, json_response, register_cleanup
 from swapd.web.auth import strip_credentials
@@ -107,7 +107,8 @@ class OllamaRoutes:
         if route is None and name.endswith(":latest"):  # Ollama's default tag
             route = router.resolve(name.removesuffix(":latest"))
         if route is None:
-            raise OllamaError(404, problems.unknown_model_message(name, router.names()))
+            names = scopes.visible_names(self.services, router.names())
+            raise OllamaError(404, problems.unknown_model_message(name, names))
         return route
 
     def _keep_alive(self, body: Mapping[str, Any]) -> float | None:

@@ -12,7 +12,7 @@ exchange, after profiles, selectors, aliases and ``/upstream/`` paths were resol
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
@@ -36,7 +36,9 @@ __all__ = [
     "current",
     "family_of",
     "in_scope",
+    "scoped_models",
     "visible",
+    "visible_names",
 ]
 
 GRANT_KEY: Final = "swapd.grant"
@@ -212,3 +214,17 @@ def scoped_models(services: Services) -> tuple[str, ...] | None:
             if grant.covers([peer_id, f"{peer_id}/{model}", model]):
                 names += [model, f"{peer_id}/{model}"]
     return tuple(names)
+
+
+def visible_names(services: Services, names: Iterable[str]) -> list[str]:
+    """``names`` (model IDs, aliases, peer models, selectors) the current key may be told
+    about: an error listing "available models" must not name models out of its scope."""
+    grant = current()
+    if grant is None or grant.all_models:
+        return list(names)
+    shown = []
+    for name in names:
+        route = services.router.resolve(name)
+        if grant.covers(_names_of(services, route) if route is not None else [name]):
+            shown.append(name)
+    return shown
