@@ -40,7 +40,7 @@ def ended_when_revoked(
 
     def scope_of(keys: KeyChecker) -> tuple[object, ...] | None:
         grant = keys.identify(credentials) if keys.enabled else None
-        return None if grant is None else (grant.name, grant.role, grant.patterns)
+        return None if grant is None else (grant.role, grant.patterns)
 
     before = scope_of(services.keys)
 
