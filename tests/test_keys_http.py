@@ -5,12 +5,14 @@ key name on activity rows."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from swapd.testing import open_swapd, upstream_cmd
 
@@ -110,7 +112,10 @@ async def test_roles_open_their_route_families(tmp_path: Path) -> None:
             assert forbidden.json()["error"]["type"] == "permission_error"
 
 
-async def test_model_list_and_inference_follow_the_scope(tmp_path: Path) -> None:
+async def test_model_list_and_inference_follow_the_scope(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="swapd.requests")
     with trio.fail_after(60):
         async with (
             open_swapd(config(tmp_path)) as swapd,
@@ -197,5 +202,21 @@ async def test_model_list_and_inference_follow_the_scope(tmp_path: Path) -> None
             assert ("alice", "alpha", 200) in names
             assert ("boss", "beta", 200) in names
             assert "sk-alice" not in str(rows) and "sk-boss" not in str(rows)
+            # Prometheus: labelled by key name (from the config), never by secret
+            text = (await client.get("/metrics", headers=bearer("sk-root"))).text
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+            }
+            alice_ok = ("swapd_key_requests_total", (("code", "2xx"), ("key", "alice")))
+            assert samples[alice_ok] >= 1
+            assert samples["swapd_key_requests_total", (("code", "4xx"), ("key", "alice"))] >= 1
+            assert samples["swapd_key_tokens_total", (("key", "alice"),)] > 0
+            assert "sk-alice" not in text
+            # the request log line names the key
+            lines = [r.getMessage() for r in caplog.records if r.name == "swapd.requests"]
+            assert "POST /v1/chat/completions key=alice status=200" in lines
+            assert not any("sk-" in line for line in lines)
             mine = (await client.get("/api/metrics/activity", headers=bearer("sk-hashed"))).json()
             assert mine["data"] and {r["model"] for r in mine["data"]} == {"beta"}

@@ -94,6 +94,16 @@ class Limiter:
     """Per-key counters; keyed by key name so a reload keeps them (limits may change)."""
 
     _states: dict[str, _State] = attrs.field(factory=dict)
+    #: lifetime totals for Prometheus: (key, status class) → requests; key → tokens
+    _requests: dict[tuple[str, str], int] = attrs.field(factory=dict)
+    _tokens: dict[str, int] = attrs.field(factory=dict)
+
+    def count_request(self, name: str, status: int) -> None:
+        code = f"{status // 100}xx" if status else "none"
+        self._requests[name, code] = self._requests.get((name, code), 0) + 1
+
+    def totals(self) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
+        return dict(self._requests), dict(self._tokens)
 
     def admit(self, grant: Grant, now: float, wall: float) -> float | None:
         """Start one request of ``grant`` at trio time ``now`` (wall clock ``wall`` for the
@@ -128,3 +138,4 @@ class Limiter:
         if state.day != day:
             state.day, state.tokens = day, 0
         state.tokens += max(0, tokens)
+        self._tokens[name] = self._tokens.get(name, 0) + max(0, tokens)

@@ -24,7 +24,7 @@ from swapd.errors import BadRequest
 from swapd.observe.logs import MUX, PROXY, UPSTREAM
 from swapd.observe.memory_metrics import memory_families
 from swapd.observe.metrics import GaugeFamily, render_prometheus
-from swapd.web import problems
+from swapd.web import problems, scopes
 from swapd.web.app import Services, json_response
 from swapd.web.revocation import credentials_of, ended_when_revoked
 
@@ -55,7 +55,8 @@ def register(app: Quart, services: Services) -> None:
     async def prometheus() -> Response:
         for stat in services.supervisor.statistics():
             telemetry.prometheus.set_queue_depth(stat.model, stat.waiting)
-        text = render_prometheus([*telemetry.prometheus.families(), *memory_gauges(services)])
+        families = [*telemetry.prometheus.families(), *memory_gauges(services)]
+        text = render_prometheus([*families, *scopes.key_metrics(services)])
         return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def logs() -> Response | Redirect:

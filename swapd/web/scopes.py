@@ -11,6 +11,7 @@ exchange, after profiles, selectors, aliases and ``/upstream/`` paths were resol
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
@@ -22,6 +23,7 @@ from swapd.config.model import KeyRole
 from swapd.core.keys import Family, Grant, role_allows
 from swapd.core.routing import Route
 from swapd.errors import Forbidden, QueueFull
+from swapd.observe.metrics import CounterFamily, MetricFamily
 from swapd.web import recording
 
 if TYPE_CHECKING:
@@ -42,6 +44,8 @@ __all__ = [
 ]
 
 GRANT_KEY: Final = "swapd.grant"
+#: One line per model request made with a key: who (the key's name, never the secret).
+request_log = logging.getLogger("swapd.requests")
 _CURRENT: ContextVar[Grant | None] = ContextVar("swapd_key_grant", default=None)
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
@@ -65,6 +69,27 @@ _INFERENCE_EXACT = frozenset(
     }
 )
 _INFERENCE_PREFIXES = ("/sdapi/v1/", "/upstream/")
+#: The JSON inference routes (as ``inference.JSON_ROUTES``; that module imports this one).
+_MODEL_ROUTES = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/responses",
+        "/v1/embeddings",
+        "/v1/audio/speech",
+        "/v1/images/generations",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/completion",
+        "/infill",
+        "/rerank",
+        "/reranking",
+        "/v1/rerank",
+        "/v1/reranking",
+    }
+)
+#: Inference-family routes that list models rather than use one (not counted per key).
+_LISTINGS = frozenset({"/v1/models", "/models", "/api/tags", "/api/ps", "/api/version"})
 _OBSERVE_EXACT = frozenset(
     {"/running", "/metrics", "/api/hardware", "/api/performance", "/api/inflight"}
 )
@@ -134,9 +159,7 @@ def admit(services: Services, route: Route, register_cleanup: Callable[[Any], No
     """The scope check at the final target, then the key's limits (429 + Retry-After)."""
     check_model(services, route, route.requested)
     grant = current()
-    if grant is None or not (
-        grant.max_concurrent or grant.requests_per_minute or grant.daily_tokens
-    ):
+    if grant is None:
         return
     wait = services.key_limits.admit(grant, trio.current_time(), time.time())
     if wait is not None:
@@ -178,10 +201,35 @@ class KeyGate:
         grant = self.services.keys.identify(headers)
         scope[GRANT_KEY] = grant
         token = _CURRENT.set(grant)
+        counted = (
+            grant is not None
+            and scope["type"] == "http"
+            and family_of(scope["method"], scope["path"], _MODEL_ROUTES) is Family.INFERENCE
+            and scope["path"] not in _LISTINGS
+        )
+        if not counted:
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                _CURRENT.reset(token)
+            return
+        assert grant is not None
+        status = 0
+
+        async def watch(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, watch)
         finally:
             _CURRENT.reset(token)
+            self.services.key_limits.count_request(grant.name, status)
+            request_log.info(
+                "%s %s key=%s status=%s", scope["method"], scope["path"], grant.name, status or "-"
+            )
 
 
 def in_scope(services: Services, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -228,3 +276,20 @@ def visible_names(services: Services, names: Iterable[str]) -> list[str]:
         if grant.covers(_names_of(services, route) if route is not None else [name]):
             shown.append(name)
     return shown
+
+
+def key_metrics(services: Services) -> list[MetricFamily]:
+    """Prometheus families labelled by key name (names from the config only: bounded)."""
+    requests, tokens = services.key_limits.totals()
+    return [
+        CounterFamily(
+            "swapd_key_requests",
+            "Model requests by API key name and status class.",
+            tuple(((("key", k), ("code", c)), float(n)) for (k, c), n in sorted(requests.items())),
+        ),
+        CounterFamily(
+            "swapd_key_tokens",
+            "Prompt and generated tokens by API key name.",
+            tuple(((("key", k),), float(n)) for k, n in sorted(tokens.items())),
+        ),
+    ]
