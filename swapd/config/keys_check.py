@@ -24,7 +24,9 @@ _NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 def check_keys(data: dict[str, Any], problems: Problems) -> None:
     """Validate ``keys`` and set each key's ``digest`` in place."""
     seen: set[str] = set()
-    base = os.path.dirname(problems.file) if problems.file.startswith("/") else ""
+    # A relative secretFile is relative to the config file (not for text without a file).
+    file = problems.file
+    base = "" if file.startswith("<") else os.path.dirname(os.path.abspath(file))
     for index, key in enumerate(data.get("keys", ())):
         if not isinstance(key, dict):
             continue  # the shape check reported it
