@@ -163,6 +163,15 @@ async def test_model_list_and_inference_follow_the_scope(
             reply = await client.post("/api/chat", headers=bearer("sk-alice"), json=chat("beta"))
             assert reply.status_code == 403
             assert "beta" in reply.json()["error"]
+            tags = await client.get("/api/tags", headers=bearer("sk-alice"))
+            assert [m["name"] for m in tags.json()["models"]] == ["alpha"]
+            shown = await client.post(
+                "/api/show", headers=bearer("sk-alice"), json={"model": "bee"}
+            )
+            assert shown.status_code == 403
+            assert "bee" in shown.json()["error"] and "beta" not in shown.text
+            ps = await client.get("/api/ps", headers=bearer("sk-hashed"))
+            assert "alpha" not in ps.text  # alpha is loaded, but not this key's model
             # multipart and query routes
             reply = await client.get("/props?model=beta", headers=bearer("sk-alice"))
             assert reply.status_code == 403

@@ -109,6 +109,8 @@ class OllamaRoutes:
         if route is None:
             names = scopes.visible_names(self.services, router.names())
             raise OllamaError(404, problems.unknown_model_message(name, names))
+        if not scopes.visible(scopes.current(), scopes.names_of(self.services, route)):
+            raise OllamaError(403, f"this API key may not use the model '{name}'")
         return route
 
     def _keep_alive(self, body: Mapping[str, Any]) -> float | None:
@@ -277,7 +279,7 @@ class OllamaRoutes:
         started = dt.datetime.fromtimestamp(self.services.started_at, dt.UTC)
         models = [
             ollama_models.tag_entry(r["id"], config.models.get(r["id"]), started)
-            for r in model_list(self.services)
+            for r in scopes.in_scope(self.services, model_list(self.services))
         ]
         return json_response(200, {"models": models})
 
@@ -295,6 +297,8 @@ class OllamaRoutes:
             spec = self.services.config.models.get(stat.model)
             if stat.state not in LOADED or spec is None:
                 continue
+            if not scopes.visible(scopes.current(), [stat.model, *spec.aliases]):
+                continue  # a scoped key sees only its own models
             configured = ttl = self.overrides.ttl(stat.model, float(max(spec.ttl, 0)))
             expires = ollama_models.expires_at(
                 stat,

@@ -38,6 +38,7 @@ __all__ = [
     "current",
     "family_of",
     "in_scope",
+    "names_of",
     "scoped_models",
     "visible",
     "visible_names",
@@ -133,7 +134,7 @@ def current() -> Grant | None:
     return _CURRENT.get()
 
 
-def _names_of(services: Services, route: Route) -> list[str]:
+def names_of(services: Services, route: Route) -> list[str]:
     """Every name the route's final target answers to."""
     config = services.config
     if route.kind == "local":
@@ -146,7 +147,7 @@ def _names_of(services: Services, route: Route) -> list[str]:
 def check_model(services: Services, route: Route, asked: str) -> None:
     """403 naming ``asked`` (only) when the route's final target is outside the key's scope."""
     grant = current()
-    if grant is not None and not grant.covers(_names_of(services, route)):
+    if grant is not None and not grant.covers(names_of(services, route)):
         raise Forbidden(f"the API key '{grant.name}' may not use the model '{asked}'")
 
 
@@ -243,7 +244,7 @@ def in_scope(services: Services, records: list[dict[str, Any]]) -> list[dict[str
         name = str(record.get("id", ""))
         peer = record.get("meta", {}).get("llamaswap", {}).get("peerID")
         route = Route("peer", peer, f"{peer}/{name}") if peer else services.router.resolve(name)
-        names = _names_of(services, route) if route is not None else [name]
+        names = names_of(services, route) if route is not None else [name]
         if grant.covers(names):
             shown.append(record)
     return shown
@@ -273,7 +274,7 @@ def visible_names(services: Services, names: Iterable[str]) -> list[str]:
     shown = []
     for name in names:
         route = services.router.resolve(name)
-        if grant.covers(_names_of(services, route) if route is not None else [name]):
+        if grant.covers(names_of(services, route) if route is not None else [name]):
             shown.append(name)
     return shown
 
