@@ -229,3 +229,5 @@ async def test_model_list_and_inference_follow_the_scope(
             assert not any("sk-" in line for line in lines)
             mine = (await client.get("/api/metrics/activity", headers=bearer("sk-hashed"))).json()
             assert mine["data"] and {r["model"] for r in mine["data"]} == {"beta"}
+            stats = await client.get("/api/metrics/stats", headers=bearer("sk-hashed"))
+            assert stats.json()["total_requests"] == len(mine["data"])

@@ -96,7 +96,7 @@ _OBSERVE_EXACT = frozenset(
 )
 _OBSERVE_PREFIXES = ("/api/metrics", "/api/events", "/logs")
 #: Observer routes a key limited to some models may read (they filter by scope).
-_SCOPED_OBSERVE = frozenset({"/api/metrics/activity"})
+_SCOPED_OBSERVE = frozenset({"/api/metrics/activity", "/api/metrics/stats"})
 
 
 def family_of(method: str, path: str, json_routes: frozenset[str]) -> Family:
