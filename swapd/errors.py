@@ -7,6 +7,7 @@
     ├── RequestError             the client's fault or our refusal (4xx / 503)
     │   ├── BadRequest           400  malformed body, missing model
     │   ├── Unauthorized         401  missing or wrong API key
+    │   ├── Forbidden            403  the key's scope or role does not cover it
     │   ├── ModelNotFound        404  no model, alias or peer by that name
     │   ├── Conflict             409  the model's state forbids it (sleeping a busy model)
     │   ├── PayloadTooLarge      413  body over the configured limit
@@ -34,6 +35,7 @@ __all__ = [
     "ConfigProblem",
     "Conflict",
     "DoesNotFit",
+    "Forbidden",
     "ModelNotFound",
     "ModelUnavailable",
     "PayloadTooLarge",
@@ -118,6 +120,14 @@ class Unauthorized(RequestError):
     http_status = 401
     api_error_type = "authentication_error"
     api_error_code = "unauthorized"
+
+
+class Forbidden(RequestError):
+    """The API key is valid but its scope or role does not cover this request."""
+
+    http_status = 403
+    api_error_type = "permission_error"
+    api_error_code = "forbidden"
 
 
 class ModelNotFound(RequestError):

@@ -22,6 +22,8 @@ import attrs
 
 __all__ = [
     "DEFAULT_GROUP",
+    "ApiKey",
+    "KeyRole",
     "Capabilities",
     "Compat",
     "Modality",
@@ -719,6 +721,54 @@ class StoreConfig:
     )
 
 
+class KeyRole(enum.StrEnum):
+    """What an API key may do besides inference (docs/keys.md)."""
+
+    INFERENCE = "inference"
+    OBSERVER = "observer"
+    ADMIN = "admin"
+
+
+@attrs.frozen(kw_only=True)
+class ApiKey:
+    """One named API key with its scope and limits (swapd's own ``keys`` section)."""
+
+    name: str = setting(key="name", doc="Shown in activity rows, logs and metrics; never secret.")
+    secret: str = setting("", key="secret", doc="The key itself, inline or as `${env.NAME}`.")
+    secret_file: str = setting(
+        "", key="secretFile", doc="A file holding the key (surrounding whitespace ignored)."
+    )
+    sha256: str = setting(
+        "", key="sha256", doc="The key's SHA-256 as 64 hex digits (configs in git hold no secret)."
+    )
+    models: tuple[str, ...] = setting(
+        key="models",
+        factory=lambda: ("*",),
+        doc="Model IDs, aliases, peer names, `<peer>/<model>` and glob patterns the key may "
+        "use; default all.",
+    )
+    role: KeyRole = setting(
+        KeyRole.INFERENCE,
+        key="role",
+        doc="`inference` (model routes), `observer` (plus read-only metrics, activity, "
+        "events, logs) or `admin` (everything).",
+    )
+    max_concurrent: int = setting(
+        0, key="maxConcurrent", minimum=0, doc="Requests in flight at once; 0: no limit."
+    )
+    requests_per_minute: int = setting(
+        0, key="requestsPerMinute", minimum=0, doc="Requests started per minute; 0: no limit."
+    )
+    daily_tokens: int = setting(
+        0,
+        key="dailyTokens",
+        minimum=0,
+        doc="Tokens (prompt + completion) per UTC day; 0: no limit.",
+    )
+    #: SHA-256 of the secret, hex (computed by the loader from whichever form was given).
+    digest: str = derived("")
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """A whole, validated configuration."""
@@ -793,6 +843,12 @@ class Config:
     )
     api_keys: tuple[str, ...] = setting(
         key="apiKeys", factory=tuple, doc="Keys clients must present; empty: no auth."
+    )
+    keys: tuple[ApiKey, ...] = setting(
+        key="keys",
+        factory=tuple,
+        doc="Named API keys with model scopes, roles and limits (swapd's own; docs/keys.md). "
+        "`apiKeys` entries stay full-access keys.",
     )
     # swapd's own (not llama-swap's): the DNS-rebinding guard and the stalled-reader cut.
     allowed_hosts: tuple[str, ...] = setting(

@@ -13,6 +13,7 @@ import urllib.parse
 from typing import Any
 
 from swapd.config import cmdline, routing, v250
+from swapd.config.keys_check import check_keys
 from swapd.config.memory_check import check_kv_cache_budget, check_memory
 from swapd.config.shape import Path, Problems
 
@@ -22,6 +23,7 @@ __all__ = ["check_and_derive", "url_problem"]
 def check_and_derive(data: dict[str, Any], problems: Problems) -> None:
     """Validate cross-field rules and add derived values to ``data`` in place."""
     _check_api_keys(data, problems)
+    check_keys(data, problems)
     models: dict[str, Any] = data.get("models", {})
     for model_id, model in models.items():
         if not problems.any_under(("models", model_id)):

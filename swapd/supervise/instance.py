@@ -247,7 +247,8 @@ def inherited_environment(environ: Mapping[str, str], config: Config) -> dict[st
     there through ``${env.NAME}``): a model server has no business with swapd's keys. A
     variable counts when its value is a secret or a part of one of at least 8 characters.
     A model that needs one gets it explicitly, through its ``env`` list."""
-    secrets = [s for s in (*config.api_keys, *(p.api_key for p in config.peers.values())) if s]
+    peers = (p.api_key for p in config.peers.values())
+    secrets = [s for s in (*config.api_keys, *(k.secret for k in config.keys), *peers) if s]
     if not secrets:
         return dict(environ)
     return {

@@ -27,11 +27,12 @@ import datetime as dt
 import math
 from typing import Any
 
+import attrs
 from quart import Quart, Response, request
 
 from swapd.observe.store import ActivityRow
 from swapd.observe.store_schema import SORT_COLUMNS, ActivityFilter
-from swapd.web import problems
+from swapd.web import problems, scopes
 from swapd.web.app import Services, json_response
 
 __all__ = ["register"]
@@ -121,6 +122,7 @@ def row_json(row: ActivityRow, has_capture: bool) -> dict[str, Any]:
         "id": row.id,
         "timestamp": _timestamp(row.ts_ms),
         "model": row.model,
+        "key_name": row.key_name,
         "req_path": row.req_path,
         "resp_content_type": row.content_type,
         "resp_status_code": row.status,
@@ -147,6 +149,16 @@ def row_json(row: ActivityRow, has_capture: bool) -> dict[str, Any]:
     return data
 
 
+def _in_scope(services: Services, where: ActivityFilter) -> ActivityFilter:
+    """``where`` narrowed to the models of the request's API key (docs/keys.md)."""
+    allowed = scopes.scoped_models(services)
+    if allowed is None:
+        return where
+    models = tuple(m for m in where.models if m in allowed) if where.models else allowed
+    # No model at all: a name no row carries (an empty tuple would mean "every model").
+    return attrs.evolve(where, models=models or ("\x00",))
+
+
 def register(app: Quart, services: Services) -> None:
     telemetry = services.telemetry
 
@@ -162,6 +174,7 @@ def register(app: Quart, services: Services) -> None:
             return bad(str(exc))
         assert limit is not None
         assert page is not None
+        where = _in_scope(services, where)
         sort = request.args.get("sort") or "id"
         if sort not in SORT_COLUMNS:
             return bad("invalid sort column")
@@ -188,6 +201,7 @@ def register(app: Quart, services: Services) -> None:
 
     async def stats() -> Response:
         where = ActivityFilter(models=tuple(m for m in request.args.getlist("model") if m))
+        where = _in_scope(services, where)
         found = await telemetry.activity.stats(where)
         return json_response(
             200,

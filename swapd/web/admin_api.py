@@ -36,6 +36,7 @@ from swapd.errors import ModelNotFound
 from swapd.observe.footprint import group_resident_bytes
 from swapd.supervise.memory_report import device_report
 from swapd.supervise.supervisor import Supervisor
+from swapd.web import scopes
 from swapd.web.app import Services, json_response
 from swapd.web.redact import redact_command
 
@@ -232,7 +233,8 @@ def register(app: Quart, services: Services) -> None:
         return model_id
 
     async def list_models() -> Response:
-        response = json_response(200, {"object": "list", "data": model_list(services)})
+        records = scopes.in_scope(services, model_list(services))
+        response = json_response(200, {"object": "list", "data": records})
         origin = request.headers.get("origin")
         if origin:
             response.headers["Access-Control-Allow-Origin"] = origin

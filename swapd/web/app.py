@@ -24,6 +24,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from swapd.config.model import Config
+from swapd.core.keys import Limiter
 from swapd.core.routing import Router
 from swapd.errors import SwapdError, Unauthorized
 from swapd.observe.bus import EventBus
@@ -32,7 +33,7 @@ from swapd.observe.telemetry import Telemetry
 from swapd.reload import Reloader
 from swapd.supervise.supervisor import Supervisor
 from swapd.supervise.warm import WarmKeeper
-from swapd.web import cors, problems
+from swapd.web import cors, problems, scopes
 from swapd.web.auth import WWW_AUTHENTICATE, KeyChecker
 from swapd.web.flow import FlowHTTPConnection, FlowRequest
 from swapd.web.forward import Forwarder
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 # Paths anyone may reach without an API key.
 PUBLIC_PATHS = frozenset({"/", "/health", "/wol-health", "/favicon.ico", "/upstream"})
 CLEANUP_KEY = "swapd.cleanup"
+_JSON_ROUTES: frozenset[str] = frozenset()  # set by create_app (inference imports this module)
 
 
 @attrs.define(eq=False)
@@ -64,6 +66,7 @@ class Services:
     stalls: StallWatch = attrs.field(init=False)
     progress: LoadProgressObserver | None = None  # None: no load progress (tests, tools)
     warm: WarmKeeper | None = None  # models.<id>.warm; None: nothing is warmed
+    key_limits: Limiter = attrs.field(factory=Limiter)  # per key name, kept across reloads
 
     def __attrs_post_init__(self) -> None:
         self.use_config(self.config)
@@ -73,7 +76,7 @@ class Services:
         """Switch every per-request lookup to ``config`` at once (a reload)."""
         self.config = config
         self.router = Router(config)
-        self.keys = KeyChecker(config.api_keys)
+        self.keys = KeyChecker(config.api_keys, config.keys)
 
 
 def json_response(status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -236,6 +239,17 @@ def error_response(exc: SwapdError, path: str) -> Response:
     return json_response(status, body, headers)
 
 
+def _check_key(services: Services, scope: Any, method: str, path: str) -> None:
+    """401 without a valid key, 403 when the key's role does not open the route
+    (``scopes.KeyGate`` identified the key already)."""
+    if not services.keys.enabled:
+        return
+    grant = scope.get(scopes.GRANT_KEY)
+    if grant is None:
+        raise Unauthorized("unauthorized: invalid or missing API key")
+    scopes.check_route(grant, method, path, _JSON_ROUTES)
+
+
 def create_app(services: Services) -> Quart:
     """Build the app. Register routes of every group; set limits; install handlers."""
     app = QuartTrio("swapd")
@@ -273,18 +287,13 @@ def create_app(services: Services) -> Quart:
         path = request.path
         if path in PUBLIC_PATHS or path.startswith("/ui"):
             return None
-        if not services.keys.allows(list(request.headers.items())):
-            raise Unauthorized("unauthorized: invalid or missing API key")
+        _check_key(services, request.scope, request.method, path)
         return None
 
     @app.before_websocket
     async def guard_websocket() -> None:
-        # Browsers cannot set headers on a WebSocket: the key may come as ?api_key=.
-        headers = list(websocket.headers.items())
-        if "api_key" in websocket.args:
-            headers.append(("x-api-key", websocket.args["api_key"]))
-        if not services.keys.allows(headers):
-            raise Unauthorized("unauthorized: invalid or missing API key")
+        # The key may come as ?api_key= (scopes.KeyGate reads it).
+        _check_key(services, websocket.scope, "WEBSOCKET", websocket.path)
 
     @app.errorhandler(SwapdError)
     async def swapd_error(exc: SwapdError) -> Response:
@@ -329,6 +338,8 @@ def create_app(services: Services) -> Quart:
         upstream_ws,
     )
 
+    global _JSON_ROUTES
+    _JSON_ROUTES = frozenset(inference.JSON_ROUTES)
     inference.register(app, services)
     admin_api.register(app, services)
     observe_api.register(app, services)
@@ -357,5 +368,7 @@ def create_app(services: Services) -> Quart:
         prefixes=("/sdapi/v1/", "/upstream/"),
     )
     # Outermost: the Host check (hostcheck.py), for every request and WebSocket.
-    app.asgi_app = hostcheck.HostCheck(recorded, services)  # type: ignore[method-assign, assignment]
+    # Inside it, the key is identified once for every layer (scopes.KeyGate).
+    gated = scopes.KeyGate(recorded, services)
+    app.asgi_app = hostcheck.HostCheck(gated, services)  # type: ignore[method-assign, assignment]
     return app

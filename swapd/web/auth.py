@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
+
+from swapd.config.model import ApiKey
+from swapd.core.keys import Grant, full_access, grant_of
 
 __all__ = ["WWW_AUTHENTICATE", "KeyChecker", "presented_keys", "strip_credentials"]
 
@@ -65,32 +69,48 @@ def _encode(text: str) -> bytes:
 
 
 class KeyChecker:
-    """Decides whether a request may pass, given the configured ``apiKeys``."""
+    """Decides whether a request may pass, and as which key, given ``apiKeys`` (full
+    access, named ``apiKeys[i]``) and the scoped ``keys`` (compared by SHA-256 digest)."""
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_grants", "_keys")
 
-    def __init__(self, keys: Iterable[str]) -> None:
-        self._keys = tuple(_encode(k) for k in keys if k)
+    def __init__(self, keys: Iterable[str], scoped: Iterable[ApiKey] = ()) -> None:
+        plain = [k for k in keys if k]
+        named = [k for k in scoped if k.digest]
+        # (compared value, digest comparison?, grant)
+        self._keys: tuple[tuple[bytes, bool], ...] = (
+            *((_encode(k), False) for k in plain),
+            *((k.digest.encode("ascii"), True) for k in named),
+        )
+        self._grants: tuple[Grant, ...] = (
+            *(full_access(f"apiKeys[{i}]") for i in range(len(plain))),
+            *(grant_of(k) for k in named),
+        )
 
     @property
     def enabled(self) -> bool:
         """Whether any key is configured (otherwise every request passes)."""
         return bool(self._keys)
 
-    def allows(self, headers: Headers) -> bool:
-        """True when no keys are configured, else iff a presented credential equals a key.
+    def identify(self, headers: Headers) -> Grant | None:
+        """The grant of the first configured key a presented credential equals, or None.
 
         Every credential is compared with every key, with no early exit, so timing does not
-        tell which key (or which header) matched.
-        """
-        if not self._keys:
-            return True
-        allowed = False
+        tell which key (or which header) matched."""
+        found: Grant | None = None
         for presented in presented_keys(headers):
             candidate = _encode(presented)
-            for key in self._keys:
-                allowed |= hmac.compare_digest(candidate, key)
-        return allowed
+            digest = hashlib.sha256(candidate).hexdigest().encode("ascii")
+            for (key, hashed), grant in zip(self._keys, self._grants, strict=True):
+                if hmac.compare_digest(digest if hashed else candidate, key) and found is None:
+                    found = grant
+        return found
+
+    def allows(self, headers: Headers) -> bool:
+        """True when no keys are configured, else iff a presented credential equals a key."""
+        if not self._keys:
+            return True
+        return self.identify(headers) is not None
 
 
 def strip_credentials(headers: Headers) -> list[tuple[str, str]]:

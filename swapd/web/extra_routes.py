@@ -93,7 +93,7 @@ def register(app: Quart, services: Services) -> None:
         if request.query_string:
             path += "?" + request.query_string.decode("latin-1")
         headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.scope["headers"]]
-        if services.config.api_keys:
+        if services.keys.enabled:  # swapd's own credentials never reach the model
             headers = strip_credentials(headers)
         content = None if request.method in ("GET", "HEAD") else _body()
         exchange, body = await relay.forward(

@@ -35,7 +35,7 @@ import trio
 
 from swapd.core.routing import Route
 from swapd.errors import SwapdError
-from swapd.web import bodies, problems, relay
+from swapd.web import bodies, problems, relay, scopes
 from swapd.web.auth import strip_credentials
 
 if TYPE_CHECKING:
@@ -77,7 +77,8 @@ class FastPath:
             return
         services = self.services
         headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in scope["headers"]]
-        if (services.keys.enabled and not services.keys.allows(headers)) or _declared_over(
+        grant = scope.get(scopes.GRANT_KEY)
+        if (services.keys.enabled and grant is None) or _declared_over(
             scope, services.max_body_bytes
         ):
             await self.app(scope, receive, send)  # Quart answers 401, or 413 without reading
@@ -98,6 +99,7 @@ class FastPath:
             or spec is None
             or spec.send_loading_state
             or route.requested != name  # a profile pin: the app rewrites the model name
+            or not scopes.visible(grant, [route.target, *spec.aliases])  # the app says 403
         ):
             await self.app(scope, _replay(body, more, receive), send)
             return
@@ -107,7 +109,7 @@ class FastPath:
             strip=spec.filters.stripped_keys(),
             set_items=spec.filters.set_items(route.requested),
         )
-        if services.config.api_keys:
+        if services.keys.enabled:
             headers = strip_credentials(headers)
         await _serve(services, scope, receive, send, route, headers, body)
 

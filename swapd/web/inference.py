@@ -34,7 +34,7 @@ from swapd.core.selectors import pick_target
 from swapd.core.states import ModelState
 from swapd.errors import BadRequest, Conflict, ModelNotFound, ModelUnavailable
 from swapd.supervise.supervisor import Lease
-from swapd.web import bodies, problems, recording, relay
+from swapd.web import bodies, problems, recording, relay, scopes
 from swapd.web.app import Services, register_cleanup
 from swapd.web.auth import strip_credentials
 from swapd.web.bodies import JsonFields
@@ -161,6 +161,7 @@ def register(app: Quart, services: Services) -> None:
                 break
         if model_id is None:
             raise BadRequest("model id required in path: /upstream/<model>/<path>")
+        scopes.check_model(services, Route("local", model_id, model_id), candidate)
         remainder = segments[end:]
         if any(urllib.parse.unquote(s) in (".", "..") for s in remainder):
             raise BadRequest("'.' and '..' path segments are not allowed in /upstream/ paths")
@@ -226,7 +227,11 @@ def _resolve(services: Services, name: str) -> Route:
     if activity is not None:  # an unknown model's row names what was asked for
         activity.note_model(name[:MAX_NAME])
     if len(name) > MAX_NAME:  # no model has such a name; nothing more is done with it
-        raise ModelNotFound(problems.unknown_model_message(name, services.router.names()))
+        raise ModelNotFound(
+            problems.unknown_model_message(
+                name, scopes.visible_names(services, services.router.names())
+            )
+        )
     router = services.router
     wanted = router.pinned(name)
     if wanted == "":  # the active profile disables this name
@@ -236,7 +241,12 @@ def _resolve(services: Services, name: str) -> Route:
         wanted = _select(services, wanted or name, selector)
     route = router.lookup(wanted or name)
     if route is None:
-        raise ModelNotFound(problems.unknown_model_message(name, services.router.names()))
+        raise ModelNotFound(
+            problems.unknown_model_message(
+                name, scopes.visible_names(services, services.router.names())
+            )
+        )
+    scopes.check_model(services, route, name)  # the final target, after pins and selectors
     return route
 
 
@@ -272,7 +282,7 @@ def _client_headers(services: Services) -> list[tuple[str, str]]:
     """The client's headers as it sent them (not Quart's view, which adds a synthetic
     ``Remote-Addr``), without the credentials it used for swapd itself."""
     headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.scope["headers"]]
-    return strip_credentials(headers) if services.config.api_keys else headers
+    return strip_credentials(headers) if services.keys.enabled else headers
 
 
 def _raw_path() -> str:

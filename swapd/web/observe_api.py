@@ -30,7 +30,7 @@ from swapd.observe.metrics import (
     resident_family,
     system_families,
 )
-from swapd.web import problems
+from swapd.web import problems, scopes
 from swapd.web.admin_api import resident_sizes  # the /running measurement, shared
 from swapd.web.app import Services, json_response
 from swapd.web.revocation import credentials_of, ended_when_revoked
@@ -67,6 +67,7 @@ def register(app: Quart, services: Services) -> None:
                 *telemetry.prometheus.families(),
                 *memory_gauges(services),
                 *await host_gauges(services),
+                *scopes.key_metrics(services),
             ]
         )
         return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")

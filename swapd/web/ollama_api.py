@@ -41,7 +41,7 @@ from werkzeug.exceptions import HTTPException
 from swapd.core.keepalive import TtlOverrides, parse_keep_alive
 from swapd.core.routing import Route
 from swapd.errors import SwapdError
-from swapd.web import bodies, ollama_answer, ollama_models, problems, relay
+from swapd.web import bodies, ollama_answer, ollama_models, problems, relay, scopes
 from swapd.web.admin_api import model_list
 from swapd.web.app import Services, json_response, register_cleanup
 from swapd.web.auth import strip_credentials
@@ -107,7 +107,10 @@ class OllamaRoutes:
         if route is None and name.endswith(":latest"):  # Ollama's default tag
             route = router.resolve(name.removesuffix(":latest"))
         if route is None:
-            raise OllamaError(404, problems.unknown_model_message(name, router.names()))
+            names = scopes.visible_names(self.services, router.names())
+            raise OllamaError(404, problems.unknown_model_message(name, names))
+        if not scopes.visible(scopes.current(), scopes.names_of(self.services, route)):
+            raise OllamaError(403, f"this API key may not use the model '{name}'")
         return route
 
     def _keep_alive(self, body: Mapping[str, Any]) -> float | None:
@@ -116,7 +119,7 @@ class OllamaRoutes:
 
     def _upstream_headers(self) -> list[tuple[str, str]]:
         headers = [(n, v) for n, v in request.headers.items() if n.lower() not in _CLIENT_ONLY]
-        if self.services.config.api_keys:
+        if self.services.keys.enabled:
             headers = strip_credentials(headers)
         return [*headers, ("content-type", "application/json")]
 
@@ -276,7 +279,7 @@ class OllamaRoutes:
         started = dt.datetime.fromtimestamp(self.services.started_at, dt.UTC)
         models = [
             ollama_models.tag_entry(r["id"], config.models.get(r["id"]), started)
-            for r in model_list(self.services)
+            for r in scopes.in_scope(self.services, model_list(self.services))
         ]
         return json_response(200, {"models": models})
 
@@ -294,6 +297,8 @@ class OllamaRoutes:
             spec = self.services.config.models.get(stat.model)
             if stat.state not in LOADED or spec is None:
                 continue
+            if not scopes.visible(scopes.current(), [stat.model, *spec.aliases]):
+                continue  # a scoped key sees only its own models
             configured = ttl = self.overrides.ttl(stat.model, float(max(spec.ttl, 0)))
             expires = ollama_models.expires_at(
                 stat,

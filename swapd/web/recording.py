@@ -153,7 +153,11 @@ class ActivityRecorder:
         finally:
             _CURRENT.reset(token)
             tracker.close(inflight)
-            self.telemetry.record_activity(response.row(entry, scope["path"], failed=failed))
+            row = response.row(entry, scope["path"], failed=failed)
+            grant = scope.get("swapd.grant")  # scopes.GRANT_KEY: who asked (never the secret)
+            if grant is not None:
+                row = attrs.evolve(row, key_name=grant.name)
+            self.telemetry.record_activity(row)
 
 
 class _ResponseWatch:

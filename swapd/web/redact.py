@@ -38,8 +38,9 @@ _MIN_SECRET = 4  # shorter environment values ("1", "yes") would redact innocent
 
 
 def config_secrets(config: Config) -> set[str]:
-    """The client API keys and the peers' keys of ``config``."""
-    return set(filter(None, {*config.api_keys, *(p.api_key for p in config.peers.values())}))
+    """The client API keys (plain and scoped) and the peers' keys of ``config``."""
+    peers = (p.api_key for p in config.peers.values())
+    return set(filter(None, {*config.api_keys, *(k.secret for k in config.keys), *peers}))
 
 
 def _replace_all(text: str, secrets: Iterable[str]) -> str:

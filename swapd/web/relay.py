@@ -25,7 +25,7 @@ from swapd.errors import UpstreamUnreachable
 from swapd.observe.captures import CaptureRecorder
 from swapd.observe.metrics import UsageTap
 from swapd.supervise.supervisor import Lease
-from swapd.web import recording
+from swapd.web import recording, scopes
 from swapd.web.auth import strip_credentials
 from swapd.web.forward import Exchange, request_headers
 
@@ -59,6 +59,7 @@ async def forward(
     activity = recording.current()
     if activity is not None:
         activity.note_model(route.target if route.kind == "local" else route.requested)
+    scopes.admit(services, route, register_cleanup)  # the key's scope and limits
     lease: Lease | None = None
     if route.kind == "local":
         lease = await services.supervisor.acquire(route.target)

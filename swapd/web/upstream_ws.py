@@ -18,7 +18,7 @@ import trio_websocket
 from quart import Quart, Response, websocket
 
 from swapd.core.states import ModelState
-from swapd.web import problems
+from swapd.web import problems, scopes
 from swapd.web.app import Services, json_response
 
 __all__ = ["register"]
@@ -37,6 +37,9 @@ def register(app: Quart, services: Services) -> None:
                 break
         if model_id is None:
             return _reject(404, "model not found")
+        grant = scopes.current()
+        if not scopes.visible(grant, [model_id, *services.config.models[model_id].aliases]):
+            return _reject(403, "this API key may not use the model")
         spec = services.config.models[model_id]
         lease = None
         if spec.compat.ignore_websockets:
