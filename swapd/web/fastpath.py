@@ -8,7 +8,7 @@ benchmarks/README.md). Inference requests are nearly all of swapd's traffic, so 
 it: this wrapper sits in front of the Quart app and takes a request only when it is the
 plain case —
 
-* ``POST`` to one of the JSON routes (``inference.JSON_ROUTES``), with an API key that
+* ``POST`` to one of the JSON routes (``model_routes.JSON_ROUTES``), with an API key that
   passes when keys are configured;
 * a body within ``max_body_bytes`` whose ``model`` names a local model (not a peer) that
   has no ``sendLoadingState``.

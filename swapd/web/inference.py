@@ -41,28 +41,10 @@ from swapd.web.bodies import JsonFields
 from swapd.web.fastpath import FIELDS_KEY, MAX_NAME, read_json_fields
 from swapd.web.forward import Exchange, request_headers
 from swapd.web.loading import loading_stream
+from swapd.web.model_routes import JSON_ROUTES, MULTIPART_ROUTES, QUERY_ROUTES
 from swapd.web.upload import read_upload
 
 __all__ = ["JSON_ROUTES", "MULTIPART_ROUTES", "register"]
-
-JSON_ROUTES = (
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/responses",
-    "/v1/embeddings",
-    "/v1/audio/speech",
-    "/v1/images/generations",
-    "/v1/messages",
-    "/v1/messages/count_tokens",
-    "/completion",
-    "/infill",
-    "/rerank",
-    "/reranking",
-    "/v1/rerank",
-    "/v1/reranking",
-)
-MULTIPART_ROUTES = ("/v1/audio/transcriptions", "/v1/images/edits")
-QUERY_ROUTES = ("/v1/audio/voices", "/props")
 
 
 def register(app: Quart, services: Services) -> None:

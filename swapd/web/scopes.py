@@ -25,6 +25,7 @@ from swapd.core.routing import Route
 from swapd.errors import Forbidden, QueueFull
 from swapd.observe.metrics import CounterFamily, MetricFamily
 from swapd.web import recording
+from swapd.web.model_routes import JSON_ROUTES, MULTIPART_ROUTES, QUERY_ROUTES
 
 if TYPE_CHECKING:
     from swapd.web.app import Services
@@ -63,35 +64,15 @@ _INFERENCE_EXACT = frozenset(
         "/api/tags",
         "/api/ps",
         "/api/version",
-        "/v1/audio/transcriptions",
-        "/v1/images/edits",
-        "/v1/audio/voices",
-        "/props",
+        *MULTIPART_ROUTES,
+        *QUERY_ROUTES,
     }
 )
 # /v/… and /audioapi/… are the versionless and audio-task spellings of the model routes,
 # /comfyui/… is comfyui_auto's passthrough (extra_routes.py): each reaches a model
 # through relay.forward, which checks the model against the key's scope.
 _INFERENCE_PREFIXES = ("/sdapi/v1/", "/upstream/", "/v/", "/audioapi/", "/comfyui")
-#: The JSON inference routes (as ``inference.JSON_ROUTES``; that module imports this one).
-_MODEL_ROUTES = frozenset(
-    {
-        "/v1/chat/completions",
-        "/v1/completions",
-        "/v1/responses",
-        "/v1/embeddings",
-        "/v1/audio/speech",
-        "/v1/images/generations",
-        "/v1/messages",
-        "/v1/messages/count_tokens",
-        "/completion",
-        "/infill",
-        "/rerank",
-        "/reranking",
-        "/v1/rerank",
-        "/v1/reranking",
-    }
-)
+_MODEL_ROUTES = frozenset(JSON_ROUTES)
 #: Inference-family routes that list models rather than use one (not counted per key).
 _LISTINGS = frozenset({"/v1/models", "/models", "/api/tags", "/api/ps", "/api/version"})
 _OBSERVE_EXACT = frozenset(
