@@ -65,6 +65,20 @@ def test_the_least_recently_used_idle_model_is_stopped_for_room() -> None:
     assert p.start == ()  # c starts once old is gone
 
 
+def test_the_matrix_evict_costs_order_memory_evictions() -> None:
+    # "old" is the least recently used, but stopping it costs more (a slow load): the
+    # cheaper "new" goes instead.
+    p = plan(
+        snap(
+            m("old", fp(ram=400), state=S.READY, last_used=1.0, evict_cost=50),
+            m("new", fp(ram=400), state=S.READY, last_used=50.0, evict_cost=1),
+            m("c", fp(ram=400), 1),
+            budgets={"ram": 1000},
+        )
+    )
+    assert p.stop == ("new",)
+
+
 def test_a_fitting_model_starts_next_to_the_others() -> None:
     p = plan(
         snap(m("a", fp(ram=400), state=S.READY), m("b", fp(ram=400), 1), budgets={"ram": 1000})

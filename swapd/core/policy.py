@@ -111,6 +111,7 @@ class ModelView:
     ready_ticket: int = 0  # the last ticket handed out when it became ready: <= joined its load
     priority: int = 0  # higher is loaded first (see the module docstring)
     footprint: Footprint | None = None  # what it holds when loaded; None: nothing known
+    evict_cost: int | None = None  # the matrix's evict cost: memory evicts cheapest first
     releasing: bool = False  # stopped, but its memory is not yet reported free
 
 
@@ -399,7 +400,13 @@ class _Memory:
             state = self._occupancy(model_id, view, asleep, now=now)
             if state is not None:
                 footprint = view.footprint or Footprint()
-                held[model_id] = Occupant(model_id, footprint, state, last_used=view.last_used)
+                held[model_id] = Occupant(
+                    model_id,
+                    footprint,
+                    state,
+                    last_used=view.last_used,
+                    evict_cost=view.evict_cost,
+                )
         return list(held.values())
 
     def _occupancy(

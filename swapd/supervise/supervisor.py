@@ -563,6 +563,7 @@ class Supervisor:
                 ready_ticket=slot.ready_ticket,
                 priority=self._priority.get(model_id, 0),
                 footprint=self.footprint(model_id) if self.budgets else None,
+                evict_cost=self._evict_cost(model_id),
                 releasing=slot.releasing,
             )
         assert self._rule is not None
@@ -606,6 +607,12 @@ class Supervisor:
             self._slots[model_id].runner.start("requested")
         for model_id in plan.wake:
             self._slots[model_id].runner.wake("requested")
+
+    def _evict_cost(self, model_id: str) -> int | None:
+        """The matrix's evict cost of ``model_id`` (memory admission evicts the cheapest
+        idle models first, then the least recently used); None with groups."""
+        rule = self._rule.rule if self._rule is not None else None
+        return rule.cost_of(model_id) if isinstance(rule, Matrix) else None
 
     def _log_swaps(self, plan: policy.Plan) -> None:
         """The matrix router's INFO line for each swap committed now (llama-swap's format)."""
