@@ -165,7 +165,7 @@ async def test_spillover_sends_the_second_concurrent_request_to_the_next_target(
         ):
 
             async def ask(label: str) -> None:
-                body = chat("spill", x_delay_ms=3000)
+                body = chat("spill", x_first_delay_ms=3000)
                 reply = await client.post("/v1/chat/completions", json=body)
                 replies[label] = reply.json()["x_upstream_model"]
 
