@@ -166,13 +166,7 @@ class KvCacheSaved:
     seconds: float
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "slot": self.slot,
-            "tokens": self.tokens,
-            "size": self.size,
-            "seconds": self.seconds,
-        }
+        return attrs.asdict(self)  # the fields are the JSON keys, all plain values
 
 
 @attrs.frozen(kw_only=True)
@@ -187,13 +181,7 @@ class KvCacheRestored:
     seconds: float
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "slot": self.slot,
-            "tokens": self.tokens,
-            "size": self.size,
-            "seconds": self.seconds,
-        }
+        return attrs.asdict(self)  # the fields are the JSON keys, all plain values
 
 
 @attrs.frozen(kw_only=True)
