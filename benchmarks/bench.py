@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import shlex
@@ -89,10 +90,21 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").e
 APT_LINE = "apt-get update && apt-get install -y nginx wrk"
 CHAT = "/v1/chat/completions"
 CHUNKS = 100
+#: The paced stream of the inter-event gap check: 50 events/s, a fast model's token rate.
+GAP_DELAY_MS = 20.0
+GAP_EVENTS = 50
 MS = 1000.0
 US = 1_000_000.0
 MB = 1_000_000.0
 START_TIMEOUT = 30.0
+
+#: Issue #25's targets, checked at the end (see ``evaluate_25``).
+TARGETS_25 = {
+    "ratio_stream_c16": 0.85,  # x direct
+    "added_c1_vs_bare": 1.5,  # x the bare hypercorn hello world's added p50, same run
+    "p99_small_c16_ms": 30.0,
+    "gap_p99_added_ms": 1.0,  # paced stream: p99 inter-event gap over direct's
+}
 
 #: Issue #8's targets, checked at the end.
 TARGETS = {
@@ -176,7 +188,7 @@ def med(values: list[float]) -> float:
     return statistics.median(kept) if kept else float("nan")
 
 
-def chat_body(model: str, *, stream: bool, delay_ms: float = 0.0) -> bytes:
+def chat_body(model: str, *, stream: bool, delay_ms: float = 0.0, chunks: int = CHUNKS) -> bytes:
     body: dict[str, Any] = {
         "model": model,
         "stream": stream,
@@ -184,7 +196,7 @@ def chat_body(model: str, *, stream: bool, delay_ms: float = 0.0) -> bytes:
         "max_tokens": 16,
     }
     if stream:
-        body["x_chunks"] = CHUNKS
+        body["x_chunks"] = chunks
         if delay_ms:
             body["x_delay_ms"] = delay_ms
     return json.dumps(body, separators=(",", ":")).encode()
@@ -358,7 +370,7 @@ def nginx_process(folder: Path, upstream_port: int) -> Iterator[tuple[int, Child
 
 #: Stack-floor servers (stack_floor.py) and the scenarios each is loaded in.
 FLOOR_SCENARIOS = {
-    "hypercorn hello": ("small c=1", "small c=16"),
+    "hypercorn hello": ("small c=1", "small c=16", "stream c=16"),
     "quart hello": ("small c=1", "small c=16"),
     "hypercorn + relay": ("small c=1", "small c=16", "stream c=16"),
 }
@@ -514,6 +526,7 @@ def proxy_scenarios(settings: Settings, folder: Path) -> dict[str, Any]:
                     )
             out["runs"] = runs
             out["ttfb"] = ttfb_runs(targets, settings)
+            out["gaps"] = gap_runs(targets, settings)
             if settings.profile:
                 out["profiles"] = profile_swapd(
                     swapd, upstream_pid, small, stream, settings, folder
@@ -562,6 +575,54 @@ def ttfb_runs(targets: list[Target], settings: Settings) -> dict[str, dict[str, 
         }
         for name, t in times.items()
     }
+
+
+def gap_runs(targets: list[Target], settings: Settings) -> dict[str, dict[str, float]]:
+    """Streams paced at 50 events/s, one at a time, round-robin over the targets: the gaps
+    between consecutive events as the client reads them (a relay that batched or held
+    events back would widen the tail of these gaps)."""
+    body = chat_body("bench", stream=True, delay_ms=GAP_DELAY_MS, chunks=GAP_EVENTS)
+    gaps: dict[str, list[float]] = {t.name: [] for t in targets}
+    clients = {t.name: RawClient(LOOPBACK, t.port) for t in targets}
+    rounds = 2 if settings.quick else 6
+    try:
+        for i in range(rounds + 1):
+            for target in rotated(targets, i):
+                arrivals: list[tuple[float, bytes]] = []
+                clients[target.name].request(
+                    Job(LOOPBACK, target.port, CHAT, body), arrivals=arrivals
+                )
+                if i == 0:
+                    continue  # the first round warms the connections up
+                times = event_times(arrivals)
+                # The paced content events only: the usage event and [DONE] follow the last
+                # one at once, in every column alike.
+                paced = times[:GAP_EVENTS]
+                gaps[target.name] += [b - a for a, b in itertools.pairwise(paced)]
+    finally:
+        for client in clients.values():
+            client.close()
+    out = {}
+    for name, values in gaps.items():
+        ordered = sorted(values)
+        out[name] = {
+            "events": float(len(ordered)),
+            "gap_p50_ms": ordered[len(ordered) // 2] * MS if ordered else float("nan"),
+            "gap_p99_ms": ordered[int(0.99 * (len(ordered) - 1))] * MS if ordered else float("nan"),
+            "gap_max_ms": ordered[-1] * MS if ordered else float("nan"),
+        }
+    return out
+
+
+def event_times(arrivals: list[tuple[float, bytes]]) -> list[float]:
+    """The arrival time of every SSE event (``data:``) in a stream's reads."""
+    times: list[float] = []
+    tail = b""
+    for at, chunk in arrivals:
+        data = tail + chunk
+        times += [at] * data.count(b"data:")
+        tail = data[-4:]  # "data:" split across two reads is counted once, in the second
+    return times
 
 
 def profile_swapd(
@@ -645,6 +706,8 @@ def summarise_proxy(out: dict[str, Any]) -> dict[str, Any]:
                 * 1000
             )
     summary["ttfb"] = ttfb
+    if "gaps" in out:
+        summary["gaps"] = out["gaps"]
     return summary
 
 
@@ -926,6 +989,111 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+COLUMNS_25 = ("direct", "nginx", "hypercorn hello", "hypercorn + relay", "swapd")
+
+
+def table_25(summary: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
+    """Issue #25's table: one row per measure, one cell per column present in the run."""
+
+    def cell(scenario: str, name: str, text: Callable[[dict[str, Any]], str]) -> str | None:
+        row = summary.get(scenario, {})
+        return text(row[name]) if name in row else None
+
+    rows: list[tuple[str, dict[str, str]]] = []
+
+    def ratio(digits: int) -> Callable[[dict[str, Any]], str]:
+        return lambda c: f"{c.get('x_direct', 1.0):.{digits}f}"
+
+    measures: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
+        ("streams at c=16, x direct", "stream c=16", ratio(2)),
+        ("small requests at c=16, x direct", "small c=16", ratio(3)),
+        ("added p50 at c=1", "small c=1", lambda c: f"+{c.get('added_p50_ms', 0.0):.2f} ms"),
+        ("p99 small at c=16", "small c=16", lambda c: f"{c['p99_ms']:.1f} ms"),
+        (
+            "CPU per small request, c=1",
+            "small c=1",
+            lambda c: fmt(c.get("cpu_ms_per_request"), ".2f") + " ms",
+        ),
+    ]
+    for label, scenario, text in measures:
+        cells = {n: v for n in COLUMNS_25 if (v := cell(scenario, n, text)) is not None}
+        if "CPU" in label:
+            cells.pop("direct", None)
+        rows.append((label, cells))
+    gaps = summary.get("gaps", {})
+    if gaps:
+        rows.append(
+            (
+                "paced stream (50 events/s), p99 gap",
+                {n: f"{gaps[n]['gap_p99_ms']:.2f} ms" for n in COLUMNS_25 if n in gaps},
+            )
+        )
+    return rows
+
+
+def print_table_25(summary: dict[str, Any]) -> None:
+    rows = table_25(summary)
+    names = [n for n in COLUMNS_25 if any(n in cells for _, cells in rows)]
+    print("\n  issue #25 table (medians of the repetitions):")
+    print(f"    {'':<36}" + "".join(f"{n:>19}" for n in names))
+    for label, cells in rows:
+        print(f"    {label:<36}" + "".join(f"{cells.get(n, '-'):>19}" for n in names))
+
+
+def evaluate_25(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue #25's targets: what was measured and whether it is met."""
+    summary = results.get("proxy", {}).get("summary")
+    if not summary:
+        return []
+    rows: list[dict[str, Any]] = []
+    goal = TARGETS_25
+    ratio = summary["stream c=16"]["swapd"]["x_direct"]
+    rows.append(
+        {
+            "target": "streams at c=16",
+            "goal": f">= {goal['ratio_stream_c16']} x direct",
+            "value": ratio,
+            "measured": f"{ratio:.2f} x",
+            "met": ratio >= goal["ratio_stream_c16"],
+        }
+    )
+    added = summary["small c=1"]["swapd"]["added_p50_ms"]
+    bare = summary["small c=1"].get("hypercorn hello", {}).get("added_p50_ms")
+    rows.append(
+        {
+            "target": "added p50 at c=1",
+            "goal": f"<= {goal['added_c1_vs_bare']} x bare hypercorn",
+            "value": added,
+            "measured": f"{added:.2f} ms"
+            + (f" = {added / bare:.2f} x bare hypercorn's {bare:.2f} ms" if bare else ""),
+            "met": None if not bare else added <= goal["added_c1_vs_bare"] * bare,
+        }
+    )
+    p99 = summary["small c=16"]["swapd"]["p99_ms"]
+    rows.append(
+        {
+            "target": "p99 small at c=16",
+            "goal": f"<= {goal['p99_small_c16_ms']:.0f} ms",
+            "value": p99,
+            "measured": f"{p99:.1f} ms",
+            "met": p99 <= goal["p99_small_c16_ms"],
+        }
+    )
+    gaps = summary.get("gaps", {})
+    if "swapd" in gaps and "direct" in gaps:
+        extra = gaps["swapd"]["gap_p99_ms"] - gaps["direct"]["gap_p99_ms"]
+        rows.append(
+            {
+                "target": "paced stream: p99 gap between events",
+                "goal": f"<= direct + {goal['gap_p99_added_ms']:.0f} ms",
+                "value": extra,
+                "measured": f"direct {extra:+.2f} ms",
+                "met": extra <= goal["gap_p99_added_ms"],
+            }
+        )
+    return rows
+
+
 def print_report(results: dict[str, Any], targets: list[dict[str, Any]], notes: list[str]) -> None:
     proxy = results.get("proxy")
     if proxy:
@@ -941,7 +1109,7 @@ def print_report(results: dict[str, Any], targets: list[dict[str, Any]], notes: 
             + f" {'req/s  p50/p99 ms':>20} {'':>8} {'ms':>8}" * (len(names) - 1)
         )
         for scenario, row in summary.items():
-            if scenario == "ttfb":
+            if scenario in ("ttfb", "gaps"):
                 continue
             line = f"  {scenario:<17}"
             for name in names:
@@ -986,6 +1154,7 @@ def print_report(results: dict[str, Any], targets: list[dict[str, Any]], notes: 
             f" peak at c=64 {rss['peak_c64']:.1f}, after {rss['after']:.1f}"
         )
         print_floor(summary)
+        print_table_25(summary)
     cold = results.get("cold")
     if cold:
         print(
@@ -1014,6 +1183,12 @@ def print_report(results: dict[str, Any], targets: list[dict[str, Any]], notes: 
             f" over 1 model, /v1/models {sc['v1_models_ms']:.1f} ms"
             f" ({sc['v1_models_bytes'] / 1000:.0f} kB), RSS {sc['rss_kib'] * 1024 / MB:.1f} MB"
         )
+    targets_25 = evaluate_25(results)
+    if targets_25:
+        print("\nissue #25 targets:")
+        for row in targets_25:
+            mark = {True: "met   ", False: "MISSED", None: "  -   "}[row["met"]]
+            print(f"  {mark} {row['target']:<38} {row['goal']:<30} {row['measured']}")
     if targets:
         print("\nissue #8 targets:")
         for row in targets:
@@ -1103,6 +1278,7 @@ def main(argv: list[str] | None = None) -> int:
             "notes": notes,
             "results": results,
             "targets": targets,
+            "targets_25": evaluate_25(results),
             "wall_s": time.monotonic() - started,
         },
     )

@@ -320,8 +320,10 @@ class RawClient:
         *,
         keep_body: bool = False,
         clock: Callable[[], float] = time.perf_counter,
+        arrivals: list[tuple[float, bytes]] | None = None,
     ) -> Timed:
-        """Send ``job`` once; times are measured with ``clock`` from just before sending."""
+        """Send ``job`` once; times are measured with ``clock`` from just before sending.
+        ``arrivals`` receives (time, bytes) for every read."""
         sock = self._connect()
         reader = ResponseReader()
         data = job.request_bytes()
@@ -334,6 +336,8 @@ class RawClient:
             if not chunk:
                 self.close()
                 raise ConnectionError("connection closed mid-response")
+            if arrivals is not None:
+                arrivals.append((clock(), chunk))
             if keep_body:
                 kept += chunk
             reader.feed(chunk)

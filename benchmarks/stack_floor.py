@@ -6,7 +6,9 @@
 
 Served the way swapd serves (``hypercorn.trio.serve`` in this process, access log off):
 
-* ``hello``: a bare ASGI app that reads the body and answers a fixed small JSON body;
+* ``hello``: a bare ASGI app that reads the body and answers a fixed small JSON body, or,
+  for a body with ``"stream":true``, ``x_chunks`` SSE events (one ``send`` each, as a relay
+  sends what each upstream read brought) and ``[DONE]``;
 * ``quart``: the same answer from a QuartTrio route (``request.get_data()``, ``Response``);
 * ``relay``: a bare ASGI app that forwards every request to ``--upstream`` with swapd's own
   relay (``swapd.web.forward.Forwarder``, the hop-by-hop header rules included) and
@@ -20,6 +22,7 @@ and "hello" is the least any request costs on hypercorn. SIGTERM exits at once.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -37,6 +40,10 @@ BODY = (
     b'{"id":"chatcmpl-bench","object":"chat.completion","model":"bench","choices":[{"index":0,'
     b'"message":{"role":"assistant","content":"Hello! How can I help you?"},'
     b'"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":8}}'
+)
+EVENT = (
+    b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","model":"bench",'
+    b'"choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}\n\n'
 )
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -65,7 +72,15 @@ async def hello(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         await _lifespan(receive, send)
         return
-    await _read_body(receive)
+    body = await _read_body(receive)
+    if b'"stream":true' in body:
+        chunks = int(json.loads(body).get("x_chunks", 100))
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for _ in range(chunks):
+            await send({"type": "http.response.body", "body": EVENT, "more_body": True})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+        return
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(BODY))]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": BODY})

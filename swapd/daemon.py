@@ -156,8 +156,8 @@ async def _run(config: Config, wiring: _Wiring, task_status: trio.TaskStatus[Dae
         supervisor = wiring.supervisor = Supervisor(config, launcher, bus=bus, kv_cache=kv_cache)
         # Learned memory peaks from earlier runs; new ones are kept in the store too.
         await supervisor.footprints.attach(telemetry.activity)
-        stack.enter_context(bus.watch(_log_event))
-        stack.enter_context(bus.watch(telemetry.on_event))
+        stack.enter_context(bus.watch(_log_event, (ModelStateChanged,)))
+        stack.enter_context(bus.watch(telemetry.on_event, Telemetry.WATCHED))
         await nursery.start(supervisor.run)
         services = Services(
             config=config,

@@ -90,28 +90,42 @@ class EventBus(Generic[T]):
 
     def __init__(self) -> None:
         self._subs: list[Subscription[Any]] = []
-        self._watchers: list[Callable[[T], None]] = []
+        self._watchers: list[tuple[Callable[[T], None], tuple[type, ...] | None]] = []
+        # Per event type, the watchers it goes to: a request publishes ~8 events and most
+        # watchers want one or two kinds, so the filter runs once per type, not per event.
+        self._routes: dict[type, list[Callable[[T], None]]] = {}
         self._published = 0
         self._dropped_closed = 0
 
     def publish(self, item: T) -> None:
         self._published += 1
-        for watcher in self._watchers:
+        watchers = self._routes.get(type(item))
+        if watchers is None:
+            watchers = self._routes[type(item)] = [
+                fn for fn, kinds in self._watchers if kinds is None or isinstance(item, kinds)
+            ]
+        for watcher in watchers:
             watcher(item)
         for sub in self._subs:
             sub.put(item)
 
     @contextmanager
-    def watch(self, fn: Callable[[T], None]) -> Iterator[None]:
-        """Call ``fn`` synchronously on every publish, in the publisher's task.
+    def watch(
+        self, fn: Callable[[T], None], kinds: tuple[type, ...] | None = None
+    ) -> Iterator[None]:
+        """Call ``fn`` synchronously on every publish (of an instance of ``kinds``, when
+        given), in the publisher's task.
 
         For cheap bookkeeping (metrics, invariant checks in tests): ``fn`` must not block
         and must not raise."""
-        self._watchers.append(fn)
+        entry = (fn, kinds)
+        self._watchers.append(entry)
+        self._routes.clear()
         try:
             yield
         finally:
-            self._watchers.remove(fn)
+            self._watchers.remove(entry)
+            self._routes.clear()
 
     @contextmanager
     def subscribe(self, maxlen: int = 1000) -> Iterator[Subscription[T]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -45,6 +46,7 @@ _SENSITIVE: Final = frozenset(
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
+@functools.lru_cache(maxsize=1024)  # header names repeat on every request
 def canonical_header_name(name: str) -> str:
     """Go's ``textproto.CanonicalMIMEHeaderKey``: ``x-api-key`` → ``X-Api-Key``.
 
@@ -151,7 +153,8 @@ class CaptureStore:
         if capacity_bytes < 0:
             raise ValueError(f"capacity must be >= 0, not {capacity_bytes}")
         self.capacity = capacity_bytes
-        self._items: collections.OrderedDict[int, Capture] = collections.OrderedDict()
+        # Each capture with its size, computed once (the formula walks every header).
+        self._items: collections.OrderedDict[int, tuple[Capture, int]] = collections.OrderedDict()
         self._bytes = 0
         self._added = 0
         self._skipped = 0
@@ -169,18 +172,19 @@ class CaptureStore:
             return False
         old = self._items.pop(capture.id, None)
         if old is not None:
-            self._bytes -= old.size
+            self._bytes -= old[1]
         while self._items and self._bytes + size > self.capacity:
-            _, evicted = self._items.popitem(last=False)
-            self._bytes -= evicted.size
+            _, (_, evicted_size) = self._items.popitem(last=False)
+            self._bytes -= evicted_size
             self._evicted += 1
-        self._items[capture.id] = capture
+        self._items[capture.id] = (capture, size)
         self._bytes += size
         self._added += 1
         return True
 
     def get(self, capture_id: int) -> Capture | None:
-        return self._items.get(capture_id)
+        item = self._items.get(capture_id)
+        return item[0] if item is not None else None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -231,9 +235,9 @@ class CaptureRecorder:
         else:
             self._chunks.append(chunk)
 
-    def build(self) -> Capture | None:
-        """The capture (id -1: the metrics record gives it one), or None if it cannot fit
-        or its compressed body is corrupt."""
+    def build(self, capture_id: int = -1) -> Capture | None:
+        """The capture (its ID is its metrics record's), or None if it cannot fit or its
+        compressed body is corrupt."""
         if self.overflowed:
             return None
         encoding = ""
@@ -247,6 +251,6 @@ class CaptureRecorder:
         if body is None:
             return None
         capture = Capture.build(
-            -1, self._req_path, self._req_headers, self._req_body, headers, body
+            capture_id, self._req_path, self._req_headers, self._req_body, headers, body
         )
         return capture if capture.size <= self._limit else None

@@ -370,6 +370,7 @@ class UsageTap:
         first_byte_at: float | None,
         ended: float,
         timestamp: float | None = None,
+        has_capture: bool = False,
     ) -> TokenMetrics | None:
         """The record for this exchange (id -1), or None when ``status`` is not 200.
 
@@ -391,6 +392,7 @@ class UsageTap:
             timestamp=time.time() if timestamp is None else timestamp,
             model=model,
             duration_ms=duration_ms,
+            has_capture=has_capture,
         )
         if not self._failed:
             try:
@@ -518,6 +520,11 @@ class MetricsStore:
             raise ValueError(f"max_records must be >= 0, not {max_records}")
         self._records: deque[TokenMetrics] = deque(maxlen=max_records)
         self._next_id = 0
+
+    @property
+    def next_id(self) -> int:
+        """The id the next record added gets."""
+        return self._next_id
 
     def add(self, record: TokenMetrics) -> TokenMetrics:
         """Store ``record`` under the next id (dropping the oldest beyond the cap); return it."""

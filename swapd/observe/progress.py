@@ -142,7 +142,7 @@ class LoadProgressObserver:
             self._stale.add((model_id, command_hash(spec.cmd)))
         await self._read_stale()
         async with trio.open_nursery() as nursery:
-            with self._watches, self._bus.watch(self._on_event):
+            with self._watches, self._bus.watch(self._on_event, (ModelStateChanged,)):
                 nursery.start_soon(self._keep_history)
                 task_status.started()
                 while True:

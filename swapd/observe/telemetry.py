@@ -65,6 +65,16 @@ def store_settings(config: Config, environ: Mapping[str, str]) -> StoreSettings:
 
 
 class Telemetry:
+    #: The events ``on_event`` acts on (its bus watch is limited to them).
+    WATCHED: tuple[type, ...] = (
+        ModelStateChanged,
+        RequestQueued,
+        KvCacheSaved,
+        KvCacheRestored,
+        KvCacheFailed,
+        ShuttingDown,
+    )
+
     def __init__(
         self,
         config: Config,
@@ -149,21 +159,24 @@ class Telemetry:
         A capture is kept only with a metrics record (its ID is the record's)."""
         record = None
         if tap is not None:
+            # The capture is built first, under the ID the record gets next, so neither
+            # needs a copy made afterwards to link the two (a request's worth of CPU).
+            captured = None
+            if capture is not None and status == 200:
+                captured = capture.build(self.store.next_id)
             record = tap.finish(
                 model=model,
                 status=status,
                 started=started,
                 first_byte_at=first_byte_at,
                 ended=ended,
+                has_capture=captured is not None,
             )
-        if record is not None:
-            captured = capture.build() if capture is not None else None
-            if captured is not None:
-                record = attrs.evolve(record, has_capture=True)
-            record = self.store.add(record)
-            if captured is not None:
-                self.captures.add(attrs.evolve(captured, id=record.id))
-            self.bus.publish(MetricsRecorded(record))
+            if record is not None:
+                record = self.store.add(record)
+                if captured is not None:
+                    self.captures.add(captured)
+                self.bus.publish(MetricsRecorded(record))
         self.prometheus.observe_request(model, status, record, ended - started)
         return record
 

@@ -267,7 +267,10 @@ class Notifier:
         if self._socket is None:
             task_status.started()
             return
-        with bus.watch(self.on_event):
+        with bus.watch(
+            self.on_event,
+            (ModelStateChanged, LoadProgressed, ConfigReloadStarted, ConfigReloaded),
+        ):
             task_status.started()
             async with trio.open_nursery() as nursery:
                 if (interval := self.watchdog_interval) is not None:

@@ -529,7 +529,20 @@ class Supervisor:
         slot.in_flight -= 1
         slot.last_used = trio.current_time()
         self._requests_changed(slot)
-        self._kick()
+        if self._release_matters(slot):
+            self._kick()
+
+    def _release_matters(self, slot: _Slot) -> bool:
+        """Whether a request's end can change the plan: its model went idle (a TTL to
+        arm, a stop or sleep waiting for the drain), it is retiring, or someone waits.
+        Otherwise (a busy ready model, nobody waiting: every request under steady load)
+        the scheduler is left asleep; re-planning then cost ~40 µs a request."""
+        return (
+            slot.in_flight == 0
+            or slot.retiring
+            or slot.runner.state is not S.READY
+            or any(other.queue for other in self._slots.values())
+        )
 
     def _requests_changed(self, slot: _Slot) -> None:
         self.bus.publish(

@@ -23,6 +23,7 @@ reverse proxy's Host there is not ours to judge. Ollama fixed the same hole
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import socket
@@ -42,6 +43,9 @@ Message = dict[str, Any]
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
+# Cached: a listener's address and the Host names clients send are few and repeat on
+# every request, and ``ipaddress`` parsing cost ~30 µs a request (benchmarks/README.md).
+@functools.lru_cache(maxsize=64)
 def _is_loopback(address: str) -> bool:
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -59,6 +63,11 @@ def _hostname(host: str) -> str:
     if host.count(":") == 1:
         host = host.split(":", 1)[0]
     return host.rstrip(".")
+
+
+@functools.lru_cache(maxsize=256)
+def _allowed_cached(host: str, allowed: tuple[str, ...], machine: str) -> bool:
+    return host_allowed(host, allowed, machine)
 
 
 def host_allowed(host: str, allowed: Iterable[str], machine: str) -> bool:
@@ -103,7 +112,9 @@ class HostCheck:
         if host is None:
             return True  # HTTP/1.0 without Host: no browser sends that (HTTP/2 maps :authority)
         allowed = self.services.config.allowed_hosts
-        return host_allowed(host, allowed, self.machine)
+        if len(host) > 255:  # not a name any client sends twice: not worth a cache entry
+            return host_allowed(host, allowed, self.machine)
+        return _allowed_cached(host, allowed, self.machine)
 
     async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         host = next((v for n, v in scope["headers"] if n == b"host"), b"")

@@ -52,5 +52,5 @@ def ended_when_revoked(
         elif before is not None and scope_of(services.keys) not in (before, None):
             end()  # the key's role or models changed: reconnect under the new scope
 
-    with services.bus.watch(check):
+    with services.bus.watch(check, (ConfigReloaded,)):
         yield

@@ -97,6 +97,6 @@ def test_after_three_loads_the_prediction_is_within_25_percent(llama: Any) -> No
     predicted = first_reading["predicted"]
     took = durations[3]
     assert first_reading["predictionBasis"] == "history"
-    assert min(learned) - 0.01 <= predicted <= max(learned) + 0.01, (predicted, durations)  # a median
+    # The prediction is a median of the learned loads (rounded to 10 ms).
+    assert min(learned) - 0.01 <= predicted <= max(learned) + 0.01, (predicted, durations)
     assert abs(predicted - took) <= 0.25 * took, (predicted, durations)
-
