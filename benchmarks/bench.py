@@ -372,7 +372,7 @@ def nginx_process(folder: Path, upstream_port: int) -> Iterator[tuple[int, Child
 FLOOR_SCENARIOS = {
     "hypercorn hello": ("small c=1", "small c=16", "stream c=16"),
     "quart hello": ("small c=1", "small c=16"),
-    "hypercorn + relay": ("small c=1", "small c=16", "stream c=16"),
+    "hypercorn + relay": ("small c=1", "small c=16", "stream c=16", "paced stream c=4"),
 }
 _FLOOR_MODES = {"hypercorn hello": "hello", "quart hello": "quart", "hypercorn + relay": "relay"}
 
