@@ -3,6 +3,7 @@
 // Every page module exports `mount(root, params)` and returns a cleanup function, called
 // when the user goes to another page.
 import {api, apiKey, onKeyChange, setApiKey} from './api.js';
+import {loadKey} from './key.js';
 import {startEvents, store, subscribe} from './store.js';
 import * as models from './pages/models.js';
 import * as logs from './pages/logs.js';
@@ -78,7 +79,7 @@ function applyTheme(theme) {
   document.getElementById('theme-button').title = `Theme: ${theme} (click to change)`;
 }
 
-function boot() {
+async function boot() {
   applyTheme(localStorage.getItem('swapd.theme') || 'auto');
   document.getElementById('theme-button').addEventListener('click', () => {
     const current = localStorage.getItem('swapd.theme') || 'auto';
@@ -94,6 +95,7 @@ function boot() {
     if (kind === 'connection') showConnection();
     if (kind === 'inflight') showInflight();
   });
+  await loadKey(); // which controls to show, before the first page renders
   startEvents();
   render();
   api('/api/version')
