@@ -365,7 +365,10 @@ def create_app(services: Services) -> Quart:
         fast,
         services.telemetry,
         paths=frozenset(
-            inference.JSON_ROUTES + inference.MULTIPART_ROUTES + extra_routes.RECORDED_PATHS
+            inference.JSON_ROUTES
+            + inference.MULTIPART_ROUTES
+            + extra_routes.RECORDED_PATHS
+            + ollama_api.RECORDED_PATHS
         ),
         prefixes=("/sdapi/v1/", "/upstream/"),
     )
