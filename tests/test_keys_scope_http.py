@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio_websocket
 from prometheus_client.parser import text_string_to_metric_families
 
 from swapd.testing import open_swapd, upstream_cmd
@@ -139,6 +140,18 @@ async def test_a_limited_observer_reads_only_its_models() -> None:
 
             rows = (await client.get("/api/metrics/activity", headers=ROOT)).json()["data"]
             model_of = {r["id"]: r["model"] for r in rows}
+
+            # the WebSocket feed (key as ?api_key=) is filtered the same way
+            ws_url = swapd.url.replace("http", "ws", 1) + "/api/events/ws?api_key=sk-obs"
+            async with trio_websocket.open_websocket_url(ws_url) as ws:
+                snapshot = []
+                while not any(kind == "inflight" for kind, _ in snapshot):
+                    outer = json.loads(await ws.get_message())
+                    snapshot.append((outer["type"], json.loads(outer["data"])))
+            assert "alpha" not in json.dumps(snapshot)
+            assert [d["source"] for k, d in snapshot if k == "logData"] == ["upstream"]
+            assert [[e["id"] for e in d] for k, d in snapshot if k == "modelStatus"] == [["beta"]]
+            assert {r["model"] for k, d in snapshot if k == "metrics" for r in d} == {"beta"}
             nursery.cancel_scope.cancel()
 
         # the unlimited feed saw both models, swapd's own log included
@@ -228,6 +241,22 @@ async def test_running_metrics_and_logs_follow_the_scope() -> None:
                     assert reply.status_code == 200  # an admin key limited to beta: every log
             async with client.stream("GET", "/logs/stream/alpha", headers=EVERY) as reply:
                 assert reply.status_code == 200
+            # no spelling of the path opens swapd's own log or another model's
+            proxy_line = "swapd listening"  # in the proxy log only
+            for raw in (
+                "/logs/stream/proxy/",
+                "/logs/stream//proxy",
+                "/logs/stream/pro%78y",
+                "/logs/stream/%61lpha",
+                "/logs/stream/beta/../proxy",
+                "/logs/stream/beta/%2e%2e/upstream",
+                "/logs/stream/./alpha",
+                "/logs/",
+            ):
+                url = httpx.URL(swapd.url + "/").copy_with(raw_path=raw.encode())
+                reply = await client.get(url, headers=OBSERVER)
+                assert reply.status_code in (400, 403, 404, 308), (raw, reply.status_code)
+                assert proxy_line not in reply.text and "alpha listening" not in reply.text
             # captures stay admin-only
             assert (await client.get("/api/captures/1", headers=OBSERVER)).status_code == 403
             assert (await client.get("/api/captures/1", headers=EVERY)).status_code == 403

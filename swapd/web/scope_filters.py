@@ -143,8 +143,9 @@ class FeedFilter:
         if kind == "inflight":
             return self._inflight_message(data)
         if kind == "configReload":
-            # Which models a reload added or changed would name models out of scope.
-            return {"state": data["state"], **({"ok": data["ok"]} if "ok" in data else {})}
+            # Which models a reload added or changed (and its error text) would name models
+            # out of scope: only that a reload started and whether it worked.
+            return {k: v for k, v in data.items() if k in ("state", "trigger", "ok")}
         if kind == "logData":
             return data  # the feed subscribes a limited key to its models' logs only
         # activity (the feed asks ``view.shows`` before queueing it: the row's model is
