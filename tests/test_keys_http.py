@@ -88,8 +88,8 @@ async def test_roles_open_their_route_families(tmp_path: Path) -> None:
         "sk-alice": [200, 403, 403, 403, 403, 403, 403],
         # observer of every model: plus the read-only routes
         "sk-olly": [200, 200, 200, 200, 403, 403, 403],
-        # observer of one model: only what is filtered by model
-        "sk-hashed": [200, 403, 200, 403, 403, 403, 403],
+        # observer of one model: the read-only routes, filtered to its model
+        "sk-hashed": [200, 200, 200, 200, 403, 403, 403],
         # admin: everything (its model scope still limits inference)
         "sk-boss": [200, 200, 200, 200, 200, 200, None],
         "sk-root": [200, 200, 200, 200, 200, 200, None],

@@ -316,10 +316,11 @@ class ActivityStore:
     def __init__(
         self,
         settings: StoreSettings,
-        on_committed: Callable[[Sequence[int]], None] | None = None,
+        on_committed: Callable[[Sequence[int], Sequence[str]], None] | None = None,
     ) -> None:
         self.settings = settings
-        # Told the ids of each batch's activity rows once it is committed (readable).
+        # Told the ids of each batch's activity rows once it is committed (readable), and
+        # each row's model (the event feed shows a scoped key only its models' rows).
         self._on_committed = on_committed
         self._send, self._receive = trio.open_memory_channel[_Queued](QUEUE_ROWS)
         self._conn: sqlite3.Connection | None = None
@@ -480,6 +481,7 @@ class ActivityStore:
 
     async def _write(self, batch: list[_Queued]) -> None:
         rows = [r.as_tuple() for r in batch if isinstance(r, ActivityRow)]
+        models = [r.model for r in batch if isinstance(r, ActivityRow)]
         loads = [r.as_tuple() for r in batch if isinstance(r, LoadRecord)]
         peaks = [t for r in batch if isinstance(r, FootprintRecord) for t in r.as_tuples()]
         now = trio.current_time()
@@ -506,7 +508,7 @@ class ActivityStore:
         if ids:
             self._last_ids = (ids[-1], self._last_ids[1] + len(loads))
             if self._on_committed is not None:
-                self._on_committed(ids)
+                self._on_committed(ids, models)
 
     def _lose(self, batch: list[_Queued]) -> None:
         self._dropped += len(batch)

@@ -51,6 +51,7 @@ class ActivityRecorded:
 
     kind = "activity"
     id: int
+    model: str = ""  # the row's model (not sent: the feed filters by it for scoped keys)
 
 
 def store_settings(config: Config, environ: Mapping[str, str]) -> StoreSettings:
@@ -184,6 +185,6 @@ class Telemetry:
         """Queue one request's row for the activity store."""
         self.activity.add(row)
 
-    def _activity_committed(self, ids: Sequence[int]) -> None:
-        for row_id in ids:
-            self.bus.publish(ActivityRecorded(row_id))
+    def _activity_committed(self, ids: Sequence[int], models: Sequence[str]) -> None:
+        for row_id, model in zip(ids, models, strict=True):
+            self.bus.publish(ActivityRecorded(row_id, model))

@@ -39,6 +39,7 @@ from swapd.supervise.supervisor import Supervisor
 from swapd.web import scopes
 from swapd.web.app import Services, json_response
 from swapd.web.redact import redact_command
+from swapd.web.scope_filters import view_of
 
 __all__ = ["register", "model_list"]
 
@@ -243,9 +244,10 @@ def register(app: Quart, services: Services) -> None:
 
     async def running() -> Response:
         stats = {s.model: s for s in supervisor.statistics()}
+        view = view_of(services)  # a key limited to some models sees only those
         entries: list[dict[str, object]] = []
         for model_id, stat in sorted(stats.items()):
-            if stat.state not in RUNNING and not stat.gave_up:
+            if (stat.state not in RUNNING and not stat.gave_up) or not view.shows(model_id):
                 continue
             spec = supervisor.runner(model_id).spec  # a model a reload removed may drain
             entries.append(

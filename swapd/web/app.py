@@ -330,6 +330,7 @@ def create_app(services: Services) -> Quart:
         hostcheck,
         inference,
         inflight_api,
+        key_api,
         observe_api,
         ollama_api,
         profiles_api,
@@ -352,6 +353,7 @@ def create_app(services: Services) -> Quart:
     profiles_api.register(app, services)
     upstream_ws.register(app, services)
     hardware_api.register(app, services)  # /api/hardware, /api/performance
+    key_api.register(app, services)  # /api/key: the presented key's role and models
     extra_routes.register(app, services)  # /v/*, /audioapi/v1/tasks/run, /comfyui/
     # Plain JSON inference POSTs skip Quart (fastpath.py); everything else gets the
     # cleanup middleware and the app.
@@ -363,7 +365,10 @@ def create_app(services: Services) -> Quart:
         fast,
         services.telemetry,
         paths=frozenset(
-            inference.JSON_ROUTES + inference.MULTIPART_ROUTES + extra_routes.RECORDED_PATHS
+            inference.JSON_ROUTES
+            + inference.MULTIPART_ROUTES
+            + extra_routes.RECORDED_PATHS
+            + ollama_api.RECORDED_PATHS
         ),
         prefixes=("/sdapi/v1/", "/upstream/"),
     )

@@ -37,6 +37,12 @@ bounded queue overflows) is disconnected rather than fed a gap (WebSocket close 
 shutting down, and when a reload revokes the key they were opened with (WebSocket
 close code 1008; see ``revocation.py``).
 
+An API key limited to some models (not admin; docs/keys.md) gets the same feed filtered
+to its models (``scope_filters.FeedFilter``): their ``modelStatus`` entries, load progress,
+restarts, KV cache events, metrics, activity and in-flight requests; as ``logData`` only
+its models' own output under ``upstream`` (never swapd's ``proxy`` log); ``configReload``
+without the lists of model names.
+
 The WebSocket takes nothing from the client: whatever it sends is read and thrown away
 at once (so a close is always noticed and nothing piles up), and a message larger than
 the server's limit (``server.WEBSOCKET_MAX_MESSAGE``) closes the connection (1009). A
@@ -49,7 +55,7 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -82,6 +88,7 @@ from swapd.web.admin_api import footprint_json
 from swapd.web.app import Services, json_response
 from swapd.web.profiles_api import ProfileChanged
 from swapd.web.revocation import credentials_of, ended_when_revoked
+from swapd.web.scope_filters import FeedFilter, View, view_of
 
 __all__ = ["model_status", "register"]
 
@@ -182,9 +189,10 @@ class _SharedStatus:
 class _Feed:
     """One client's view: the snapshot it starts from and the queue of what follows."""
 
-    def __init__(self, services: Services, shared: _SharedStatus) -> None:
+    def __init__(self, services: Services, shared: _SharedStatus, view: View) -> None:
         self._services = services
         self._shared = shared
+        self.filter = FeedFilter(view)  # what the feed's API key may see (scope_filters)
         self.queue: Subscription[Message] = Subscription(EVENT_QUEUE)
         self._changed: list[Message] | None = None  # the unsent status of a state change
         self._refresh_queued = False
@@ -207,7 +215,8 @@ class _Feed:
         elif isinstance(event, InflightChanged):
             put(("inflight", event.as_json()))
         elif isinstance(event, ActivityRecorded):
-            put(("activity", {"id": event.id}))
+            if self.filter.view.shows(event.model):
+                put(("activity", {"id": event.id}))
         elif isinstance(event, MetricsRecorded):
             put(("metrics", [event.record.as_json()]))
         elif isinstance(event, ConfigReloadStarted):
@@ -247,8 +256,19 @@ class _Feed:
             self._refresh_queued = True
             self.queue.put((_REFRESH, None))
 
+    def shown(self, messages: list[Message]) -> list[Message]:
+        """``messages`` as the feed's API key may see them."""
+        if self.filter.view.everything:
+            return messages
+        kept = ((kind, self.filter.apply(kind, data)) for kind, data in messages)
+        return [(kind, data) for kind, data in kept if data is not None]
+
     async def next(self) -> list[Message]:
-        """The next messages (possibly none); raises trio.EndOfChannel when the feed ends."""
+        """The next messages (possibly none), as the feed's API key may see them; raises
+        trio.EndOfChannel when the feed ends."""
+        return self.shown(await self._next())
+
+    async def _next(self) -> list[Message]:
         kind, data = await self.queue.receive()
         if kind == _CHANGED:
             changed, self._changed = self._changed, None
@@ -268,26 +288,35 @@ class _Feed:
 
 @contextmanager
 def _open_feed(
-    services: Services, shared: _SharedStatus, credentials: list[tuple[str, str]]
+    services: Services,
+    shared: _SharedStatus,
+    credentials: list[tuple[str, str]],
+    view: View = View(),  # noqa: B008 - frozen, shared safely: the everything-view
 ) -> Iterator[tuple[list[Message], _Feed]]:
-    feed = _Feed(services, shared)
+    feed = _Feed(services, shared, view)
     logs = services.telemetry.logs
-    with (
-        ended_when_revoked(services, credentials, feed.revoke),
-        services.bus.watch(feed.on_bus),
-        logs.watch(PROXY, feed.on_log(PROXY)),
-        logs.watch(UPSTREAM, feed.on_log(UPSTREAM)),
-    ):
-        # Taken with no checkpoint after the watchers are in place: the live events that
+    with ExitStack() as stack:
+        stack.enter_context(ended_when_revoked(services, credentials, feed.revoke))
+        stack.enter_context(services.bus.watch(feed.on_bus))
+        log_data: list[Message] = []
+        # Taken with no checkpoint after each watcher is in place: the live events that
         # follow continue the snapshot without a gap.
-        history = {
-            name: logs.history(name).decode("utf-8", "replace") for name in (PROXY, UPSTREAM)
-        }
+        if view.everything:
+            for name in (PROXY, UPSTREAM):
+                stack.enter_context(logs.watch(name, feed.on_log(name)))
+                log_data.append(("logData", {"data": _history(services, name), "source": name}))
+        else:
+            # A key limited to some models: no proxy log (swapd's own, about every model);
+            # as the upstream log, only its models' own output.
+            shown = [m for m in logs.model_ids if view.shows(m)]
+            for model_id in shown:
+                stack.enter_context(logs.watch(model_id, feed.on_log(UPSTREAM)))
+            text = "".join(_history(services, m) for m in shown)
+            log_data.append(("logData", {"data": text, "source": UPSTREAM}))
         [status] = _status(services)
         inflight = services.telemetry.inflight.snapshot()
         snapshot: list[Message] = [
-            ("logData", {"data": history[PROXY], "source": PROXY}),
-            ("logData", {"data": history[UPSTREAM], "source": UPSTREAM}),
+            *log_data,
             status,
             ("metrics", [r.as_json() for r in services.telemetry.store.records()]),
             ("inflight", {"operation": "snapshot", "requests": inflight}),
@@ -295,7 +324,11 @@ def _open_feed(
         ]
         if services.supervisor.closing:
             feed.queue.close()
-        yield snapshot, feed
+        yield feed.shown(snapshot), feed
+
+
+def _history(services: Services, name: str) -> str:
+    return services.telemetry.logs.history(name).decode("utf-8", "replace")
 
 
 def _memory_snapshot(services: Services) -> list[Message]:
@@ -325,9 +358,10 @@ def register(app: Quart, services: Services) -> None:
 
     async def events() -> Response:
         credentials = credentials_of(request.headers.items())
+        view = view_of(services)  # here: the body may run outside the request's context
 
         async def body() -> AsyncIterator[bytes]:
-            with _open_feed(services, shared, credentials) as (snapshot, feed):
+            with _open_feed(services, shared, credentials, view) as (snapshot, feed):
                 yield b"".join(_sse(kind, data) for kind, data in snapshot)
                 while True:
                     with trio.move_on_after(KEEP_ALIVE) as idle:
@@ -363,8 +397,9 @@ def register(app: Quart, services: Services) -> None:
         if "api_key" in websocket.args:
             headers.append(("x-api-key", websocket.args["api_key"]))
         credentials = credentials_of(headers)
+        view = view_of(services)
         await websocket.accept()
-        with _open_feed(services, shared, credentials) as (snapshot, feed):
+        with _open_feed(services, shared, credentials, view) as (snapshot, feed):
             async with trio.open_nursery() as nursery:
                 # The client's close, seen by the reader, cancels the whole connection.
                 nursery.start_soon(_discard_incoming)

@@ -22,8 +22,9 @@ from __future__ import annotations
 import functools
 import re
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
+import trio
 from quart import Quart, Response, current_app, redirect, request
 from werkzeug.datastructures import Headers
 from werkzeug.wrappers.response import Response as Redirect
@@ -40,7 +41,7 @@ from swapd.web.auth import strip_credentials
 from swapd.web.bodies import JsonFields
 from swapd.web.fastpath import FIELDS_KEY, MAX_NAME, read_json_fields
 from swapd.web.forward import Exchange, request_headers
-from swapd.web.loading import loading_stream
+from swapd.web.loading import loading_stream, metered
 from swapd.web.model_routes import JSON_ROUTES, MULTIPART_ROUTES, QUERY_ROUTES
 from swapd.web.upload import read_upload
 
@@ -237,6 +238,17 @@ async def _loading_response(services: Services, route: Route, body: bytes) -> Re
     target = _target(None)
 
     pool = services.config.models[route.target].effective_concurrency_limit
+    # The key's limits, as for every model request: over one, 429 before anything loads.
+    scopes.admit(services, route, register_cleanup)
+    activity = recording.current()
+    if activity is not None:
+        activity.note_model(route.target)
+    started = trio.current_time()
+
+    def meter(exchange: Exchange) -> AsyncGenerator[bytes, None]:
+        return metered(
+            services.telemetry, route.target, exchange, activity, path=request.path, started=started
+        )
 
     async def open_exchange(lease: Lease) -> Exchange:
         return await relay.open_exchange(
@@ -245,7 +257,7 @@ async def _loading_response(services: Services, route: Route, body: bytes) -> Re
 
     nursery = current_app.nursery  # type: ignore[attr-defined]
     stream = await loading_stream(
-        nursery, services.supervisor, route.target, open_exchange, register_cleanup
+        nursery, services.supervisor, route.target, open_exchange, register_cleanup, meter
     )
     response = Response(
         stream,

@@ -9,6 +9,10 @@ follow in the same stream. Unlike llama-swap, a failure never looks like a succe
 failed load or an upstream error status ends the stream with an error event and
 ``data: [DONE]``.
 
+The answer is metered like any relayed one (``metered``: token metrics, the activity
+row) and the request counts against its API key's limits (``scopes.admit``, called by
+``inference.py`` before the stream starts: over a limit, 429 and nothing is loaded).
+
 The stream is produced by a task in the app's nursery that writes into a memory channel;
 the request's cleanup cancels it, so a client that leaves stops the load wait (leaving
 the queue) or the upstream request at once.
@@ -18,22 +22,28 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 
 import trio
 
 from swapd.core.events import LoadProgressed
 from swapd.errors import SwapdError
 from swapd.observe.bus import Subscription
+from swapd.observe.metrics import UsageTap
+from swapd.observe.telemetry import Telemetry
 from swapd.supervise.supervisor import Lease, Supervisor
 from swapd.web.forward import Exchange
+from swapd.web.recording import RequestActivity
 from swapd.web.relay import CUT_STREAM
 
-__all__ = ["loading_stream", "progress_line"]
+__all__ = ["loading_stream", "metered", "progress_line"]
 
 log = logging.getLogger(__name__)
 
 OpenExchange = Callable[[Lease], Awaitable[Exchange]]
+#: Wraps the upstream body of a successful exchange (token usage, activity; ``metered``).
+Meter = Callable[[Exchange], AsyncGenerator[bytes, None]]
 
 
 def _frame(data: object) -> bytes:
@@ -101,14 +111,55 @@ async def _report_progress(
         return  # the bus closed: swapd is stopping, and acquire() will say so
 
 
+async def metered(
+    telemetry: Telemetry,
+    model_id: str,
+    exchange: Exchange,
+    activity: RequestActivity | None,
+    *,
+    path: str,
+    started: float,
+) -> AsyncGenerator[bytes, None]:
+    """The upstream's answer after the load, passed on untouched while a tap reads its
+    token usage: recorded as the relay records any answer (token metrics, Prometheus, the
+    request's activity row), so a key's ``dailyTokens`` counts it too (``scopes.admit``)."""
+    headers = {name.lower(): value for name, value in exchange.headers}
+    tap = UsageTap(
+        content_type=headers.get("content-type", ""),
+        content_encoding=headers.get("content-encoding", ""),
+        path=path,
+    )
+    first_byte_at: float | None = None
+    try:
+        async for chunk in exchange.body():
+            if first_byte_at is None:
+                first_byte_at = trio.current_time()
+            tap.feed(chunk)
+            yield chunk
+    finally:
+        cut = not exchange.complete
+        record = telemetry.request_finished(
+            model_id,
+            502 if cut else exchange.status,
+            None if cut else tap,
+            started=started,
+            first_byte_at=first_byte_at,
+            ended=trio.current_time(),
+        )
+        if activity is not None:
+            activity.note_finished(record, cut=cut)
+
+
 async def loading_stream(
     nursery: trio.Nursery,
     supervisor: Supervisor,
     model_id: str,
     open_exchange: OpenExchange,
     on_done: Callable[[Callable[[], None]], None],
+    meter: Meter | None = None,
 ) -> AsyncIterator[bytes]:
-    """Start the producer; return the body iterator. ``on_done`` registers its canceller."""
+    """Start the producer; return the body iterator. ``on_done`` registers its canceller;
+    ``meter`` (if any) wraps the upstream's answer (``metered``)."""
     send, receive = trio.open_memory_channel[bytes](32)
     scope = trio.CancelScope()
     on_done(scope.cancel)
@@ -167,8 +218,10 @@ async def loading_stream(
                     await send.send(_error(f"upstream answered {exchange.status}: {text}", 502))
                     await send.send(DONE)
                     return
-                async for chunk in exchange.body():
-                    await send.send(chunk)
+                answer = exchange.body() if meter is None else meter(exchange)
+                async with aclosing(answer):  # a client gone: the meter still records
+                    async for chunk in answer:
+                        await send.send(chunk)
                 if not exchange.complete:  # the upstream stopped mid-answer: say so
                     await send.send(CUT_STREAM)
             finally:

@@ -1,6 +1,11 @@
 """Observability routes: token metrics, captures, Prometheus, logs.
 
 - ``GET /api/metrics``: stored token-metrics records, oldest first (``[]`` when none).
+
+A key limited to some models (docs/keys.md) reads the token metrics and ``/metrics`` of
+its models only (``scope_filters.View``) and only its models' own logs
+(``scopes.check_log``); captures are admin-only (``scopes.check_route``).
+
 - ``GET /api/captures/<id>``: the request/response capture of metrics record ``id``
   (``captureBuffer`` > 0): headers (credentials redacted), bodies base64, the response
   body decompressed. 400 for a non-numeric ID, 404 when not (or no longer) kept.
@@ -34,6 +39,7 @@ from swapd.web import problems, scopes
 from swapd.web.admin_api import resident_sizes  # the /running measurement, shared
 from swapd.web.app import Services, json_response
 from swapd.web.revocation import credentials_of, ended_when_revoked
+from swapd.web.scope_filters import view_of
 
 __all__ = ["register"]
 
@@ -49,7 +55,8 @@ def register(app: Quart, services: Services) -> None:
     telemetry = services.telemetry
 
     async def token_metrics() -> Response:
-        return json_response(200, [r.as_json() for r in telemetry.store.records()])
+        view = view_of(services)
+        return json_response(200, view.records(r.as_json() for r in telemetry.store.records()))
 
     async def capture(capture_id: str) -> Response:
         if not (capture_id.isascii() and capture_id.isdigit()):  # not "²" or "①"
@@ -62,27 +69,33 @@ def register(app: Quart, services: Services) -> None:
     async def prometheus() -> Response:
         for stat in services.supervisor.statistics():
             telemetry.prometheus.set_queue_depth(stat.model, stat.waiting)
+        view = view_of(services)  # a key limited to some models: only their series
         text = render_prometheus(
-            [
-                *telemetry.prometheus.families(),
-                *memory_gauges(services),
-                *await host_gauges(services),
-                *scopes.key_metrics(services),
-            ]
+            view.prometheus(
+                [
+                    *telemetry.prometheus.families(),
+                    *memory_gauges(services),
+                    *await host_gauges(services),
+                    *scopes.key_metrics(services),
+                ]
+            )
         )
         return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def logs() -> Response | Redirect:
         if "text/html" in request.headers.get("accept", ""):
             return redirect("/ui/", 302)
+        scopes.check_log(services, "mux", None)
         return Response(telemetry.logs.history(MUX), content_type="text/plain; charset=utf-8")
 
     def log_name(name: str) -> str:
         if name in ("", PROXY, UPSTREAM):
+            scopes.check_log(services, name or MUX, None)
             return name or MUX
         model_id = services.router.resolve_local(name)
         if model_id is None:
             raise BadRequest("invalid logger. Use 'proxy', 'upstream' or a model's ID")
+        scopes.check_log(services, name, model_id)  # a limited key: its models' logs only
         return model_id
 
     async def stream(name: str = "") -> Response:

@@ -55,10 +55,14 @@ from swapd.web.ollama_translate import (
     generate_request,
 )
 
-__all__ = ["KEEP_ALIVE_ENV", "register"]
+__all__ = ["KEEP_ALIVE_ENV", "RECORDED_PATHS", "register"]
 
 log = logging.getLogger(__name__)
 
+#: The routes that reach a model get activity rows like the OpenAI ones (app.py hands them
+#: to the recorder): who asked (the key's name), the model, the tokens the relay's tap read
+#: (which a key's ``dailyTokens`` counts, ``scopes.admit``).
+RECORDED_PATHS = ("/api/chat", "/api/generate", "/api/embed", "/api/embeddings")
 KEEP_ALIVE_ENV = "OLLAMA_KEEP_ALIVE"
 NDJSON = "application/x-ndjson"
 MANAGE_MESSAGE = (

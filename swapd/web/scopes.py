@@ -34,6 +34,7 @@ __all__ = [
     "GRANT_KEY",
     "KeyGate",
     "admit",
+    "check_log",
     "check_model",
     "check_route",
     "current",
@@ -54,6 +55,7 @@ ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 _INFERENCE_EXACT = frozenset(
     {
+        "/api/key",  # who the key is (key_api.py): every role may ask
         "/v1/models",
         "/models",
         "/api/chat",
@@ -73,14 +75,30 @@ _INFERENCE_EXACT = frozenset(
 # through relay.forward, which checks the model against the key's scope.
 _INFERENCE_PREFIXES = ("/sdapi/v1/", "/upstream/", "/v/", "/audioapi/", "/comfyui")
 _MODEL_ROUTES = frozenset(JSON_ROUTES)
-#: Inference-family routes that list models rather than use one (not counted per key).
-_LISTINGS = frozenset({"/v1/models", "/models", "/api/tags", "/api/ps", "/api/version"})
+#: Inference-family routes that list models (or describe the key) rather than use one
+#: (not counted per key).
+_LISTINGS = frozenset({"/v1/models", "/models", "/api/tags", "/api/ps", "/api/version", "/api/key"})
 _OBSERVE_EXACT = frozenset(
     {"/running", "/metrics", "/api/hardware", "/api/performance", "/api/inflight"}
 )
 _OBSERVE_PREFIXES = ("/api/metrics", "/api/events", "/logs")
-#: Observer routes a key limited to some models may read (they filter by scope).
-_SCOPED_OBSERVE = frozenset({"/api/metrics/activity", "/api/metrics/stats"})
+#: Observer routes a key limited to some models may read: they show only its models' data
+#: (``scope_filters.py``), or no model's data at all (hardware, system samples).
+_SCOPED_OBSERVE = frozenset(
+    {
+        "/api/metrics",
+        "/api/metrics/activity",
+        "/api/metrics/stats",
+        "/api/events",
+        "/api/events/ws",
+        "/running",
+        "/metrics",
+        "/api/hardware",
+        "/api/performance",
+    }
+)
+#: Logs of swapd itself and of every model at once (a model's own log is ``/logs/stream/<id>``).
+_WHOLE_LOGS = frozenset({"/logs", "/logs/stream", "/logs/stream/proxy", "/logs/stream/upstream"})
 
 
 def family_of(method: str, path: str, json_routes: frozenset[str]) -> Family:
@@ -95,22 +113,51 @@ def family_of(method: str, path: str, json_routes: frozenset[str]) -> Family:
 
 
 def check_route(grant: Grant | None, method: str, path: str, json_routes: frozenset[str]) -> None:
-    """Raise ``Forbidden`` when ``grant``'s role does not open this route."""
+    """Raise ``Forbidden`` when ``grant``'s role does not open this route, or when the route
+    would show more than the key's models and cannot be filtered to them.
+
+    The one place that decides 403 versus filtered: for a key limited to some models (not
+    admin), the observe routes in ``_SCOPED_OBSERVE`` answer filtered (``scope_filters``),
+    ``/logs/stream/<model>`` answers when the model is in scope (``check_log``), the other
+    observe routes (swapd's own and the combined logs) answer 403."""
     if grant is None:
         return
     family = family_of(method, path, json_routes)
     if not role_allows(grant.role, family):
         raise Forbidden(f"forbidden: the API key '{grant.name}' may not use {path}")
-    if (
-        family is Family.OBSERVE
-        and grant.role is not KeyRole.ADMIN
-        and not grant.all_models
-        and path not in _SCOPED_OBSERVE
-    ):
+    if family is not Family.OBSERVE or grant.role is KeyRole.ADMIN or grant.all_models:
+        return
+    path = path.rstrip("/") or "/"
+    if path in _SCOPED_OBSERVE:
+        return
+    if path in _WHOLE_LOGS:
         raise Forbidden(
-            f"forbidden: {path} shows every model; the API key '{grant.name}' is limited "
-            "to some models"
+            f"forbidden: {path} holds swapd's own log and every model's output; the API key "
+            f"'{grant.name}' is limited to some models: read a model's log at "
+            "/logs/stream/<model>"
         )
+    if path.startswith("/logs/stream/"):
+        return  # one model's log: the handler checks the model (check_log)
+    raise Forbidden(
+        f"forbidden: {path} shows every model; the API key '{grant.name}' is limited to some models"
+    )
+
+
+def check_log(services: Services, name: str, model_id: str | None) -> None:
+    """403 naming ``name`` (only) when the current key may not read that log: a model's
+    own log needs the model in scope; swapd's own and the combined logs (``model_id``
+    None) need an admin key or a key of every model."""
+    grant = current()
+    if grant is None or grant.role is KeyRole.ADMIN or grant.all_models:
+        return
+    if model_id is None:
+        raise Forbidden(
+            f"forbidden: the log '{name}' shows every model; the API key '{grant.name}' is "
+            "limited to some models"
+        )
+    spec = services.config.models.get(model_id)
+    if not grant.covers([model_id, *(spec.aliases if spec is not None else ())]):
+        raise Forbidden(f"the API key '{grant.name}' may not read the log of the model '{name}'")
 
 
 def current() -> Grant | None:

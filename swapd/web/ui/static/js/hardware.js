@@ -2,6 +2,7 @@
 // GPUs) and the latest /api/performance sample (CPU busy, memory, load, per-GPU use and
 // temperature), both as llama-swap v250 shapes them (docs/observability.md).
 import {api} from './api.js';
+import {key} from './key.js';
 import {fmtBytes, h, replace} from './dom.js';
 
 const MiB = 1024 * 1024;
@@ -62,7 +63,7 @@ export function hardwareCard() {
   const body = h('div', {class: 'memory-devices'}, machine, now);
   const element = h(
     'details',
-    {class: 'card hardware-card', open: localStorage.getItem(OPEN) === '1', ontoggle: () => {
+    {class: 'card hardware-card observer-only', open: localStorage.getItem(OPEN) === '1', ontoggle: () => {
       localStorage.setItem(OPEN, element.open ? '1' : '0');
       if (element.open) refresh().catch(() => {});
     }},
@@ -72,7 +73,7 @@ export function hardwareCard() {
   let known = false;
 
   async function refresh() {
-    if (!element.open) return;
+    if (!element.open || key.role === 'inference') return; // not open to an inference key
     if (!known) {
       const response = await api('/api/hardware');
       if (!response.ok) {

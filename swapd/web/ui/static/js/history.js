@@ -49,7 +49,7 @@ function rowView(row) {
       'td',
       null,
       row.has_capture
-        ? h('button', {type: 'button', class: 'btn btn-small', dataset: {capture: row.capture_id}, onclick: () => openCapture(row)}, 'View')
+        ? h('button', {type: 'button', class: 'btn btn-small admin-only', dataset: {capture: row.capture_id}, onclick: () => openCapture(row)}, 'View')
         : h('span', {class: 'muted'}, '—'),
     ),
   );

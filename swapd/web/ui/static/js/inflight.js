@@ -51,7 +51,7 @@ function rowView(request) {
       h(
         'button',
         // a double-click sends one cancel: the second click finds the button disabled
-        {type: 'button', class: 'btn btn-small btn-danger', dataset: {action: 'cancel'}, disabled: busy, onclick: (e) => e.detail < 2 && cancel(request.id)},
+        {type: 'button', class: 'btn btn-small btn-danger admin-only', dataset: {action: 'cancel'}, disabled: busy, onclick: (e) => e.detail < 2 && cancel(request.id)},
         busy ? spinner('cancelling') : null,
         busy ? 'Cancelling…' : 'Cancel',
       ),

@@ -3,7 +3,8 @@
 // Every page module exports `mount(root, params)` and returns a cleanup function, called
 // when the user goes to another page.
 import {api, apiKey, onKeyChange, setApiKey} from './api.js';
-import {startEvents, store, subscribe} from './store.js';
+import {key, loadKey} from './key.js';
+import {loadModelList, startEvents, store, subscribe} from './store.js';
 import * as models from './pages/models.js';
 import * as logs from './pages/logs.js';
 import * as activity from './pages/activity.js';
@@ -53,10 +54,13 @@ window.addEventListener('popstate', render);
 
 function showConnection() {
   const el = document.getElementById('conn');
-  const text = {open: 'live', connecting: 'connecting', retrying: 'reconnecting'}[store.connection] || store.connection;
+  const text = {open: 'live', connecting: 'connecting', retrying: 'reconnecting', list: 'not live'}[store.connection] || store.connection;
   el.dataset.state = store.connection;
   el.querySelector('.conn-text').textContent = text;
-  el.title = store.connection === 'open' ? 'Receiving live events from swapd' : 'Waiting for the event stream';
+  el.title = {
+    open: 'Receiving live events from swapd',
+    list: 'This API key may use models but not follow swapd live: the list is as it was when the page loaded',
+  }[store.connection] || 'Waiting for the event stream';
 }
 
 function showInflight() {
@@ -78,7 +82,7 @@ function applyTheme(theme) {
   document.getElementById('theme-button').title = `Theme: ${theme} (click to change)`;
 }
 
-function boot() {
+async function boot() {
   applyTheme(localStorage.getItem('swapd.theme') || 'auto');
   document.getElementById('theme-button').addEventListener('click', () => {
     const current = localStorage.getItem('swapd.theme') || 'auto';
@@ -94,7 +98,9 @@ function boot() {
     if (kind === 'connection') showConnection();
     if (kind === 'inflight') showInflight();
   });
-  startEvents();
+  await loadKey(); // which controls to show, before the first page renders
+  if (key.role === 'inference') loadModelList(); // the event feed is not open to it
+  else startEvents();
   render();
   api('/api/version')
     .then((r) => (r.ok ? r.json() : null))

@@ -3,6 +3,7 @@
 // model its footprint and KV-cache token counts (docs/kvcache.md). /running is read when
 // the models change and every few seconds while the page is open.
 import {api} from './api.js';
+import {key} from './key.js';
 import {fmtBytes, fmtInt, h, replace} from './dom.js';
 import {card} from './ui.js';
 
@@ -15,6 +16,7 @@ let shown = ''; // what the page last showed of /running, to re-render only on a
 
 /** Read /running; true when a fact the page shows changed. */
 export async function readRunning() {
+  if (key.role === 'inference') return false; // /running is not open to it
   const response = await api('/running');
   if (!response.ok) return false;
   const body = await response.json();

@@ -151,6 +151,39 @@ function refreshCountsSoon() {
 
 let stream = null;
 
+/**
+ * Without the event feed (an inference key may use models but not read it): the models
+ * the key may use, with their state at this moment, from /v1/models (shown as a list, not
+ * live). Peers' models come last, as in the feed.
+ */
+export async function loadModelList() {
+  store.connection = 'list';
+  emit('connection', 'list');
+  try {
+    const response = await api('/v1/models');
+    if (!response.ok) {
+      await response.body?.cancel();
+      return;
+    }
+    const {data} = await response.json();
+    const entry = (m) => ({
+      id: m.id,
+      name: m.name || '',
+      description: m.description || '',
+      state: m.status === 'remote' ? '' : m.status || '',
+      unlisted: false,
+      peerID: m.meta?.llamaswap?.peerID || '',
+    });
+    const models = data.map(entry);
+    store.models = [...models.filter((m) => !m.peerID), ...models.filter((m) => m.peerID)];
+    store.modelsAt = Date.now();
+    store.snapshot = true;
+    emit('models');
+  } catch {
+    // offline: the page shows no models; a reload asks again
+  }
+}
+
 export function startEvents() {
   if (stream) return;
   stream = openEventStream('/api/events', {

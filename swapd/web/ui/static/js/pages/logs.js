@@ -1,8 +1,10 @@
-// Logs: swapd's own log, all upstream output, or one model's output, live
+// Logs: swapd's own log, all upstream output, or one model's output, live (a key limited
+// to some models: only its models' own output, key.js)
 // (/logs/stream/<source>: the history, then new text as it is written), with ANSI
 // colours, a filter, follow (stick to the bottom) and pause.
 import {ansiToNodes, newAnsiState, stripAnsi} from '../ansi.js';
 import {h, replace} from '../dom.js';
+import {seesEverything} from '../key.js';
 import {openStream} from '../sse.js';
 import {localModels, subscribe} from '../store.js';
 import {pageHead} from '../ui.js';
@@ -119,10 +121,12 @@ const SOURCES = [
   ['upstream', 'all models (upstream)'],
 ];
 
-let source = 'proxy';
+let source = '';
 
 export function mount(root, params) {
-  source = params.get('source') || source;
+  // swapd's own and the combined logs speak of every model: only for keys that see them all
+  const sources = seesEverything() ? SOURCES : [];
+  source = params.get('source') || source || (sources.length ? 'proxy' : localModels()[0]?.id || '');
   const pre = h('pre', {class: 'log', tabindex: '0', 'aria-label': 'Log output', 'aria-live': 'off'});
   const status = h('span', {class: 'muted small log-status'});
   const conn = h('span', {class: 'log-conn small'});
@@ -134,10 +138,10 @@ export function mount(root, params) {
   const select = h('select', {class: 'input', 'aria-label': 'Log source', onchange: (e) => switchTo(e.target.value)});
   const fillSources = () => {
     const ids = localModels().map((m) => m.id);
-    if (!ids.includes(source) && !SOURCES.some(([id]) => id === source)) ids.push(source);
+    if (source && !ids.includes(source) && !sources.some(([id]) => id === source)) ids.push(source);
     replace(
       select,
-      h('optgroup', {label: 'swapd'}, SOURCES.map(([id, label]) => h('option', {value: id, selected: id === source}, label))),
+      sources.length ? h('optgroup', {label: 'swapd'}, sources.map(([id, label]) => h('option', {value: id, selected: id === source}, label))) : null,
       ids.length ? h('optgroup', {label: 'One model'}, ids.map((id) => h('option', {value: id, selected: id === source}, id))) : null,
     );
   };
@@ -200,10 +204,12 @@ export function mount(root, params) {
       },
     });
   }
-  switchTo(source);
+  if (source) switchTo(source);
 
   const off = subscribe((kind) => {
-    if (kind === 'models') fillSources();
+    if (kind !== 'models') return;
+    if (!source && localModels().length) switchTo(localModels()[0].id); // the key's first model
+    fillSources();
   });
   return () => {
     off();

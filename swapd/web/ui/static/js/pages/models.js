@@ -116,7 +116,7 @@ function actions(model) {
       'button',
       {
         type: 'button',
-        class: ['btn', 'btn-small', kind],
+        class: ['btn', 'btn-small', 'admin-only', kind], // load/unload/sleep/wake: admin keys
         disabled: disabled || wait,
         dataset: {action},
         // the second click of a double-click never counts: the first one did the work; nor
@@ -130,7 +130,7 @@ function actions(model) {
     'div',
     {class: 'row-actions'},
     buttons.map(button),
-    h('a', {class: 'btn btn-small btn-ghost', href: `/ui/logs?source=${encodeURIComponent(model.id)}`, title: `${model.id}'s output`}, 'Logs'),
+    h('a', {class: 'btn btn-small btn-ghost observer-only', href: `/ui/logs?source=${encodeURIComponent(model.id)}`, title: `${model.id}'s output`}, 'Logs'),
   );
 }
 
