@@ -44,6 +44,13 @@ the script ends, whatever happens):
 * **Memory.** swapd's VmRSS fresh, idle with the model loaded, the highest value sampled
   every 50 ms during the c=64 run, and after the runs.
 
+* **Issue #25's table and targets.** Streams at c=16 and small requests at c=16 as a
+  share of direct, added p50 at c=1 and p99 at c=16, for direct, nginx, a bare hypercorn
+  app (``stack_floor.py hello``: a fixed answer, or the 100 events one ``send`` each),
+  hypercorn + swapd's relay, and swapd. **Paced gaps**: streams of 50 events 20 ms apart,
+  one at a time, round-robin; the gaps between events as the client reads them (p99),
+  which a relay that held events back to batch them would widen.
+
 ``--profile`` also records swapd with py-spy during small requests at c=16 and streams at
 c=16 and prints where the samples fall, by layer (``profiling.py``); the raw stacks go to
 ``results/profile-*.txt``. ``--swapd-path DIR`` runs the swapd package found in DIR instead

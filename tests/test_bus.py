@@ -64,3 +64,24 @@ async def test_a_discarding_close_ends_the_receiver_at_once() -> None:
         sub.close(discard=True)
         bus.publish(3)  # published after the close: never delivered either
         assert [item async for item in sub] == []
+
+
+def test_a_watcher_with_kinds_sees_only_those_kinds_and_order_is_kept() -> None:
+    bus: EventBus[object] = EventBus()
+    seen: list[tuple[str, object]] = []
+    with bus.watch(lambda e: seen.append(("all", e))):
+        with bus.watch(lambda e: seen.append(("ints", e)), (int,)):
+            for item in (1, "a", True, 2.5, 3):  # bool is an int: routed by isinstance
+                bus.publish(item)
+        bus.publish(4)  # the int watcher is gone: its cached route is too
+    assert seen == [
+        ("all", 1),
+        ("ints", 1),
+        ("all", "a"),
+        ("all", True),
+        ("ints", True),
+        ("all", 2.5),
+        ("all", 3),
+        ("ints", 3),
+        ("all", 4),
+    ]
