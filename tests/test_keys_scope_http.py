@@ -12,6 +12,7 @@ import httpx
 import pytest
 import trio
 import trio_websocket
+from event_feed import parse_sse
 from prometheus_client.parser import text_string_to_metric_families
 
 from swapd.testing import open_swapd, upstream_cmd
@@ -61,15 +62,6 @@ models:
 
 def chat(name: str) -> dict[str, object]:
     return {"model": name, "messages": [{"role": "user", "content": "hi"}]}
-
-
-def parse_sse(raw: bytes) -> list[tuple[str, Any]]:
-    events = []
-    for block in raw.decode().split("\n\n"):
-        if block.startswith("event:message\ndata:"):
-            outer = json.loads(block.split("data:", 1)[1])
-            events.append((outer["type"], json.loads(outer["data"])))
-    return events
 
 
 class Feed:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import httpx
 import pytest
 import trio
+from event_feed import parse_sse
 from prometheus_client.parser import text_string_to_metric_families
 
 from swapd.testing import open_swapd, upstream_cmd
@@ -120,15 +119,6 @@ async def test_logs_history_and_live_model_stream() -> None:
                 while received.count(b"POST /v1/chat/completions") < 2:
                     received += await anext(chunks)
             assert received.count(b"POST /v1/chat/completions") >= 2
-
-
-def parse_sse(raw: bytes) -> list[tuple[str, object]]:
-    events = []
-    for block in raw.decode().split("\n\n"):
-        if block.startswith("event:message\ndata:"):
-            outer = json.loads(block.split("data:", 1)[1])
-            events.append((outer["type"], json.loads(outer["data"])))
-    return events
 
 
 async def test_event_stream_snapshot_then_state_changes_in_order() -> None:

@@ -7,7 +7,6 @@ as a process in test_daemon_signals.py) and ``--watch-config``.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ import attrs
 import httpx
 import pytest
 import trio
+from event_feed import parse_sse
 
 from swapd.config import load_config, parse_config
 from swapd.config.diff import diff_configs
@@ -288,15 +288,6 @@ async def test_a_removed_model_finishes_in_flight_then_stops(config_file: Config
                 await trio.sleep(0.05)
             models = [m["id"] for m in (await client.get("/v1/models")).json()["data"]]
             assert models == ["b"]
-
-
-def parse_sse(raw: bytes) -> list[tuple[str, object]]:
-    events = []
-    for block in raw.decode().split("\n\n"):
-        if block.startswith("event:message\ndata:"):
-            outer = json.loads(block.split("data:", 1)[1])
-            events.append((outer["type"], json.loads(outer["data"])))
-    return events
 
 
 async def test_watch_config_reloads_on_change_with_events(config_file: ConfigFile) -> None:
