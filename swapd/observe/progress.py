@@ -155,15 +155,18 @@ class LoadProgressObserver:
         while True:
             await self._refresh.wait()
             self._refresh = trio.Event()
-            # A load that just ended is queued in the store: wait for its commit first.
-            await self._store.wait_written()
             await self._read_stale()
 
     async def _read_stale(self) -> None:
         self._fetching = True
         try:
             while self._stale:
+                # Taken before the wait: a load that ends meanwhile stales its key again,
+                # and the loop reads it once more. A load that just ended is queued in the
+                # store, so wait for its commit first. (Reading before a commit that was
+                # still running, on a busy machine, replaced the history without it.)
                 key = self._stale.pop()
+                await self._store.wait_written()
                 self._history[key] = await self._read(*key)
         finally:
             self._fetching = False

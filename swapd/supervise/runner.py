@@ -120,7 +120,7 @@ class Runner:
     def start(self, reason: str) -> None:
         self._move(E.START, reason)
         self._settled = trio.Event()
-        self._spawn(self._start_op)
+        self._spawn(self._start_op, self._new_op())
 
     def stop(self, reason: str) -> None:
         """Stop now. Cancels a start, sleep or wake in progress. No-op when not running."""
@@ -136,11 +136,11 @@ class Runner:
 
     def sleep(self, reason: str) -> None:
         self._move(E.SLEEP, reason)
-        self._spawn(self._sleep_op)
+        self._spawn(self._sleep_op, self._new_op())
 
     def wake(self, reason: str) -> None:
         self._move(E.WAKE, reason)
-        self._spawn(self._wake_op)
+        self._spawn(self._wake_op, self._new_op())
 
     def recheck(self) -> None:
         """A request could not connect to this ready model: try new connections to its
@@ -179,6 +179,14 @@ class Runner:
 
     # --- operations ---------------------------------------------------------------------
 
+    def _new_op(self) -> trio.CancelScope:
+        """The cancel scope of the start, sleep or wake being spawned, made now: a stop in
+        the same instant, before the operation's task first runs, must cancel it (it used
+        to find no operation, let the start run on beside the next one, and leave the
+        model stuck in ``stopping``)."""
+        self._op = trio.CancelScope()
+        return self._op
+
     def _spawn(self, fn: Callable[..., object], *args: object) -> None:
         assert self._nursery is not None, "Runner.run() is not running"
         self._nursery.start_soon(fn, *args)  # type: ignore[arg-type]
@@ -201,17 +209,17 @@ class Runner:
         )
         self._on_change(change, error)
 
-    async def _start_op(self) -> None:
+    async def _start_op(self, scope: trio.CancelScope) -> None:
         assert self._nursery is not None
-        with trio.CancelScope() as scope:
-            self._op = scope
+        with scope:
             try:
+                await trio.lowlevel.checkpoint()  # stopped before it ran: launch nothing
                 instance = await self._nursery.start(self._life)
                 with trio.fail_after(self.health_timeout):
                     await instance.wait_healthy()
                 await self._restore_kv_cache(instance)
             except StartFailed as exc:
-                self._start_failed(exc)
+                self._start_failed(exc, scope)
                 return
             except trio.TooSlowError:
                 self._start_failed(
@@ -220,15 +228,18 @@ class Runner:
                         f"not healthy after {self.health_timeout:g}s",
                         phase="health",
                         log_tail=self.log_tail()[-5:],
-                    )
+                    ),
+                    scope,
                 )
                 return
-        if scope.cancelled_caught or self.state is not S.STARTING:
+        if scope.cancelled_caught or self._op is not scope or self.state is not S.STARTING:
             return  # a stop took over
         self._op = None
         self._move(E.HEALTHY, "healthy")
 
-    def _start_failed(self, error: StartFailed) -> None:
+    def _start_failed(self, error: StartFailed, scope: trio.CancelScope) -> None:
+        if self._op is not scope:
+            return  # a stop took over
         self._op = None
         if self.state is not S.STARTING:
             return
@@ -257,7 +268,8 @@ class Runner:
                 task_status.started(instance)
                 status = await instance.wait_exited()
         finally:
-            self._instance = None
+            if self._instance is instance:
+                self._instance = None
             if instance is not None:  # read once the launcher closed it: output drained
                 self.last_exit, self.last_output = status, instance.log_tail()
             done.set()
@@ -309,27 +321,32 @@ class Runner:
         if self.state is S.STOPPING:
             self._move(E.REAPED, reason, error)
 
-    async def _sleep_op(self) -> None:
-        await self._http_op(S.SLEEP_PENDING, "sleep", E.SLEPT, "asleep", E.SLEEP_FAILED)
+    async def _sleep_op(self, scope: trio.CancelScope) -> None:
+        await self._http_op(scope, S.SLEEP_PENDING, "sleep", E.SLEPT, "asleep", E.SLEEP_FAILED)
 
-    async def _wake_op(self) -> None:
+    async def _wake_op(self, scope: trio.CancelScope) -> None:
         # A failed wake falls back to a cold start: once stopped, the waiting requests
         # start the model again.
-        await self._http_op(S.WAKING, "wake", E.WOKE, "awake", E.WAKE_FAILED)
+        await self._http_op(scope, S.WAKING, "wake", E.WOKE, "awake", E.WAKE_FAILED)
 
     async def _http_op(
-        self, during: ModelState, what: str, done: Event, done_reason: str, failed: Event
+        self,
+        scope: trio.CancelScope,
+        during: ModelState,
+        what: str,
+        done: Event,
+        done_reason: str,
+        failed: Event,
     ) -> None:
         """Run the sleep or wake calls; on failure, stop the process."""
         failure: str | None = None
-        with trio.CancelScope() as scope:
-            self._op = scope
+        with scope:
             try:
                 assert self._instance is not None
                 await (self._instance.sleep() if what == "sleep" else self._instance.wake())
             except SleepWakeFailed as exc:
                 failure = str(exc)
-        if scope.cancelled_caught or self.state is not during:
+        if scope.cancelled_caught or self._op is not scope or self.state is not during:
             return  # a stop or an exit took over
         self._op = None
         if failure is None:
