@@ -16,6 +16,7 @@ import attrs
 import httpx
 import pytest
 import trio
+from runner_moves import Moves
 
 from swapd.config import Config, ConfigError, parse_config
 from swapd.core.events import (
@@ -343,23 +344,6 @@ async def test_orphans_and_mismatched_files_are_deleted_at_start(kv_dir: Path) -
 
 
 # --- the runner's hooks: save before the stop, restore before ready -----------------------
-
-
-class Moves:
-    """Every state change of a runner, and a way to wait for a state."""
-
-    def __init__(self, seen: list[object]) -> None:
-        self.seen = seen
-        self.moved = trio.Event()
-
-    def on_change(self, change: ModelStateChanged, _error: object) -> None:
-        self.seen.append(change)
-        self.moved.set()
-        self.moved = trio.Event()
-
-    async def reach(self, runner: Runner, state: ModelState) -> None:
-        while runner.state is not state:
-            await self.moved.wait()
 
 
 async def run_model(

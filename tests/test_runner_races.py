@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import trio
 import trio.testing
+from runner_moves import Moves
 
 from swapd.config import parse_config
 from swapd.core.events import ModelStateChanged
@@ -24,23 +25,6 @@ S = ModelState
 TRIES = 40  # each run meets one of trio's two orders at random; 40 miss one with p ~1e-12
 
 
-class Moves:
-    """The runner's state changes, and a way to wait for a state."""
-
-    def __init__(self) -> None:
-        self.seen: list[ModelStateChanged] = []
-        self.moved = trio.Event()
-
-    def on_change(self, change: ModelStateChanged, _error: object) -> None:
-        self.seen.append(change)
-        self.moved.set()
-        self.moved = trio.Event()
-
-    async def reach(self, runner: Runner, state: ModelState) -> None:
-        while runner.state is not state:
-            await self.moved.wait()
-
-
 def launches_and_exits(launcher: FakeLauncher) -> tuple[int, int]:
     whats = [r.what for r in launcher.timeline]
     return whats.count("launch"), sum(w.startswith("exit") for w in whats)
@@ -49,7 +33,7 @@ def launches_and_exits(launcher: FakeLauncher) -> tuple[int, int]:
 async def open_runner(nursery: trio.Nursery, script: Script) -> tuple[Runner, FakeLauncher, Moves]:
     config = parse_config("models:\n  m:\n    cmd: server --port ${PORT}\n", file="<test>")
     launcher = FakeLauncher({"m": script})
-    moves = Moves()
+    moves = Moves([])
     runner = Runner("m", config.models["m"], launcher, health_timeout=60, on_change=moves.on_change)
     await nursery.start(runner.run)
     return runner, launcher, moves
@@ -97,7 +81,10 @@ async def test_a_stop_in_the_same_instant_as_a_sleep_or_wake_wins(
                     await runner.stopped.wait()
                     await trio.sleep(1)  # the cancelled operation never moves it again
                 assert runner.state is S.STOPPED
-                assert [c.new for c in moves.seen][-2:] == [S.STOPPING, S.STOPPED]
+                assert [c.new for c in moves.seen if isinstance(c, ModelStateChanged)][-2:] == [
+                    S.STOPPING,
+                    S.STOPPED,
+                ]
                 launched, exited = launches_and_exits(launcher)
                 assert launched == exited == 1
                 runner.close()
