@@ -28,6 +28,7 @@ from swapd.cli import parse_bind
 from swapd.config import parse_config
 from swapd.daemon import Daemon, serve
 from swapd.ops.activation import ActivationError, inherited_sockets
+from swapd.testing.process import run_swapd
 from swapd.testing.server import free_port_base, upstream_cmd
 
 ROOT = Path(__file__).parent.parent
@@ -170,6 +171,22 @@ def test_unusable_tls_files_are_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith(f"Error: cannot use TLS certificate {tmp_path / 'cert.pem'}")
     assert "Traceback" not in result.stderr
+
+
+def test_a_taken_port_is_a_clear_error_that_the_harness_passes_on(tmp_path: Path) -> None:
+    """CI once saw only "swapd exited with 1": the harness now shows why. Its own ports
+    come from below the ephemeral range, where outgoing connections never take them."""
+    config = write_config(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = f"cannot listen on 127.0.0.1:{port}: .*in use"
+        with pytest.raises(AssertionError, match=refused), run_swapd(config, port=port):
+            pass
+    first, _ = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    with run_swapd(config) as swapd:
+        assert swapd.port < first
 
 
 def test_help_lists_the_listen_options() -> None:

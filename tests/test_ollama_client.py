@@ -12,7 +12,6 @@ import base64
 import datetime as dt
 import json
 import math
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,6 +22,7 @@ import trio
 
 from swapd.daemon import Daemon
 from swapd.testing import open_swapd, upstream_cmd
+from swapd.testing.server import free_port_base
 
 pytestmark = [
     # The ollama client raises on an error line in the middle of a stream (and a test may
@@ -56,14 +56,13 @@ def reply_of(model: str) -> str:
     return f"hello from {model}"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def config(*models: str, head: str = "", flags: tuple[str, ...] = (), ttl: int = 0) -> str:
-    lines = [*head.splitlines(), f"startPort: {free_port()}", "healthCheckTimeout: 15", "models:"]
+    lines = [
+        *head.splitlines(),
+        f"startPort: {free_port_base()}",
+        "healthCheckTimeout: 15",
+        "models:",
+    ]
     for name in models:
         argv = ("--model", name, "--respond", reply_of(name), "--chunks", str(CHUNKS), *flags)
         lines += [f"  {name}:", f"    cmd: {upstream_cmd(*argv)}"]

@@ -8,8 +8,6 @@ blocking sync client runs in a worker thread. Retries are off so a failure shows
 
 from __future__ import annotations
 
-import socket
-
 import anthropic
 import httpx
 import openai
@@ -19,6 +17,7 @@ from anthropic.types import MessageParam
 from openai.types.chat import ChatCompletionMessageParam
 
 from swapd.testing import open_swapd, upstream_cmd
+from swapd.testing.server import free_port_base
 
 pytestmark = [
     # The openai SDK stops reading its SSE event generators at ``data: [DONE]`` (it breaks
@@ -42,19 +41,18 @@ def reply_of(model: str) -> str:
     return f"hello from {model}"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def config(*models: str, head: str = "") -> str:
     """``models`` in the default group; each demo upstream answers ``hello from <name>``.
 
-    ``startPort`` is an OS-picked free port rather than the default 5800, so that several
+    ``startPort`` is a random free range rather than the default 5800, so that several
     test runs on one machine do not hand the same ``${PORT}`` to their models.
     """
-    lines = [*head.splitlines(), f"startPort: {free_port()}", "healthCheckTimeout: 15", "models:"]
+    lines = [
+        *head.splitlines(),
+        f"startPort: {free_port_base()}",
+        "healthCheckTimeout: 15",
+        "models:",
+    ]
     for name in models:
         flags = ("--model", name, "--respond", reply_of(name), "--chunks", str(CHUNKS))
         lines.append(f"  {name}:")

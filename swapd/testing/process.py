@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import IO
 
 import attrs
 import httpx
@@ -35,6 +36,7 @@ class SwapdProcess:
     proc: subprocess.Popen[bytes]
     port: int
     output: bytes = b""
+    log: IO[bytes] | None = attrs.field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -67,7 +69,7 @@ def run_swapd(
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
-        swapd = SwapdProcess(proc, port)
+        swapd = SwapdProcess(proc, port, log=log)
         try:
             _wait_ready(swapd, ready_timeout)
             yield swapd
@@ -83,16 +85,31 @@ def run_swapd(
             swapd.output = log.read()
 
 
+def _output(swapd: SwapdProcess, limit: int = 2000) -> str:
+    """The tail of what swapd printed so far, for a failure message."""
+    if swapd.log is None:
+        return ""
+    fd = swapd.log.fileno()
+    size = os.fstat(fd).st_size
+    # pread leaves the shared file offset alone: swapd is still writing at it.
+    tail = os.pread(fd, limit, max(0, size - limit))
+    return tail.decode(errors="replace").strip()
+
+
 def _wait_ready(swapd: SwapdProcess, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if swapd.proc.poll() is not None:
-            raise AssertionError(f"swapd exited with {swapd.proc.returncode} before it was up")
+            raise AssertionError(
+                f"swapd exited with {swapd.proc.returncode} before it was up: {_output(swapd)}"
+            )
         try:
             if httpx.get(f"{swapd.url}/health", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
-            raise AssertionError(f"swapd did not answer on {swapd.url} within {timeout:g}s")
+            raise AssertionError(
+                f"swapd did not answer on {swapd.url} within {timeout:g}s: {_output(swapd)}"
+            )
         time.sleep(0.05)

@@ -40,13 +40,31 @@ def upstream_cmd(*flags: str, silent: bool = True) -> str:
 
 def free_port_base(count: int = 20) -> int:
     """A random port with ``count`` free ports from it, so parallel test runs don't collide
-    on ``${PORT}`` numbers (a model would answer for another run's model)."""
+    on ``${PORT}`` numbers (a model would answer for another run's model).
+
+    The range lies below the kernel's ephemeral ports: a port seen free here can still be
+    taken before the server binds it, and outgoing connections (every test client makes
+    them) draw from the ephemeral range, so a port from there was taken under load."""
+    low, high = _outside_ephemeral_ports()
     rng = random.Random()  # noqa: S311 - spreading test ports, not cryptography
     for _ in range(50):
-        base = rng.randrange(20000, 60000 - count)
+        base = rng.randrange(low, high - count)
         if all(_is_free(base + i) for i in range(count)):
             return base
     raise RuntimeError("no free port range found")
+
+
+def _outside_ephemeral_ports() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as file:
+            first, last = (int(part) for part in file.read().split())
+    except (OSError, ValueError):
+        return 20000, 60000
+    if first - 10000 >= 5000:
+        return 10000, first
+    if 65535 - last >= 5000:
+        return last + 1, 65535
+    return 20000, 60000  # the ephemeral range covers nearly everything: nothing better
 
 
 def _is_free(port: int) -> bool:
