@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 import trio
-import trio_websocket
+from ws_client import open_ws
 
 from swapd.testing import open_swapd, upstream_cmd
 
@@ -123,7 +123,7 @@ async def test_comfyui_websocket_is_relayed_once_the_model_is_ready() -> None:
             port = swapd.services.config.models["comfyui_auto"].port
             assert port is not None
             await wait_listening(port)
-            async with trio_websocket.open_websocket_url(url) as ws:
+            async with open_ws(url) as ws:
                 await ws.send_message("ping")
                 echoed = await ws.get_message()
     assert rejected.startswith(b"HTTP/1.1 409")

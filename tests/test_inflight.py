@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import WebSocketConnection
+from ws_client import open_ws
 
 from swapd.testing import open_swapd, upstream_cmd
 
@@ -52,7 +53,7 @@ async def test_cancelling_a_stream_ends_it_with_an_error_and_disconnects_the_ups
         async with (
             open_swapd(text) as swapd,
             httpx.AsyncClient(base_url=swapd.url, timeout=30) as client,
-            open_websocket_url(ws_url(swapd.url)) as ws,
+            open_ws(ws_url(swapd.url)) as ws,
         ):
             first = await next_inflight(ws)
             assert first == {"operation": "snapshot", "requests": []}
@@ -106,7 +107,7 @@ async def test_cancelling_a_request_that_waits_for_its_model_answers_an_error() 
         async with (
             open_swapd(text) as swapd,
             httpx.AsyncClient(base_url=swapd.url, timeout=30) as client,
-            open_websocket_url(ws_url(swapd.url)) as ws,
+            open_ws(ws_url(swapd.url)) as ws,
             trio.open_nursery() as nursery,
         ):
             replies: list[httpx.Response] = []

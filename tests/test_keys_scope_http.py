@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 import trio
-import trio_websocket
 from event_feed import parse_sse
 from prometheus_client.parser import text_string_to_metric_families
+from ws_client import open_ws
 
 from swapd.testing import open_swapd, upstream_cmd
 
@@ -135,7 +135,7 @@ async def test_a_limited_observer_reads_only_its_models() -> None:
 
             # the WebSocket feed (key as ?api_key=) is filtered the same way
             ws_url = swapd.url.replace("http", "ws", 1) + "/api/events/ws?api_key=sk-obs"
-            async with trio_websocket.open_websocket_url(ws_url) as ws:
+            async with open_ws(ws_url) as ws:
                 snapshot = []
                 while not any(kind == "inflight" for kind, _ in snapshot):
                     outer = json.loads(await ws.get_message())

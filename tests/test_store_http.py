@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from trio_websocket import open_websocket_url
+from ws_client import open_ws
 
 from swapd.daemon import Daemon
 from swapd.testing import open_swapd, upstream_cmd
@@ -221,7 +221,7 @@ async def test_the_event_feed_announces_each_row_once_it_can_be_read() -> None:
         async with (
             open_swapd(config(m1="")) as swapd,
             httpx.AsyncClient(base_url=swapd.url, timeout=20) as client,
-            open_websocket_url(url_of(swapd.url.replace("http://", "ws://"))) as ws,
+            open_ws(url_of(swapd.url.replace("http://", "ws://"))) as ws,
         ):
             await client.post("/v1/chat/completions", json=chat("m1", 7))
             while True:

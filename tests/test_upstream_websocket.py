@@ -11,6 +11,7 @@ import httpx
 import pytest
 import trio
 import trio_websocket
+from ws_client import open_ws
 
 from swapd.testing import open_swapd
 
@@ -47,7 +48,7 @@ async def test_a_websocket_is_relayed_to_the_model() -> None:
                 assert (await client.post("/api/models/load/live")).status_code == 200
             await wait_listening(port)
             url = swapd.url.replace("http://", "ws://") + "/upstream/live/ws/chat?x=1"
-            async with trio_websocket.open_websocket_url(url) as ws:
+            async with open_ws(url) as ws:
                 await ws.send_message("hello")
                 assert await ws.get_message() == "/ws/chat?x=1: hello"
 
@@ -58,7 +59,7 @@ async def test_ignored_websockets_cannot_start_the_model() -> None:
         async with open_swapd(config) as swapd:
             url = swapd.url.replace("http://", "ws://") + "/upstream/comfy/ws"
             with pytest.raises(trio_websocket.ConnectionRejected) as info:
-                async with trio_websocket.open_websocket_url(url):
+                async with open_ws(url):
                     pass
             assert info.value.status_code == 409
             assert b"ignored websocket requests cannot start it" in (info.value.body or b"")
@@ -69,6 +70,6 @@ async def test_ignored_websockets_cannot_start_the_model() -> None:
             port = swapd.services.config.models["comfy"].port
             assert port is not None
             await wait_listening(port)
-            async with trio_websocket.open_websocket_url(url) as ws:  # ready: passes
+            async with open_ws(url) as ws:  # ready: passes
                 await ws.send_message("ping")
                 assert await ws.get_message() == "/ws: ping"

@@ -28,8 +28,11 @@ CHAT = {"model": "fast", "messages": [{"role": "user", "content": "count to thre
 
 
 def goto(page: Any, swapd: Any, path: str) -> None:
+    """Open ``path`` and wait until the page is live: its event stream is open and it knows
+    what the key may do (until then app.css hides the admin buttons: no box to click)."""
     page.goto(f"{swapd.url}{path}")
     expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+    expect(page.locator("html")).to_have_attribute("data-role", re.compile(r"\w"))
 
 
 def shot(page: Any, artifacts: Path, name: str) -> None:

@@ -23,6 +23,7 @@ LONG_ID = "hf.co/bartowski/Meta-Llama-3.1-70B-Instruct-GGUF:Q4_K_M"
 
 
 def centre(locator: Any) -> tuple[float, float]:
+    expect(locator).to_be_visible()
     box = locator.bounding_box()
     assert box is not None
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import trio
 import trio_websocket
+from ws_client import open_ws
 
 from swapd.testing import open_swapd, upstream_cmd
 
@@ -87,7 +88,7 @@ async def test_a_scoped_key_cannot_reach_another_model() -> None:
                 await refused("POST", path, content=b"{}")
             # a WebSocket to the upstream (the key as ?api_key=)
             with pytest.raises(trio_websocket.HandshakeError):
-                async with trio_websocket.open_websocket_url(
+                async with open_ws(
                     swapd.url.replace("http", "ws") + "/upstream/innocent/ws?api_key=sk-beta"
                 ):
                     pass

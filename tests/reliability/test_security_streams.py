@@ -21,7 +21,8 @@ import httpx
 import pytest
 import trio
 from reliability_support import close_wait_sockets, open_fds, rss_mib
-from trio_websocket import ConnectionClosed, DisconnectionTimeout, open_websocket_url
+from trio_websocket import ConnectionClosed, DisconnectionTimeout
+from ws_client import open_ws
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, Request
 
@@ -85,14 +86,14 @@ async def test_closed_websockets_leave_no_socket_fd_or_subscriber() -> None:
             bus = swapd.services.bus
             port = port_of(swapd.url)
             # one connection first, so whatever a first connection sets up once is counted
-            async with open_websocket_url(ws_url(swapd.url)) as ws:
+            async with open_ws(ws_url(swapd.url)) as ws:
                 await ws.get_message()
             assert await settle(lambda: close_wait_sockets(port) == 0, 20)
             watchers, fds = bus.statistics().watchers, open_fds(os.getpid())
             for _ in range(clients):
                 # (unfixed, swapd never answered the close: the client gave up waiting)
                 with contextlib.suppress(DisconnectionTimeout):
-                    async with open_websocket_url(ws_url(swapd.url), disconnect_timeout=3) as ws:
+                    async with open_ws(ws_url(swapd.url), disconnect_timeout=3) as ws:
                         await ws.get_message()  # subscribed: the snapshot has started
                         for n in range(30):
                             await ws.send_message(f"hello {n}")
@@ -108,7 +109,7 @@ async def test_closed_websockets_leave_no_socket_fd_or_subscriber() -> None:
             gc.collect()
             assert open_fds(os.getpid()) <= fds
             # and the feed still works for the next client
-            async with open_websocket_url(ws_url(swapd.url)) as ws:
+            async with open_ws(ws_url(swapd.url)) as ws:
                 assert json.loads(await ws.get_message())["type"] == "logData"
 
 
@@ -150,7 +151,7 @@ async def test_large_websocket_messages_are_refused_not_buffered(tmp_path: Path)
                     await deaf.send_all(conn.send(BytesMessage(data=EIGHT_MIB)))
             for _ in range(2):
                 with contextlib.suppress(DisconnectionTimeout):  # unfixed: no close reply
-                    async with open_websocket_url(
+                    async with open_ws(
                         ws_url(swapd.url), disconnect_timeout=2, message_queue_size=100
                     ) as ws:
                         with trio.move_on_after(15), contextlib.suppress(ConnectionClosed):
@@ -204,7 +205,7 @@ async def test_a_websocket_from_a_foreign_origin_is_refused() -> None:
                 [(b"origin", b"https://ai.example.com"), (b"forwarded", b"host=ai.example.com")],
             ]
             for headers in allowed:
-                async with open_websocket_url(ws_url(swapd.url), extra_headers=headers) as ws:
+                async with open_ws(ws_url(swapd.url), extra_headers=headers) as ws:
                     assert json.loads(await ws.get_message())["type"] == "logData", headers
 
 
@@ -288,7 +289,7 @@ async def test_streams_opened_with_a_revoked_key_end_on_reload(tmp_path: Path) -
         ended[label] = "ended"
 
     async def ws_stream(url: str) -> None:
-        async with open_websocket_url(ws_url(url, "?api_key=sk-old")) as ws:
+        async with open_ws(ws_url(url, "?api_key=sk-old")) as ws:
             ready.release()
             try:
                 while True:
