@@ -22,7 +22,6 @@ import trio
 
 from swapd.daemon import Daemon
 from swapd.testing import open_swapd, upstream_cmd
-from swapd.testing.server import free_port_base
 
 pytestmark = [
     # The ollama client raises on an error line in the middle of a stream (and a test may
@@ -57,12 +56,7 @@ def reply_of(model: str) -> str:
 
 
 def config(*models: str, head: str = "", flags: tuple[str, ...] = (), ttl: int = 0) -> str:
-    lines = [
-        *head.splitlines(),
-        f"startPort: {free_port_base()}",
-        "healthCheckTimeout: 15",
-        "models:",
-    ]
+    lines = [*head.splitlines(), "healthCheckTimeout: 15", "models:"]
     for name in models:
         argv = ("--model", name, "--respond", reply_of(name), "--chunks", str(CHUNKS), *flags)
         lines += [f"  {name}:", f"    cmd: {upstream_cmd(*argv)}"]

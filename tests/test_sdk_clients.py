@@ -17,7 +17,6 @@ from anthropic.types import MessageParam
 from openai.types.chat import ChatCompletionMessageParam
 
 from swapd.testing import open_swapd, upstream_cmd
-from swapd.testing.server import free_port_base
 
 pytestmark = [
     # The openai SDK stops reading its SSE event generators at ``data: [DONE]`` (it breaks
@@ -44,15 +43,10 @@ def reply_of(model: str) -> str:
 def config(*models: str, head: str = "") -> str:
     """``models`` in the default group; each demo upstream answers ``hello from <name>``.
 
-    ``startPort`` is a random free range rather than the default 5800, so that several
-    test runs on one machine do not hand the same ``${PORT}`` to their models.
+    ``open_swapd`` gives it a random free ``startPort`` range, so that several test runs
+    on one machine do not hand the same ``${PORT}`` to their models.
     """
-    lines = [
-        *head.splitlines(),
-        f"startPort: {free_port_base()}",
-        "healthCheckTimeout: 15",
-        "models:",
-    ]
+    lines = [*head.splitlines(), "healthCheckTimeout: 15", "models:"]
     for name in models:
         flags = ("--model", name, "--respond", reply_of(name), "--chunks", str(CHUNKS))
         lines.append(f"  {name}:")

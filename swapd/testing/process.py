@@ -36,7 +36,6 @@ class SwapdProcess:
     proc: subprocess.Popen[bytes]
     port: int
     output: bytes = b""
-    log: IO[bytes] | None = attrs.field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -69,9 +68,9 @@ def run_swapd(
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
-        swapd = SwapdProcess(proc, port, log=log)
+        swapd = SwapdProcess(proc, port)
         try:
-            _wait_ready(swapd, ready_timeout)
+            _wait_ready(swapd, log, ready_timeout)
             yield swapd
         finally:
             if proc.poll() is None:
@@ -85,23 +84,21 @@ def run_swapd(
             swapd.output = log.read()
 
 
-def _output(swapd: SwapdProcess, limit: int = 2000) -> str:
+def _output(log: IO[bytes], limit: int = 2000) -> str:
     """The tail of what swapd printed so far, for a failure message."""
-    if swapd.log is None:
-        return ""
-    fd = swapd.log.fileno()
+    fd = log.fileno()
     size = os.fstat(fd).st_size
     # pread leaves the shared file offset alone: swapd is still writing at it.
     tail = os.pread(fd, limit, max(0, size - limit))
     return tail.decode(errors="replace").strip()
 
 
-def _wait_ready(swapd: SwapdProcess, timeout: float) -> None:
+def _wait_ready(swapd: SwapdProcess, log: IO[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if swapd.proc.poll() is not None:
             raise AssertionError(
-                f"swapd exited with {swapd.proc.returncode} before it was up: {_output(swapd)}"
+                f"swapd exited with {swapd.proc.returncode} before it was up: {_output(log)}"
             )
         try:
             if httpx.get(f"{swapd.url}/health", timeout=2).status_code == 200:
@@ -110,6 +107,6 @@ def _wait_ready(swapd: SwapdProcess, timeout: float) -> None:
             pass
         if time.monotonic() > deadline:
             raise AssertionError(
-                f"swapd did not answer on {swapd.url} within {timeout:g}s: {_output(swapd)}"
+                f"swapd did not answer on {swapd.url} within {timeout:g}s: {_output(log)}"
             )
         time.sleep(0.05)
