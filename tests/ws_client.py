@@ -59,7 +59,7 @@ def _unwrapped() -> Iterator[None]:
     except BaseExceptionGroup as group:
         leaves = list(_leaves(group))
         if len(leaves) == 1:
-            raise leaves[0] from None
+            raise leaves[0] from leaves[0].__cause__
         raise
 
 
