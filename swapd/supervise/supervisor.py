@@ -194,6 +194,14 @@ def _budget_decides_default_group(config: Config) -> Config:
     return attrs.evolve(config, groups={**config.groups, DEFAULT_GROUP: relaxed})
 
 
+async def _open_sheltered_nursery(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+    """A nursery that only its own cancel scope cancels (see ``Supervisor.run``)."""
+    with trio.CancelScope(shield=True):
+        async with trio.open_nursery() as nursery:
+            task_status.started(nursery)
+            await trio.sleep_forever()
+
+
 class Supervisor:
     """See the module docstring. Build it, then ``await nursery.start(supervisor.run)``."""
 
@@ -261,19 +269,28 @@ class Supervisor:
     async def run(
         self, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Supervise until cancelled, then stop every model (bounded) before returning."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await self._refresh_memory(self.config)
-            for model_id, spec in self.config.models.items():
-                await self._add_slot(model_id, spec)
-            task_status.started(self)
+        """Supervise until cancelled, then stop every model (bounded) before returning.
+
+        The runners and the background tasks live in a nursery that the caller's
+        cancellation does not reach: here, every model is first asked to stop (within
+        ``shutdown_timeout``), and only then is that nursery cancelled. Cancelled along
+        with this task, a runner could close its nursery in the instant a start was
+        issued (a crashed persistent model coming back), and the stop that followed
+        found it closed (tests/test_supervisor_shutdown.py)."""
+        async with trio.open_nursery() as outer:
+            nursery = self._nursery = await outer.start(_open_sheltered_nursery)
             try:
+                await self._refresh_memory(self.config)
+                for model_id, spec in self.config.models.items():
+                    await self._add_slot(model_id, spec)
+                task_status.started(self)
                 await self._schedule()
             finally:
-                with trio.CancelScope(shield=True):
-                    await self._stop_everything()
-                nursery.cancel_scope.cancel(reason="supervisor stopped")
+                try:
+                    with trio.CancelScope(shield=True):
+                        await self._stop_everything()
+                finally:
+                    nursery.cancel_scope.cancel(reason="supervisor stopped")
 
     async def _add_slot(self, model_id: str, spec: ModelConfig) -> None:
         assert self._nursery is not None
