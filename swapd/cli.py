@@ -4,7 +4,8 @@
 
     swapd [--config PATH] [--config-dir DIR] [--listen ADDR]...  run the daemon
           [--watch-config] [--tls-cert-file PEM --tls-key-file PEM] [--strict]
-    swapd check-config PATH|DIR [--json] [--strict]              validate, print the resolved config
+    swapd check-config [PATH|DIR] [--json] [--strict]            validate, print the resolved config
+                                                                 (default: --config or config.yaml)
     swapd schema [--reference]                                   print the config JSON schema
                                                                  (or the Markdown reference)
     swapd install-service [--print] [--socket] [--config PATH] [--listen ADDR]...
@@ -118,7 +119,17 @@ def _build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check-config", help="validate a config file and print it resolved (ports, argv, groups)"
     )
-    check.add_argument("path", metavar="PATH")
+    check.add_argument(
+        "path",
+        metavar="PATH",
+        nargs="?",
+        default=None,
+        help="a config file or a --config-dir directory (default: --config, else config.yaml)",
+    )
+    # Newcomers type the daemon's spelling after the command too: accept it.
+    check.add_argument(
+        "--config", "-config", metavar="PATH", default=argparse.SUPPRESS, help="same as PATH"
+    )
     check.add_argument("--json", action="store_true", help="print the resolved config as JSON")
     check.add_argument(
         "--strict", action="store_true", default=argparse.SUPPRESS, help=_STRICT_HELP
@@ -200,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(render_reference() if args.reference else render_schema())
         return EXIT_OK
     if args.command == "check-config":
-        return _check_config(args.path, as_json=args.json, strict=args.strict)
+        return _check_config(args, as_json=args.json, strict=args.strict)
     if bool(args.tls_cert_file) != bool(args.tls_key_file):
         print(
             "Error: Both --tls-cert-file and --tls-key-file must be provided for TLS.",
@@ -309,9 +320,23 @@ def _install_service(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check_config(path: str, *, as_json: bool, strict: bool = False) -> int:
+def _check_config(args: argparse.Namespace, *, as_json: bool, strict: bool = False) -> int:
+    """Validate what ``swapd`` with the same options would load: PATH if given, else
+    ``--config``/``--config-dir`` (before or after the command), else ``config.yaml``."""
+    path = args.path or args.config
+    if path and args.path and args.config and args.path != args.config:
+        print(f"Error: two config files given: {args.config} and {args.path}", file=sys.stderr)
+        return EXIT_USAGE
+    if not path and not args.config_dir:
+        hint = missing_config_hint(DEFAULT_CONFIG, default=DEFAULT_CONFIG)
+        if hint:
+            print(f"Error: {hint}", file=sys.stderr)
+            return EXIT_CONFIG
+        path = DEFAULT_CONFIG
     try:
-        if os.path.isdir(path):  # a --config-dir directory
+        if args.config_dir:
+            config = load_config_dir(args.config_dir, config_file=path, strict=strict)
+        elif os.path.isdir(path):  # a --config-dir directory given as PATH
             config = load_config_dir(path, strict=strict)
         else:
             config = load_config(path, strict=strict)

@@ -122,7 +122,7 @@ def test_tls_needs_both_files() -> None:
 
 def test_usage_errors_exit_2() -> None:
     assert main(["--listen", "nonsense"]) == 2
-    assert main(["check-config"]) == 2
+    assert main(["check-config", "--no-such-option"]) == 2
 
 
 @pytest.mark.parametrize(

@@ -118,7 +118,7 @@ async def test_health_and_plain_routes() -> None:
             assert (await c.get("/test")).text == "hi there"
             assert (await c.get("/pid")).json() == {"pid": up.proc.pid}
             assert (await c.get("/env")).json()["PATH"] == os.environ["PATH"]
-            assert (await c.head("/health")).headers["content-length"] == "15"
+            assert (await c.head("/health")).headers["content-length"] == "16"  # and a newline
             models = (await c.get("/v1/models")).json()
             assert models["data"][0]["id"] == "m1"
             assert "model_path" in (await c.get("/props")).json()

@@ -97,3 +97,42 @@ def test_plain_swapd_without_a_config_says_how_to_pass_one(tmp_path: Path) -> No
     result = run_swapd("--config", "nope.yaml", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.startswith("Error loading config: nope.yaml: cannot read the file")
+
+
+def test_check_config_takes_the_file_the_way_the_daemon_does(tmp_path: Path) -> None:
+    """``check-config`` validates what ``swapd`` with the same options would load: the
+    daemon's ``--config`` before or after the command, or ``config.yaml`` here."""
+    good = config({"m": f"{sys.executable} --port ${{PORT}}"})
+    (tmp_path / "other.yaml").write_text(good)
+    for args in (
+        ("--config", "other.yaml", "check-config"),
+        ("check-config", "--config", "other.yaml"),
+        ("-config", "other.yaml", "check-config", "--json"),
+    ):
+        result = run_swapd(*args, cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "other.yaml" in result.stdout, args
+    # nothing given and no config.yaml: the same advice as plain swapd, not a usage error
+    result = run_swapd("check-config", cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"no config.yaml in {tmp_path}" in result.stderr
+    (tmp_path / "config.yaml").write_text(good)
+    result = run_swapd("check-config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("config: config.yaml (ok)")
+    # two different files is a mistake worth naming
+    result = run_swapd("check-config", "config.yaml", "--config", "other.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "two config files given: other.yaml and config.yaml" in result.stderr
+
+
+def test_check_config_merges_a_config_dir_like_the_daemon(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("startPort: 7100\n")
+    parts = tmp_path / "models.d"
+    parts.mkdir()
+    (parts / "m.yaml").write_text(config({"m": f"{sys.executable} --port ${{PORT}}"}))
+    result = run_swapd(
+        "--config", "base.yaml", "--config-dir", "models.d", "check-config", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "port:   7100" in result.stdout

@@ -136,6 +136,9 @@ def test_the_curl_examples(quickstart: tuple[str, Path]) -> None:
     assert FAST in try_it
     assert "data: [DONE]" in try_it  # the streamed reply from the slow model
     assert '"running"' in try_it
+    # every reply ends with a newline: no answer runs into the next one (or the prompt)
+    assert "}{" not in try_it and "}data:" not in try_it, try_it
+    assert try_it.endswith("\n")
     assert FAST in run(["sh", "-c"], CURL_CLIENTS[1], port)
     # and swapd said where its web UI is
     assert f"web UI: http://127.0.0.1:{port}/ui/" in log.read_text()

@@ -342,7 +342,8 @@ def _dumps(obj: Any) -> bytes:
 
 
 def json_reply(obj: Any, status: int = 200, delay: float = 0.0) -> Reply:
-    return Reply(status, JSON_HEADERS, _dumps(obj), delay)
+    # The newline keeps a shell prompt off curl's output in the README's walkthrough.
+    return Reply(status, JSON_HEADERS, _dumps(obj) + b"\n", delay)
 
 
 def text_reply(text: str, status: int = 200) -> Reply:

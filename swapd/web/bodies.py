@@ -84,6 +84,8 @@ def _loads(body: bytes, *, raw_floats: bool = False) -> Any:
 
 def _parse_error(body: bytes) -> str | None:
     """Why ``body`` is not valid JSON (the parser's message and position), else None."""
+    if not body.strip():  # 'Expecting value: line 1 column 1' would not say what is wrong
+        return "the body is empty: expected a JSON object"
     try:
         json.loads(body, parse_float=_finite_float, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:

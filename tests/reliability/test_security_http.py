@@ -181,6 +181,9 @@ async def test_invalid_json_is_named_with_the_parsers_position(tmp_path: Path) -
                 error = body["error"]["message"]
                 assert error.startswith("the body is not valid JSON"), error
                 assert "line 1 column 16 (char 15)" in error
+                empty = await client.post(path, content=b"  \n")
+                assert empty.status_code == 400
+                assert "the body is empty: expected a JSON object" in empty.text
             listing = await client.get("/v1/models", headers={"origin": "http://a.example"})
             assert listing.content.endswith(b"}\n")
             assert listing.headers["vary"] == "Origin"  # the echoed Origin varies the answer
